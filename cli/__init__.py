@@ -1,0 +1,1 @@
+"""The ``wsk`` command line (installed as ``wsk.cli``)."""

@@ -1,0 +1,3 @@
+"""wsk data commands (to be filled)."""
+
+COMMANDS = []

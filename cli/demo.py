@@ -1,0 +1,3 @@
+"""wsk demo commands (to be filled)."""
+
+COMMANDS = []

@@ -1,0 +1,3 @@
+"""wsk evaluate commands (to be filled)."""
+
+COMMANDS = []

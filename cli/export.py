@@ -1,0 +1,3 @@
+"""wsk export commands (to be filled)."""
+
+COMMANDS = []

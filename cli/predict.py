@@ -1,0 +1,3 @@
+"""wsk predict commands (to be filled)."""
+
+COMMANDS = []

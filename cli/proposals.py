@@ -1,0 +1,3 @@
+"""wsk proposals commands (to be filled)."""
+
+COMMANDS = []

@@ -1,0 +1,3 @@
+"""wsk pseudo commands (to be filled)."""
+
+COMMANDS = []

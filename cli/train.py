@@ -1,0 +1,3 @@
+"""wsk train commands (to be filled)."""
+
+COMMANDS = []

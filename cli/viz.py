@@ -1,0 +1,3 @@
+"""wsk viz commands (to be filled)."""
+
+COMMANDS = []

@@ -1,0 +1,3 @@
+"""wsk zoo_cmd commands (to be filled)."""
+
+COMMANDS = []

@@ -1,0 +1,124 @@
+"""File I/O shared by every stage: atomic writes, images, palette PNG label maps, JSON."""
+
+import contextlib
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from wsk.errors import WskError
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success rename it over ``path``.
+
+    The temporary name keeps the suffix of ``path`` (``np.savez`` and OpenCV look at it).
+    Nothing is left behind if the body raises.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    base = os.path.basename(path)
+    suffix = "".join(base.partition(".")[1:]) if "." in base else ""
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{suffix}", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def save_npz(path, **arrays):
+    """``np.savez_compressed`` written atomically."""
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
+
+
+def load_npz(path, required=()):
+    """Load an ``.npz`` into a dict; a damaged file or a missing key is a ``WskError``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise WskError("file not found", path) from None
+    except Exception as err:  # zipfile.BadZipFile, ValueError, OSError, EOFError ...
+        raise WskError(f"damaged file ({type(err).__name__}: {err})", path) from None
+    missing = [key for key in required if key not in arrays]
+    if missing:
+        raise WskError(f"damaged file: missing {', '.join(missing)}", path)
+    return arrays
+
+
+def save_json(path, obj):
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def load_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise WskError("file not found", path) from None
+    except (OSError, ValueError) as err:
+        raise WskError(f"not readable JSON ({err})", path) from None
+
+
+def read_image(path):
+    """An RGB uint8 array ``(H, W, 3)``; a missing or undecodable file is a ``WskError``."""
+    import cv2
+
+    if not os.path.exists(path):
+        raise WskError("image not found", path)
+    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise WskError("not a readable image", path)
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def write_image(path, rgb, quality=95):
+    """Write an RGB uint8 array (JPEG or PNG by suffix), atomically."""
+    import cv2
+
+    with atomic_path(path) as tmp:
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality] if tmp.lower().endswith((".jpg", ".jpeg")) else []
+        if not cv2.imwrite(tmp, np.ascontiguousarray(np.asarray(rgb, np.uint8)[:, :, ::-1]), params):
+            raise WskError("could not write image", path)
+
+
+def read_label_png(path):
+    """Class indices of a palette (or grey) PNG as ``(H, W)`` uint8: the indices, never colours."""
+    from PIL import Image
+
+    if not os.path.exists(path):
+        raise WskError("label map not found", path)
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("P", "L"):
+                raise WskError(f"label map must be a palette or grey PNG, found mode {img.mode}", path)
+            return np.array(img, dtype=np.uint8)
+    except WskError:
+        raise
+    except Exception as err:
+        raise WskError(f"not a readable PNG ({err})", path) from None
+
+
+def write_label_png(path, labels, palette=None):
+    """Write ``(H, W)`` class indices as a palette PNG (VOC colours by default), atomically."""
+    from PIL import Image
+
+    from wsk.classes import voc_palette
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
+        raise WskError(f"a label map must be 2-D with values 0..255, got shape {labels.shape}", path)
+    img = Image.fromarray(labels.astype(np.uint8), mode="P")
+    img.putpalette((voc_palette() if palette is None else np.asarray(palette, np.uint8)).ravel().tolist())
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")

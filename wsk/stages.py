@@ -1,0 +1,95 @@
+"""Run one pipeline stage over many images: resumable, parallel, with a progress bar.
+
+Every stage writes one file per image. ``run_per_image`` skips images whose output
+already exists and is valid, runs the rest (in worker processes when ``jobs > 1``),
+and collects failures instead of stopping, so nothing already computed is lost.
+"""
+
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import os
+import sys
+
+import click
+
+from wsk.errors import WskError
+
+
+@dataclasses.dataclass
+class StageReport:
+    """What a stage did: ids computed, ids skipped as already done, and ``(id, message)`` failures."""
+
+    name: str
+    done: list = dataclasses.field(default_factory=list)
+    skipped: list = dataclasses.field(default_factory=list)
+    failed: list = dataclasses.field(default_factory=list)
+
+    def summary(self):
+        return (f"{self.name}: {len(self.done)} computed, {len(self.skipped)} already done, "
+                f"{len(self.failed)} failed")
+
+    def raise_if_failed(self):
+        """Raise one ``WskError`` listing the failures (each names its file)."""
+        if self.failed:
+            lines = "; ".join(message for _, message in self.failed[:10])
+            more = f" (+{len(self.failed) - 10} more)" if len(self.failed) > 10 else ""
+            raise WskError(f"{self.name}: {len(self.failed)} image(s) failed: {lines}{more}")
+
+
+def progress(iterable=None, length=None, label=""):
+    """A progress bar on stderr (click's), used by every long stage."""
+    return click.progressbar(iterable, length=length, label=label, file=sys.stderr,
+                             show_pos=True, show_eta=True)
+
+
+def _call(work, item):
+    try:
+        work(item)
+        return item, None
+    except WskError as err:
+        return item, str(err)
+    except Exception as err:  # keep going: one bad image must not lose the others
+        return item, f"{item}: {type(err).__name__}: {err}"
+
+
+def run_per_image(name, items, work, is_done=None, jobs=1):
+    """Apply ``work(item)`` to every item not yet done; return a ``StageReport``.
+
+    ``work`` writes the item's output itself (atomically) and must be picklable when
+    ``jobs > 1`` (a module-level function or a ``functools.partial`` of one).
+    ``is_done(item)`` says whether a valid output already exists.
+    """
+    report = StageReport(name)
+    todo = []
+    for item in items:
+        if is_done is not None and is_done(item):
+            report.skipped.append(item)
+        else:
+            todo.append(item)
+    if not todo:
+        return report
+    with progress(length=len(todo), label=name) as bar:
+        if jobs <= 1:
+            results = (_call(work, item) for item in todo)
+            for item, error in results:
+                (report.failed.append((item, error)) if error else report.done.append(item))
+                bar.update(1)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                futures = [pool.submit(_call, work, item) for item in todo]
+                for future in concurrent.futures.as_completed(futures):
+                    item, error = future.result()
+                    (report.failed.append((item, error)) if error else report.done.append(item))
+                    bar.update(1)
+    report.done.sort()
+    return report
+
+
+def default_jobs():
+    """Worker processes to use by default: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,77 @@
+"""The work directory: where stages leave their files, one file per image.
+
+Layout and formats (each written to a temporary name, then renamed):
+
+=============================  ====================================================================
+``proposals/<id>.npz``         segment proposals (``wsk.proposals.Proposals``, format version inside)
+``hcp/``                       HCP training: ``checkpoints/``, ``logs/`` (TensorBoard), ``hcp.keras``
+``scores/<id>.npz``            per-proposal HCP softmax scores ``scores`` (P, C) float32 and fc7
+                               features of the candidates: ``candidates`` (K,) int32 proposal
+                               indices, ``candidate_labels`` (K,) int32 class index (1-based),
+                               ``features`` (K, D) float32; ``version``
+``refined.json``               per image and class, the proposal indices kept by refinement (Eq. 1)
+``locmaps/<id>.npz``           localization maps (Eq. 2): ``maps`` (C+1, H, W) float16, channel 0
+                               background; ``labels`` the image's class indices; ``version``
+``masks/<id>.png``             rough masks (Eq. 5) as palette PNGs
+``seg/<variant>/``             segmentation training: ``checkpoints/``, ``logs/``, ``model.keras``
+``predictions/<name>/<id>.png``  predicted label maps
+``eval/<name>.json``           evaluation results
+=============================  ====================================================================
+
+``noref/`` under the work directory holds the same ``refined.json``, ``locmaps/`` and
+``masks/`` computed without refinement (the ablation of Table 3).
+"""
+
+import os
+
+
+class WorkDir:
+    """Paths of a work directory (nothing is created until a stage writes)."""
+
+    def __init__(self, root, refine=True):
+        self.root = os.fspath(root)
+        self.refine = refine
+        self._pseudo_root = self.root if refine else os.path.join(self.root, "noref")
+
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def proposals(self, image_id):
+        return self.path("proposals", f"{image_id}.npz")
+
+    @property
+    def hcp_dir(self):
+        return self.path("hcp")
+
+    @property
+    def hcp_model(self):
+        return self.path("hcp", "hcp.keras")
+
+    def scores(self, image_id):
+        return self.path("scores", f"{image_id}.npz")
+
+    @property
+    def refined(self):
+        return os.path.join(self._pseudo_root, "refined.json")
+
+    def locmap(self, image_id):
+        return os.path.join(self._pseudo_root, "locmaps", f"{image_id}.npz")
+
+    @property
+    def masks_dir(self):
+        return os.path.join(self._pseudo_root, "masks")
+
+    def mask(self, image_id):
+        return os.path.join(self.masks_dir, f"{image_id}.png")
+
+    def seg_dir(self, variant):
+        return self.path("seg", variant)
+
+    def seg_model(self, variant):
+        return self.path("seg", variant, "model.keras")
+
+    def predictions(self, name):
+        return self.path("predictions", name)
+
+    def eval_json(self, name):
+        return self.path("eval", f"{name}.json")
