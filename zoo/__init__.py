@@ -1,0 +1,1 @@
+"""The wsk model zoo (installed as ``wsk.zoo``)."""
