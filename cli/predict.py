@@ -1,3 +1,77 @@
-"""wsk predict commands (to be filled)."""
+"""``wsk predict MODEL IMAGES... --out DIR``: label maps from a trained segmentation network.
 
-COMMANDS = []
+``crf_options`` and ``crf_params`` are shared with ``wsk eval --model``.
+"""
+
+import functools
+
+import click
+
+from wsk.crf import CRFParams
+
+
+def crf_options(command):
+    """Add ``--crf`` and the dense CRF parameters (defaults: DeepLab-LargeFOV's) to a command."""
+    defaults = CRFParams()
+    options = [
+        click.option("--crf/--no-crf", default=False, show_default=True,
+                     help="Refine the network's softmax with a fully connected CRF."),
+        click.option("--crf-bi-w", type=float, default=defaults.bi_w, show_default=True,
+                     help="CRF: weight of the appearance (bilateral) kernel."),
+        click.option("--crf-bi-xy-std", type=float, default=defaults.bi_xy_std, show_default=True,
+                     help="CRF: spatial std of the appearance kernel (pixels)."),
+        click.option("--crf-bi-rgb-std", type=float, default=defaults.bi_rgb_std, show_default=True,
+                     help="CRF: colour std of the appearance kernel."),
+        click.option("--crf-pos-w", type=float, default=defaults.pos_w, show_default=True,
+                     help="CRF: weight of the smoothness (Gaussian) kernel."),
+        click.option("--crf-pos-xy-std", type=float, default=defaults.pos_xy_std, show_default=True,
+                     help="CRF: spatial std of the smoothness kernel (pixels)."),
+        click.option("--crf-iterations", type=int, default=defaults.iterations, show_default=True,
+                     help="CRF: mean-field iterations."),
+    ]
+    return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
+
+
+def crf_params(crf, crf_bi_w, crf_bi_xy_std, crf_bi_rgb_std, crf_pos_w, crf_pos_xy_std,
+               crf_iterations):
+    """The ``CRFParams`` the ``crf_options`` ask for, or ``None`` without ``--crf``."""
+    if not crf:
+        return None
+    return CRFParams(bi_w=crf_bi_w, bi_xy_std=crf_bi_xy_std, bi_rgb_std=crf_bi_rgb_std,
+                     pos_w=crf_pos_w, pos_xy_std=crf_pos_xy_std, iterations=crf_iterations)
+
+
+@click.command("predict")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the label PNGs (one <id>.png per image, palette colours).")
+@click.option("--format", "layout", type=click.Choice(["png", "voc-test"]), default="png",
+              show_default=True,
+              help="png: OUT/<id>.png; voc-test: OUT/results/VOC2012/Segmentation/"
+                   "comp6_test_cls/<id>.png, the layout the PASCAL evaluation server takes.")
+@crf_options
+@click.option("--jobs", "-j", type=int, default=None,
+              help="CRF worker processes [default: all cores].")
+@click.option("--batch-size", type=int, default=1, show_default=True,
+              help="Images of the same size segmented together.")
+def predict(model, images, out_dir, layout, jobs, batch_size, **crf):
+    """Segment IMAGES (files or folders of images) with MODEL, a .keras segmentation network.
+
+    Images whose PNG already exists (and has the image's size) are skipped, so an
+    interrupted run resumes where it stopped.
+    """
+    from wsk.predict import image_files, load_model, predict_images
+    from wsk.stages import default_jobs
+
+    params = crf_params(**crf)
+    files = image_files(images)
+    network = load_model(model)
+    report = predict_images(network, files, out_dir, crf=params,
+                            jobs=default_jobs() if jobs is None else max(1, jobs),
+                            batch_size=batch_size, layout=layout)
+    click.echo(report.summary(), err=True)
+    report.raise_if_failed()
+
+
+COMMANDS = [predict]

@@ -1,0 +1,94 @@
+"""Fully connected CRF over the network's softmax output (DeepLab-CRF [7], used in §4 of the paper).
+
+The energy is the unary ``-log p(x_i)`` of the up-sampled softmax plus two Potts pairwise
+kernels (Krähenbühl and Koltun's dense CRF, through ``pydensecrf``):
+
+* appearance: ``bi_w * exp(-|p_i - p_j|^2 / (2 bi_xy_std^2) - |I_i - I_j|^2 / (2 bi_rgb_std^2))``
+* smoothness: ``pos_w * exp(-|p_i - p_j|^2 / (2 pos_xy_std^2))``
+
+``CRFParams()`` holds DeepLab-LargeFOV's cross-validated values for PASCAL VOC.
+This module imports neither Keras nor TensorFlow, so CRF worker processes start quickly.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from wsk.errors import WskError
+
+# Probabilities are clipped here before the log, so that a zero never becomes an infinite unary.
+MIN_PROBABILITY = 1e-8
+
+
+@dataclasses.dataclass(frozen=True)
+class CRFParams:
+    """Dense CRF parameters; the defaults are DeepLab-LargeFOV's for PASCAL VOC."""
+
+    bi_w: float = 4.0          # weight of the appearance (bilateral) kernel
+    bi_xy_std: float = 121.0   # its spatial standard deviation, pixels
+    bi_rgb_std: float = 5.0    # its colour standard deviation, intensity levels
+    pos_w: float = 3.0         # weight of the smoothness (Gaussian) kernel
+    pos_xy_std: float = 3.0    # its spatial standard deviation, pixels
+    iterations: int = 10       # mean-field iterations
+
+    def __post_init__(self):
+        for name in ("bi_xy_std", "bi_rgb_std", "pos_xy_std"):
+            if not getattr(self, name) > 0:
+                raise WskError(f"CRF parameter {name} must be positive, got {getattr(self, name)}")
+        for name in ("bi_w", "pos_w"):
+            if not getattr(self, name) >= 0:
+                raise WskError(f"CRF parameter {name} must be non-negative, got {getattr(self, name)}")
+        if int(self.iterations) != self.iterations or self.iterations < 0:
+            raise WskError(f"CRF iterations must be a non-negative integer, got {self.iterations}")
+
+
+def dense_crf(image, probabilities, bi_w=CRFParams.bi_w, bi_xy_std=CRFParams.bi_xy_std,
+              bi_rgb_std=CRFParams.bi_rgb_std, pos_w=CRFParams.pos_w,
+              pos_xy_std=CRFParams.pos_xy_std, iterations=CRFParams.iterations):
+    """Refine a softmax map with a fully connected CRF.
+
+    ``image``: RGB uint8 ``(H, W, 3)``; ``probabilities``: ``(H, W, C)`` per-pixel class
+    probabilities (each pixel sums to one). Returns ``(labels, refined)``: ``labels`` int32
+    ``(H, W)`` the argmax of ``refined``, float32 ``(H, W, C)`` the CRF's mean-field marginals.
+    """
+    import pydensecrf.densecrf as dcrf
+
+    params = CRFParams(bi_w, bi_xy_std, bi_rgb_std, pos_w, pos_xy_std, iterations)
+    image = np.asarray(image)
+    probabilities = np.asarray(probabilities, np.float32)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise WskError(f"the CRF needs an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+    if probabilities.ndim != 3 or probabilities.shape[:2] != image.shape[:2]:
+        raise WskError(f"the CRF needs probabilities (H, W, C) of the image's size {image.shape[:2]}, "
+                       f"got {probabilities.shape}")
+    height, width, classes = probabilities.shape
+    unary = -np.log(np.clip(probabilities, MIN_PROBABILITY, 1.0))
+    unary = np.ascontiguousarray(unary.reshape(height * width, classes).T)
+    crf = dcrf.DenseCRF2D(width, height, classes)
+    crf.setUnaryEnergy(unary)
+    crf.addPairwiseGaussian(sxy=params.pos_xy_std, compat=params.pos_w)
+    crf.addPairwiseBilateral(sxy=params.bi_xy_std, srgb=params.bi_rgb_std,
+                             rgbim=np.ascontiguousarray(image), compat=params.bi_w)
+    marginals = np.asarray(crf.inference(int(params.iterations)), np.float32)
+    refined = np.ascontiguousarray(marginals.reshape(classes, height, width).transpose(1, 2, 0))
+    return refined.argmax(axis=-1).astype(np.int32), refined
+
+
+def refine_saved(image_id, tasks, params):
+    """CRF worker for ``wsk.stages.run_per_image``: one image's saved softmax -> label PNG.
+
+    ``tasks[image_id]`` is ``(image_path, probabilities_npz, out_png)``; the ``.npz`` holds
+    ``probabilities`` (H, W, C) float. The PNG is written atomically, then the ``.npz`` removed.
+    """
+    from wsk.io import load_npz, read_image, write_label_png
+
+    image_path, probabilities_path, out_path = tasks[image_id]
+    probabilities = load_npz(probabilities_path, required=("probabilities",))["probabilities"]
+    image = read_image(image_path)
+    if probabilities.shape[:2] != image.shape[:2]:
+        raise WskError(f"saved probabilities are {probabilities.shape[:2]}, the image "
+                       f"{image.shape[:2]}", probabilities_path)
+    labels, _ = dense_crf(image, probabilities, **dataclasses.asdict(params))
+    write_label_png(out_path, labels)
+    os.remove(probabilities_path)

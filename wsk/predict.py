@@ -1,0 +1,292 @@
+"""Run a trained segmentation network over images: label PNGs, optional dense CRF, evaluation.
+
+``predict_images`` / ``predict_dataset`` write one palette PNG per image id and resume: an id
+whose PNG already exists, is readable and has the image's size is skipped. The network runs
+in this process on batches of equally sized images (``wsk.inference.segment``); the dense CRF
+(``wsk.crf``) runs in this process when ``jobs == 1``, otherwise in worker processes
+(``wsk.stages.run_per_image``) that read the softmax saved to a temporary ``.npz`` per image.
+
+Output layouts (``layout``):
+
+``png``        ``OUT/<id>.png``
+``voc-test``   ``OUT/results/VOC2012/Segmentation/comp6_test_cls/<id>.png``, the archive layout
+               the PASCAL VOC evaluation server takes (comp6: trained with data beyond VOC).
+"""
+
+import dataclasses
+import os
+import shutil
+
+import numpy as np
+
+from wsk.errors import WskError
+from wsk.stages import StageReport, progress, run_per_image
+
+LAYOUTS = {
+    "png": (),
+    "voc-test": ("results", "VOC2012", "Segmentation", "comp6_test_cls"),
+}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+# Softmax maps waiting for a CRF worker live here (inside the output folder) until their PNG exists.
+PENDING_DIR = ".crf-pending"
+EXIF_ORIENTATION = 274
+
+
+def load_model(path, compile=False):
+    """Load a ``.keras`` segmentation (or HCP) model with ``safe_mode=True``.
+
+    ``wsk.models``, ``wsk.losses`` and ``wsk.optimizers`` are imported first so that their
+    serialisable classes are registered. A missing, misnamed or damaged file is a ``WskError``
+    naming it.
+    """
+    import keras
+
+    import wsk.losses  # noqa: F401  (registers custom objects)
+    import wsk.models  # noqa: F401
+    import wsk.optimizers  # noqa: F401
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise WskError("model file not found", path)
+    if not path.endswith(".keras"):
+        raise WskError("a model must be a .keras file (Keras 3 format)", path)
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as err:  # zipfile.BadZipFile, ValueError, KeyError, OSError ...
+        raise WskError(f"not a loadable Keras model ({type(err).__name__}: {err})", path) from None
+
+
+def output_folder(out_dir, layout="png"):
+    """The folder that receives the PNGs for ``layout`` (``png`` or ``voc-test``)."""
+    if layout not in LAYOUTS:
+        raise WskError(f"unknown output format {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    return os.path.join(os.fspath(out_dir), *LAYOUTS[layout])
+
+
+def image_files(paths):
+    """``{id: path}`` for image files and folders of images (ids are file names without suffix).
+
+    Folders contribute their image files (not recursively), sorted by name. A missing path, a
+    folder without images or two images with the same id are ``WskError``s.
+    """
+    found = {}
+    for path in paths:
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            names = sorted(name for name in os.listdir(path)
+                           if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."))
+            if not names:
+                raise WskError("no images in this folder", path)
+            files = [os.path.join(path, name) for name in names]
+        elif os.path.isfile(path):
+            files = [path]
+        else:
+            raise WskError("no such image or folder", path)
+        for file in files:
+            image_id = os.path.splitext(os.path.basename(file))[0]
+            if image_id in found and os.path.abspath(found[image_id]) != os.path.abspath(file):
+                raise WskError(f"two images have the id {image_id!r} (also {found[image_id]})", file)
+            found[image_id] = file
+    return found
+
+
+def _image_size(path):
+    """``(height, width)`` of the decoded image, from its header; a bad file is a ``WskError``.
+
+    ``read_image`` (OpenCV) applies the EXIF orientation, so a quarter turn swaps the sides.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # decoders rotate these
+                width, height = height, width
+    except FileNotFoundError:
+        raise WskError("image not found", path) from None
+    except Exception as err:
+        raise WskError(f"not a readable image ({type(err).__name__})", path) from None
+    return height, width
+
+
+def _valid_png(png_path, image_path):
+    """Whether ``png_path`` is a readable palette/grey PNG of the image's size."""
+    from PIL import Image
+
+    if not os.path.exists(png_path):
+        return False
+    try:
+        with Image.open(png_path) as img:
+            if img.format != "PNG" or img.mode not in ("P", "L"):
+                return False
+            img.load()
+            width, height = img.size
+        return (height, width) == _image_size(image_path)
+    except Exception:
+        return False
+
+
+def _segment_arrays(model, images):
+    """``wsk.inference.segment`` on a NumPy batch; NumPy labels and probabilities back."""
+    from keras import ops
+
+    from wsk.inference import segment
+
+    labels, probabilities = segment(model, np.stack(images))
+    return ops.convert_to_numpy(labels), ops.convert_to_numpy(probabilities)
+
+
+def _batches(sizes, ids, batch_size):
+    """Lists of at most ``batch_size`` ids of the same image size, in first-seen order."""
+    groups = {}
+    for image_id in ids:
+        groups.setdefault(sizes[image_id], []).append(image_id)
+    for group in groups.values():
+        for start in range(0, len(group), batch_size):
+            yield group[start:start + batch_size]
+
+
+def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layout="png",
+                   name="predict"):
+    """Segment ``images`` (``{id: image path}``) with ``model`` and write ``<id>.png`` label maps.
+
+    ``crf``: ``None`` (argmax of the network's softmax) or a ``wsk.crf.CRFParams``. With a CRF
+    and ``jobs > 1`` the softmax of each image is saved to ``OUT/.crf-pending/<id>.npz`` and the
+    CRF runs in ``jobs`` worker processes, a chunk of images at a time. Images of different
+    sizes go through the network in separate batches of at most ``batch_size``.
+    Returns the ``StageReport`` (computed, already done, failed ids with their messages).
+    """
+    if batch_size < 1:
+        raise WskError(f"batch size must be at least 1, got {batch_size}")
+    folder = output_folder(out_dir, layout)
+    out_path = {image_id: os.path.join(folder, f"{image_id}.png") for image_id in images}
+    report = StageReport(name)
+    todo = []
+    for image_id in images:
+        if _valid_png(out_path[image_id], images[image_id]):
+            report.skipped.append(image_id)
+        else:
+            todo.append(image_id)
+    sizes = {}
+    for image_id in todo:
+        try:
+            sizes[image_id] = _image_size(images[image_id])
+        except WskError as err:
+            report.failed.append((image_id, str(err)))
+    todo = [image_id for image_id in todo if image_id in sizes]
+    deferred = crf is not None and jobs > 1
+    # Deferred CRF: bound the softmax maps on disk by running the workers a chunk at a time.
+    chunk = max(8 * jobs, 32) if deferred else len(todo) or 1
+    for start in range(0, len(todo), chunk):
+        ids = todo[start:start + chunk]
+        pending = _run_network(model, images, ids, sizes, out_path, folder, crf, deferred,
+                               batch_size, report, name)
+        if pending:
+            _run_crf_workers(images, pending, folder, out_path, crf, jobs, report, name)
+    pending_dir = os.path.join(folder, PENDING_DIR)
+    if os.path.isdir(pending_dir) and not os.listdir(pending_dir):
+        os.rmdir(pending_dir)
+    report.done.sort()
+    return report
+
+
+def _run_network(model, images, ids, sizes, out_path, folder, crf, deferred, batch_size, report,
+                 name):
+    """Network (and in-process CRF) over ``ids``; returns ids whose softmax awaits a CRF worker."""
+    from wsk.crf import dense_crf
+    from wsk.io import read_image, save_npz, write_label_png
+
+    pending = []
+    with progress(length=len(ids), label=name) as bar:
+        for batch in _batches(sizes, ids, batch_size):
+            pixels, good = [], []
+            for image_id in batch:
+                try:
+                    pixels.append(read_image(images[image_id]))
+                    good.append(image_id)
+                except WskError as err:
+                    report.failed.append((image_id, str(err)))
+            shapes, outputs = {pixel.shape for pixel in pixels}, []
+            if len(shapes) > 1:  # a header that lied about the size: one image at a time
+                outputs = [_segment_arrays(model, [pixel]) for pixel in pixels]
+                outputs = [(labels[0], probabilities[0]) for labels, probabilities in outputs]
+            elif pixels:
+                outputs = list(zip(*_segment_arrays(model, pixels)))
+            for image_id, pixel, (labels, probabilities) in zip(good, pixels, outputs):
+                try:
+                    if deferred:
+                        save_npz(_pending_path(folder, image_id),
+                                 probabilities=probabilities.astype(np.float32))
+                        pending.append(image_id)
+                        continue
+                    if crf is not None:
+                        labels, _ = dense_crf(pixel, probabilities, **dataclasses.asdict(crf))
+                    write_label_png(out_path[image_id], labels)
+                    report.done.append(image_id)
+                except WskError as err:
+                    report.failed.append((image_id, str(err)))
+            bar.update(len(batch))
+    return pending
+
+
+def _pending_path(folder, image_id):
+    return os.path.join(folder, PENDING_DIR, f"{image_id}.npz")
+
+
+def _run_crf_workers(images, ids, folder, out_path, crf, jobs, report, name):
+    """Dense CRF in ``jobs`` processes over saved softmax maps (``wsk.crf.refine_saved``)."""
+    import functools
+
+    from wsk.crf import refine_saved
+
+    tasks = {image_id: (images[image_id], _pending_path(folder, image_id), out_path[image_id])
+             for image_id in ids}
+    crf_report = run_per_image(f"{name} (dense CRF)", ids, functools.partial(
+        refine_saved, tasks=tasks, params=crf), jobs=jobs)
+    report.done.extend(crf_report.done)
+    report.failed.extend(crf_report.failed)
+
+
+def predict_dataset(model, dataset, out_dir, crf=None, jobs=1, batch_size=1, layout="png"):
+    """``predict_images`` over every id of a ``wsk.data.VOCDataset``; returns the ``StageReport``."""
+    images = {image_id: dataset.image_path(image_id) for image_id in dataset.ids}
+    return predict_images(model, images, out_dir, crf=crf, jobs=jobs, batch_size=batch_size,
+                          layout=layout, name=f"predict {dataset.split}")
+
+
+def evaluate_model(model, root, split, crf=None, jobs=1, out_dir=None, batch_size=1):
+    """Predict the ``split`` of the VOC-layout dataset at ``root`` with ``model`` and score it.
+
+    Returns a ``wsk.metrics.ConfusionMatrix`` summed over every image of the split against its
+    ground-truth mask (255 ignored), as ``wsk.metrics.evaluate_dataset`` computes it.
+    Predictions go to ``out_dir`` (kept, and reused when run again) or to a temporary folder.
+    An image without a mask, a model whose class count differs from the dataset's, or a failed
+    prediction is a ``WskError``.
+    """
+    import tempfile
+
+    from wsk.data.voc import VOCDataset
+    from wsk.metrics import ConfusionMatrix, PredictionFolder, evaluate_dataset
+
+    dataset = VOCDataset(root, split)
+    model_classes = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
+    if model_classes is not None and model_classes != dataset.num_classes:
+        raise WskError(f"the model predicts {model_classes} classes, the dataset has "
+                       f"{dataset.num_classes}", dataset.root)
+    for image_id in dataset.ids:
+        if dataset.mask_path(image_id) is None:
+            raise WskError(f"image {image_id} of split {split!r} has no ground-truth mask "
+                           "(SegmentationClass/<id>.png)", dataset.root)
+    temporary = tempfile.mkdtemp(prefix="wsk-eval-") if out_dir is None else None
+    folder = temporary or os.fspath(out_dir)
+    try:
+        report = predict_dataset(model, dataset, folder, crf=crf, jobs=jobs, batch_size=batch_size)
+        report.raise_if_failed()
+        result = evaluate_dataset(dataset, PredictionFolder(folder), name=f"model on {split}")
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+    matrix = ConfusionMatrix(dataset.num_classes)
+    matrix.matrix += result.matrix
+    matrix.images = len(dataset.ids)
+    return matrix
