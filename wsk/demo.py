@@ -1,0 +1,158 @@
+"""``wsk demo``: the whole paper on a synthetic dataset, on CPU, in minutes.
+
+Stages (each resumable; rerunning the demo on the same work directory skips what is done):
+synthetic dataset -> proposals -> HCP (two-step fine-tuning) -> pseudo-labels with and without
+cross-image refinement -> pseudo-label mIoU on the training set -> the four DeepLab-LargeFOV
+variants (AN_A, SN_A, AN_B, SN_B) -> val mIoU without and with dense CRF -> one table.
+Every number printed is measured on this run's files; nothing is looked up.
+"""
+
+import contextlib
+import dataclasses
+import os
+import time
+
+import numpy as np
+
+from wsk.recipes import get_recipe
+from wsk.workdir import WorkDir
+
+VARIANT_ORDER = ("AN_A", "SN_A", "AN_B", "SN_B")
+
+
+def tiny_recipe(recipe):
+    """The demo recipe cut to one epoch per step and few proposals (for tests and smoke runs)."""
+    return dataclasses.replace(
+        recipe, name=f"{recipe.name}-tiny",
+        hcp=dataclasses.replace(recipe.hcp, width=0.0625, image_epochs=1, hypothesis_epochs=1),
+        seg=dataclasses.replace(recipe.seg, width=0.0625, epochs=1, crop_size=65),
+        pseudo=dataclasses.replace(recipe.pseudo, max_proposals=100),
+    )
+
+
+class _Timer:
+    """Wall-clock time of each named stage, in the order they ran."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def locmap_argmax_folder(dataset, workdir):
+    """A prediction function: the argmax over channels of each image's localization maps (Eq. 2)."""
+    from wsk.io import load_npz
+
+    def predict(image_id):
+        return np.argmax(load_npz(workdir.locmap(image_id), required=("maps",))["maps"], axis=0)
+
+    predict.path = workdir.locmap
+    return predict
+
+
+def pseudo_label_results(root, work, split):
+    """mIoU of localization-map argmax and of rough masks, with and without refinement."""
+    from wsk.data.voc import VOCDataset
+    from wsk.metrics import PredictionFolder, evaluate_dataset
+
+    dataset = VOCDataset(root, split)
+    results = []
+    for refine in (True, False):
+        wd = WorkDir(work, refine=refine)
+        suffix = "" if refine else " (no refinement)"
+        results.append(evaluate_dataset(dataset, locmap_argmax_folder(dataset, wd),
+                                        name=f"loc. maps{suffix}"))
+        results.append(evaluate_dataset(dataset, PredictionFolder(wd.masks_dir), name=f"rough masks{suffix}"))
+    return results
+
+
+def run_demo(work, images=160, size=96, seed=0, jobs=None, recipe="demo", tiny=False, crf=True,
+             verbose=1, printer=print):
+    """Run every stage into ``work`` and return ``{"pseudo": [...], "segmentation": [...], "times": {...}}``.
+
+    ``images``/``size``/``seed`` define the synthetic dataset; ``tiny`` cuts the recipe to one
+    epoch per step (a smoke run, not a result). Prints the final table with ``printer``.
+    """
+    from wsk.crf import CRFParams
+    from wsk.data.synthetic import generate_dataset
+    from wsk.data.voc import PAPER_TRAIN, VOCDataset
+    from wsk.metrics import evaluation_report, format_table
+    from wsk.io import save_json
+    from wsk.predict import evaluate_model
+    from wsk.proposals import run_proposals
+    from wsk.pseudo import run_pseudo
+    from wsk.stages import default_jobs
+    from wsk.train import train_hcp, train_segmentation
+
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    if tiny:
+        recipe = tiny_recipe(recipe)
+    jobs = jobs or default_jobs()
+    work = os.fspath(work)
+    root = os.path.join(work, "data")
+    timer = _Timer()
+
+    with timer("synthetic dataset"):
+        if not os.path.exists(os.path.join(root, "classes.txt")):
+            generate_dataset(root, num_images=images, size=size, seed=seed)
+    with timer("proposals"):
+        run_proposals(root, work, split=PAPER_TRAIN, jobs=jobs, max_proposals=recipe.pseudo.max_proposals,
+                      seed=seed).raise_if_failed()
+    with timer("HCP training"):
+        hcp_model = train_hcp(root, work, recipe, verbose=verbose, printer=printer)
+    for refine in (True, False):
+        with timer("pseudo-labels" if refine else "pseudo-labels, no refinement"):
+            run_pseudo(root, work, split=PAPER_TRAIN, refine=refine, config=recipe.pseudo, jobs=jobs,
+                       model=hcp_model)
+    with timer("pseudo-label mIoU"):
+        pseudo = pseudo_label_results(root, work, PAPER_TRAIN)
+
+    val = VOCDataset(root, "val")
+    seg_results = {}
+    for variant in VARIANT_ORDER:
+        with timer(f"train {variant}"):
+            model = train_segmentation(root, work, variant, recipe, verbose=verbose, printer=printer)
+        with timer(f"eval {variant}"):
+            seg_results[variant] = _as_result(evaluate_model(model, root, "val", jobs=jobs), variant, val)
+        if crf:
+            with timer(f"eval {variant} + CRF"):
+                seg_results[f"{variant}+CRF"] = _as_result(
+                    evaluate_model(model, root, "val", crf=CRFParams(), jobs=jobs), f"{variant}+CRF", val)
+
+    report = {
+        "recipe": recipe.name, "dataset": {"images": images, "size": size, "seed": seed},
+        "pseudo": evaluation_report(VOCDataset(root, PAPER_TRAIN), pseudo),
+        "segmentation": evaluation_report(val, list(seg_results.values())),
+        "times": timer.seconds,
+    }
+    save_json(os.path.join(work, "demo.json"), report)
+    printer(summary_table(pseudo, seg_results, timer.seconds, val.class_names, format_table))
+    printer(f"(all numbers measured in this run; details in {os.path.join(work, 'demo.json')})")
+    return report
+
+
+def _as_result(cm, name, dataset):
+    from wsk.metrics import EvalResult
+
+    return EvalResult(name, tuple(dataset.class_names), np.asarray(cm.matrix))
+
+
+def summary_table(pseudo, seg_results, seconds, class_names, format_table):
+    """The demo's printout: per-class IoU (Table 1 layout), then one row per result with its time."""
+    lines = ["", "Pseudo-labels on the training set (IoU %, Table 3 style):",
+             format_table({r.name: r.iou for r in pseudo}, class_names), "",
+             "Segmentation on val (IoU %, Table 1 layout):",
+             format_table({name: r.iou for name, r in seg_results.items()}, class_names), "",
+             f"{'result':<44s}{'mIoU %':>8s}"]
+    for r in pseudo:
+        lines.append(f"{'pseudo-labels: ' + r.name:<44s}{100 * r.mean_iou:>8.1f}")
+    for name, r in seg_results.items():
+        lines.append(f"{'val: ' + name:<44s}{100 * r.mean_iou:>8.1f}")
+    lines += ["", f"{'stage':<44s}{'seconds':>8s}"]
+    lines += [f"{name:<44s}{s:>8.1f}" for name, s in seconds.items()]
+    lines.append(f"{'total':<44s}{sum(seconds.values()):>8.1f}")
+    return "\n".join(lines)
