@@ -1,3 +1,103 @@
-"""wsk proposals commands (to be filled)."""
+"""``wsk proposals``: generate segment proposals, import MCG proposals, measure their quality."""
 
-COMMANDS = []
+import click
+
+from wsk.errors import WskError
+
+
+def _finish(report):
+    """Print a stage summary and list every failure with its file; fail when any image failed."""
+    click.echo(report.summary())
+    for _, message in report.failed:
+        click.echo(f"  failed: {message}", err=True)
+    if report.failed:
+        raise WskError(f"{len(report.failed)} image(s) failed (listed above); the others are kept, "
+                       "run the same command again to retry them")
+
+
+def _counts(_ctx, _param, value):
+    try:
+        counts = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of positive integers, e.g. 100,500,1000,2000") from None
+    if not counts or min(counts) < 1:
+        raise click.BadParameter("a comma-separated list of positive integers, e.g. 100,500,1000,2000")
+    return counts
+
+
+@click.group("proposals")
+def proposals():
+    """Segment proposals (§3.1): the regions HCP scores and the pseudo labels are built from."""
+
+
+@proposals.command("run")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.argument("work", type=click.Path(file_okay=False))
+@click.option("--split", default="train", show_default=True, help="Image list of ROOT to process.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: the cores available].")
+@click.option("--recipe", default="paper", show_default=True, help="Recipe giving --max-proposals.")
+@click.option("--max-proposals", type=click.IntRange(min=1), default=None,
+              help="Proposals kept per image [default: the recipe's, 2000 for paper].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the ranking's random mixing.")
+def run(root, work, split, jobs, recipe, max_proposals, seed):
+    """Generate proposals for every image of a split of ROOT into WORK/proposals/<id>.npz.
+
+    Hierarchical grouping over superpixels with several colour spaces, similarity
+    measures and scales (selective-search style), ranked and capped. Images whose
+    output is already valid are skipped, so an interrupted run resumes.
+    """
+    from wsk.proposals import run_proposals
+    from wsk.recipes import get_recipe
+    from wsk.stages import default_jobs
+
+    limit = max_proposals or get_recipe(recipe).pseudo.max_proposals
+    _finish(run_proposals(root, work, split=split, jobs=jobs or default_jobs(), max_proposals=limit, seed=seed))
+
+
+@proposals.command("import-mcg")
+@click.argument("mcg_dir", type=click.Path(file_okay=False))
+@click.argument("work", type=click.Path(file_okay=False))
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: the cores available].")
+@click.option("--max-proposals", type=click.IntRange(min=1), default=None,
+              help="Keep only the best-scored proposals [default: all].")
+def import_mcg_command(mcg_dir, work, jobs, max_proposals):
+    """Convert published MCG proposals (MCG_DIR/<id>.mat) into WORK/proposals/<id>.npz.
+
+    Each file holds `superpixels` (ids from 1), `labels` (each proposal's superpixel
+    ids) and `scores`, as the MCG release writes them.
+    """
+    from wsk.proposals import import_mcg
+    from wsk.stages import default_jobs
+
+    _finish(import_mcg(mcg_dir, work, jobs=jobs or default_jobs(), max_proposals=max_proposals))
+
+
+@proposals.command("eval")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.argument("work", type=click.Path(file_okay=False))
+@click.option("--split", default="val", show_default=True, help="Image list of ROOT to evaluate.")
+@click.option("--counts", default="100,500,1000,2000", show_default=True, callback=_counts,
+              help="Numbers of best-ranked proposals to evaluate.")
+def evaluate(root, work, split, counts):
+    """Average best overlap (ABO) and recall at IoU 0.5 of the proposals in WORK.
+
+    Ground-truth objects are SegmentationObject instances, or connected components of
+    each class of SegmentationClass; pixels labelled 255 are ignored. Prints a row per
+    class and overall, and writes WORK/eval/proposals.json.
+    """
+    from wsk.io import save_json
+    from wsk.proposals import evaluate_proposals
+    from wsk.workdir import WorkDir
+
+    report = evaluate_proposals(root, work, split=split, counts=counts)
+    click.echo(report.format())
+    if report.skipped:
+        click.echo(f"{len(report.skipped)} image(s) without a ground-truth mask skipped", err=True)
+    path = WorkDir(work).eval_json("proposals")
+    save_json(path, dict(report.summary(), split=split))
+    click.echo(f"Wrote {path}")
+
+
+COMMANDS = [proposals]

@@ -1,0 +1,112 @@
+"""The proposal stages over a dataset: generate, import MCG, evaluate quality.
+
+Each writes ``WORK/proposals/<id>.npz`` (``Proposals`` format) through
+``wsk.stages.run_per_image``: parallel processes, a progress bar, resumable (a valid
+output is skipped), failures collected with their file instead of stopping the rest.
+"""
+
+import functools
+import os
+
+from wsk.errors import WskError
+from wsk.io import read_label_png
+from wsk.proposals.container import Proposals
+from wsk.proposals.generate import generate
+from wsk.proposals.mcg import load_mcg, mcg_files
+from wsk.proposals.quality import DEFAULT_COUNTS, QualityReport, objects_from_classes, objects_from_instances
+from wsk.stages import progress, run_per_image
+from wsk.workdir import WorkDir
+
+
+def _is_done(work, image_id):
+    return Proposals.is_valid(WorkDir(work).proposals(image_id))
+
+
+def _propose_image(root, split, work, max_proposals, seed, image_id):
+    """Generate and save the proposals of one image (a worker of ``run_proposals``)."""
+    from wsk.data.voc import VOCDataset
+
+    image = VOCDataset(root, split, ids=[image_id]).image(image_id)
+    generate(image, max_proposals=max_proposals, seed=seed).save(WorkDir(work).proposals(image_id))
+
+
+def run_proposals(root, work, split="train", jobs=1, max_proposals=2000, ids=None, seed=0):
+    """Generate proposals (``wsk.proposals.generate``) for every image of ``split`` (or ``ids``)
+    into ``WorkDir(work).proposals(id)``; returns the ``StageReport`` (skipped, done, failed)."""
+    from wsk.data.voc import VOCDataset
+
+    root, work = os.fspath(root), os.fspath(work)
+    image_ids = VOCDataset(root, split).ids if ids is None else list(ids)
+    worker = functools.partial(_propose_image, root, split, work, int(max_proposals), int(seed))
+    return run_per_image("proposals", image_ids, worker, is_done=functools.partial(_is_done, work),
+                         jobs=jobs)
+
+
+def _import_image(files, work, max_proposals, image_id):
+    load_mcg(files[image_id], max_proposals).save(WorkDir(work).proposals(image_id))
+
+
+def import_mcg(mcg_dir, work, jobs=1, max_proposals=None):
+    """Convert every ``MCG_DIR/<id>.mat`` into ``WorkDir(work).proposals(id)``; returns the ``StageReport``."""
+    files = mcg_files(os.fspath(mcg_dir))
+    if not files:
+        raise WskError("no .mat files", mcg_dir)
+    work = os.fspath(work)
+    worker = functools.partial(_import_image, files, work, max_proposals)
+    return run_per_image("import-mcg", sorted(files), worker, is_done=functools.partial(_is_done, work),
+                         jobs=jobs)
+
+
+def ground_truth_objects(dataset, image_id, min_fraction=None):
+    """``(masks, classes, valid)`` of one image: ``SegmentationObject`` instances where present,
+    else connected components of ``SegmentationClass``; ``valid`` excludes the 255 pixels.
+    Returns None when the image has no ground-truth mask."""
+    from wsk.classes import IGNORE_LABEL
+    from wsk.data.voc import MIN_REGION_SHARE
+
+    class_map = dataset.mask(image_id)
+    if class_map is None:
+        return None
+    instance_path = dataset.object_mask_path(image_id)
+    if instance_path is not None:
+        instances = read_label_png(instance_path)
+        if instances.shape != class_map.shape:
+            raise WskError(f"instance map {instances.shape} and class map {class_map.shape} differ in size",
+                           instance_path)
+        masks, classes = objects_from_instances(instances, class_map)
+    else:
+        fraction = MIN_REGION_SHARE if min_fraction is None else min_fraction
+        masks, classes = objects_from_classes(class_map, fraction)
+    return masks, classes, class_map != IGNORE_LABEL
+
+
+def evaluate_proposals(root, work, split="val", counts=DEFAULT_COUNTS, ids=None, min_fraction=None):
+    """ABO and recall at IoU 0.5 of the proposals in ``work`` against the ground truth of ``split``,
+    at each number of kept proposals in ``counts``: a ``QualityReport`` (``.summary()``, ``.format()``).
+
+    Images without a mask are skipped; a missing proposals file is a ``WskError``.
+    """
+    from wsk.data.voc import VOCDataset
+
+    dataset = VOCDataset(root, split, ids=ids)
+    workdir = WorkDir(work)
+    report = QualityReport(dataset.class_names, counts)
+    missing = [i for i in dataset.ids if not os.path.exists(workdir.proposals(i))]
+    if missing:
+        raise WskError(f"{len(missing)} image(s) of {split!r} have no proposals, e.g. {missing[0]} "
+                       "(run `wsk proposals run` first)", workdir.proposals(missing[0]))
+    with progress(dataset.ids, label="proposal quality") as bar:
+        for image_id in bar:
+            truth = ground_truth_objects(dataset, image_id, min_fraction)
+            if truth is None:
+                report.skipped.append(image_id)
+                continue
+            masks, classes, valid = truth
+            proposals = Proposals.load(workdir.proposals(image_id))
+            if proposals.shape != valid.shape:
+                raise WskError(f"proposals of size {proposals.shape} do not match the mask's {valid.shape}",
+                               workdir.proposals(image_id))
+            report.add(proposals, masks, classes, valid)
+    if not report.proposals_per_image:
+        raise WskError(f"no image of {split!r} has a ground-truth mask to evaluate against", root)
+    return report
