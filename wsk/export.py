@@ -1,0 +1,178 @@
+"""SavedModel export for TensorFlow Serving: raw uint8 images in, label maps (or class scores) out.
+
+``export(model_or_name, out)`` writes a SavedModel through ``keras.export.ExportArchive`` whose
+``serving_default`` signature takes ``images``: uint8 ``[batch, height, width, 3]`` RGB of any size.
+
+* Segmentation (DeepLab-LargeFOV): DeepLab's preprocessing, padding to ``8k + 1`` and
+  aligned-corner up-sampling run inside the graph (``wsk.inference.segment``, the same code as
+  ``wsk predict``); outputs ``labels`` int32 ``[batch, height, width]`` and ``probabilities``
+  float32 ``[batch, height, width, classes]``.
+* Classification (HCP, §3.1): each image is resized to the model's ``S x S`` inside the graph
+  and scored as one hypothesis, the whole image; output ``probabilities`` float32
+  ``[batch, classes]`` (the per-hypothesis softmax, which the cross-hypothesis max leaves as is
+  for one hypothesis).
+
+``OUT/assets/classes.txt`` lists the class names, one per line, in output order, and
+``OUT/assets/wsk_model.json`` records the task, classes and source. The SavedModel is written to
+a temporary folder beside ``OUT`` and renamed, so ``OUT`` is either complete or absent.
+Needs the TensorFlow backend (``KERAS_BACKEND=tensorflow``, Keras's default).
+"""
+
+import os
+import shutil
+import tempfile
+
+from wsk.errors import WskError
+from wsk.io import save_json
+
+SIGNATURE = "serving_default"
+INPUT_NAME = "images"
+CLASSES_ASSET = "classes.txt"
+INFO_ASSET = "wsk_model.json"
+
+
+def model_task(model):
+    """``segmentation`` for a ``(B, H, W, 3)`` input, ``classification`` for HCP's ``(B, M, S, S, 3)``."""
+    rank = len(model.inputs[0].shape)
+    if rank == 4:
+        return "segmentation"
+    if rank == 5:
+        return "classification"
+    raise WskError(f"cannot export a model with input shape {tuple(model.inputs[0].shape)}: expected "
+                   "a segmentation (B, H, W, 3) or HCP (B, M, S, S, 3) model")
+
+
+def class_names_from(classes):
+    """Class names from ``classes``: a dataset root (its ``classes.txt``) or a ``classes.txt`` file."""
+    from wsk.classes import CLASS_LIST_FILE, load_class_names
+
+    classes = os.fspath(classes)
+    if os.path.isfile(classes):
+        if os.path.basename(classes) != CLASS_LIST_FILE:
+            raise WskError(f"a class list file must be called {CLASS_LIST_FILE}", classes)
+        return load_class_names(os.path.dirname(os.path.abspath(classes)))
+    if not os.path.isdir(classes):
+        raise WskError("no such dataset folder or classes.txt", classes)
+    return load_class_names(classes)
+
+
+def resolve(model_or_name, classes=None):
+    """``(model, class_names, source)`` for a ``.keras`` path or a zoo model name.
+
+    A zoo model brings its card's classes; a ``.keras`` file takes ``classes`` (dataset root or
+    ``classes.txt``; for an HCP model the background entry is dropped), else those of the
+    ``wsk train`` sidecar beside it, else VOC's when the output count fits. The class count must
+    equal the model's.
+    """
+    import wsk.zoo
+
+    spec = os.fspath(model_or_name)
+    if os.path.exists(spec) or spec.endswith(".keras"):
+        from wsk.predict import load_model
+
+        model = load_model(spec)
+        source = {"file": os.path.abspath(spec)}
+        names = wsk.zoo.class_names_of(model, spec, None if classes is None else class_names_from(classes))
+    else:
+        card = wsk.zoo.info(spec)
+        model = wsk.zoo.load(spec)
+        source = {"zoo": spec, "sha256": card["weights"]["sha256"]}
+        names = card["class_names"] if classes is None else wsk.zoo.classes_for(
+            model, class_names_from(classes))
+    outputs = model.outputs[0].shape[-1]
+    if len(names) != outputs:
+        raise WskError(f"the model has {outputs} classes but {len(names)} class names were given", spec)
+    return model, tuple(names), source
+
+
+def segmentation_endpoint(model):
+    """The serving function of a segmentation model: ``images`` uint8 -> labels, probabilities."""
+    from keras import ops
+
+    from wsk.inference import segment
+
+    def serve(images):
+        labels, probabilities = segment(model, images)
+        return {"labels": ops.cast(labels, "int32"), "probabilities": ops.cast(probabilities, "float32")}
+
+    return serve
+
+
+def classification_endpoint(model):
+    """The serving function of an HCP model: ``images`` uint8 of any size -> class probabilities.
+
+    Each image is resized (bilinear) to the model's ``S x S``, preprocessed, and scored as one
+    hypothesis by the shared network (``hcp_hypothesis_model``).
+    """
+    from keras import ops
+
+    from wsk.models import hcp_hypothesis_model, preprocess_input
+    from wsk.models.hcp import hcp_image_size
+
+    hypothesis = hcp_hypothesis_model(model)
+    size = hcp_image_size(model)
+
+    def serve(images):
+        resized = ops.image.resize(ops.cast(images, "float32"), (size, size), interpolation="bilinear")
+        scores = hypothesis(preprocess_input(resized), training=False)["scores"]
+        return {"probabilities": ops.cast(scores, "float32")}
+
+    return serve, hypothesis
+
+
+def _write_assets(folder, class_names, info):
+    assets = os.path.join(folder, "assets")
+    os.makedirs(assets, exist_ok=True)
+    with open(os.path.join(assets, CLASSES_ASSET), "w", encoding="utf-8") as f:
+        f.write("".join(f"{name}\n" for name in class_names))
+    save_json(os.path.join(assets, INFO_ASSET), info)
+
+
+def export_savedmodel(model, out, class_names, source=None, overwrite=False):
+    """Write ``model`` as a SavedModel at ``out`` with the ``serving_default`` signature; return ``out``.
+
+    ``out`` must not exist unless ``overwrite``. See the module docstring for the signature.
+    """
+    import keras
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        raise WskError(f"SavedModel export needs KERAS_BACKEND=tensorflow, not {keras.backend.backend()}")
+    out = os.path.abspath(os.fspath(out))
+    if os.path.exists(out) and not overwrite:
+        raise WskError("already exists (use --overwrite to replace it)", out)
+    task = model_task(model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    if task == "segmentation":
+        serve = segmentation_endpoint(model)
+    else:
+        serve, hypothesis = classification_endpoint(model)
+        archive.track(hypothesis)
+    spec = tf.TensorSpec(shape=(None, None, None, 3), dtype=tf.uint8, name=INPUT_NAME)
+    archive.add_endpoint(SIGNATURE, serve, input_signature=[spec])
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=parent)
+    try:
+        archive.write_out(tmp, verbose=False)
+        info = {"task": task, "class_names": list(class_names), "signature": SIGNATURE,
+                "input": INPUT_NAME, "source": source or {}}
+        if task == "classification":
+            from wsk.models.hcp import hcp_image_size
+
+            info["input_size"] = [hcp_image_size(model)] * 2
+        _write_assets(tmp, class_names, info)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def export(model_or_name, out, classes=None, overwrite=False):
+    """Export a ``.keras`` model file or a zoo model by name as a SavedModel at ``out``; return ``out``."""
+    model, class_names, source = resolve(model_or_name, classes)
+    return export_savedmodel(model, out, class_names, source=source, overwrite=overwrite)
