@@ -1,0 +1,197 @@
+"""Eq. 4 (soft multi-label cross-entropy) and the ignore-aware sparse cross-entropy, against NumPy
+references written here and against Keras's own sparse categorical cross-entropy."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from wsk.losses import SoftMultiLabelCrossEntropy, SparseCrossEntropyIgnore
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _eq4_numpy(targets, log_p):
+    """J = -eta sum_t sum_ij sum_m p-hat log p, p-hat = targets / sum_m targets, eta = 1/#counted."""
+    total, counted = 0.0, 0
+    flat_t = targets.reshape(-1, targets.shape[-1])
+    flat_l = log_p.reshape(-1, log_p.shape[-1])
+    for t, lp in zip(flat_t, flat_l):
+        mass = t.sum()
+        if mass == 0:
+            continue
+        counted += 1
+        total -= float(np.sum(t / mass * lp))
+    return total / counted
+
+
+def _soft_targets(rng, shape):
+    targets = rng.uniform(0, 1, shape) * (rng.uniform(0, 1, shape) < 0.5)   # sparse soft maps
+    targets[0, 0, :] = 0            # a padded row: zero mass everywhere
+    targets[1, 2, 3] = 0            # a single unlabeled position
+    return targets
+
+
+def _np(x):
+    return float(keras.ops.convert_to_numpy(x))
+
+
+def test_eq4_matches_numpy_on_soft_targets_with_zero_mass_positions():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (2, 5, 6, 4))
+    targets = _soft_targets(rng, (2, 5, 6, 4))
+    assert (targets.sum(-1) == 0).sum() >= 7
+    expected = _eq4_numpy(targets, _log_softmax(logits))
+    got = _np(SoftMultiLabelCrossEntropy()(targets.astype(np.float32), logits.astype(np.float32)))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_eq4_zero_mass_positions_do_not_change_the_loss():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 1, (1, 3, 3, 5)).astype(np.float32)
+    targets = rng.uniform(0.1, 1, (1, 3, 3, 5)).astype(np.float32)
+    loss = SoftMultiLabelCrossEntropy()
+    targets[0, 1, 1] = 0
+    changed = logits.copy()
+    changed[0, 1, 1] = [9, -9, 4, 0, 3]     # whatever is predicted there does not count
+    assert _np(loss(targets, logits)) == pytest.approx(_np(loss(targets, changed)), rel=1e-6)
+
+
+def test_eq4_targets_normalised_per_position():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 1, (2, 4, 4, 3)).astype(np.float32)
+    targets = rng.uniform(0.1, 1, (2, 4, 4, 3)).astype(np.float32)
+    scale = rng.uniform(0.5, 20, (2, 4, 4, 1)).astype(np.float32)
+    loss = SoftMultiLabelCrossEntropy()
+    assert _np(loss(targets * scale, logits)) == pytest.approx(_np(loss(targets, logits)), rel=1e-5)
+
+
+def test_eq4_one_hot_equals_sparse_categorical_cross_entropy():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, (2, 7, 5, 21)).astype(np.float32)
+    labels = rng.integers(0, 21, (2, 7, 5))
+    one_hot = np.eye(21, dtype=np.float32)[labels]
+    keras_sce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    expected = _np(keras_sce(labels, logits))
+    assert _np(SoftMultiLabelCrossEntropy()(one_hot, logits)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_eq4_from_probabilities_hcp_image_labels():
+    # HCP: the model outputs max-pooled softmax probabilities; targets are y / ||y||_1.
+    rng = np.random.default_rng(4)
+    probs = rng.uniform(0.01, 0.99, (3, 20)).astype(np.float32)
+    labels = np.zeros((3, 20), np.float32)
+    labels[0, [2, 7]] = 1
+    labels[1, 14] = 1
+    labels[2, [0, 1, 19]] = 1
+    expected = np.mean([-np.sum(y / y.sum() * np.log(p)) for y, p in zip(labels, probs)])
+    got = _np(SoftMultiLabelCrossEntropy(from_logits=False)(labels, probs))
+    assert got == pytest.approx(expected, rel=1e-5)
+    # A zero probability is clipped, not -inf.
+    probs[0, 2] = 0.0
+    assert np.isfinite(_np(SoftMultiLabelCrossEntropy(from_logits=False)(labels, probs)))
+
+
+def test_eq4_reduction_none_returns_per_position_terms():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 1, (1, 2, 2, 3))
+    targets = rng.uniform(0, 1, (1, 2, 2, 3))
+    targets[0, 0, 1] = 0
+    terms = keras.ops.convert_to_numpy(SoftMultiLabelCrossEntropy(reduction=None)(
+        targets.astype(np.float32), logits.astype(np.float32)))
+    lp = _log_softmax(logits)
+    expected = -np.sum(targets / np.maximum(targets.sum(-1, keepdims=True), 1e-30) * lp, axis=-1)
+    assert terms.shape == (1, 2, 2)
+    np.testing.assert_allclose(terms, expected, rtol=1e-5)
+    assert terms[0, 0, 1] == 0
+
+
+def test_eq4_per_image_sample_weight():
+    rng = np.random.default_rng(6)
+    logits = rng.normal(0, 1, (2, 3, 3, 4))
+    targets = rng.uniform(0.1, 1, (2, 3, 3, 4))
+    weights = np.array([0.0, 2.0])
+    lp = _log_softmax(logits)
+    per_pos = -np.sum(targets / targets.sum(-1, keepdims=True) * lp, axis=-1)   # (2, 3, 3)
+    expected = (per_pos * weights[:, None, None]).sum() / per_pos.size
+    got = _np(SoftMultiLabelCrossEntropy()(targets.astype(np.float32), logits.astype(np.float32),
+                                           sample_weight=weights.astype(np.float32)))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_sparse_ignore_matches_numpy_and_keras_ignore_class():
+    rng = np.random.default_rng(7)
+    logits = rng.normal(0, 2, (2, 6, 5, 21))
+    labels = rng.integers(0, 21, (2, 6, 5))
+    labels[0, :2] = 255
+    labels[1, 3, 4] = 255
+    lp = _log_softmax(logits)
+    keep = labels != 255
+    expected = -np.mean(np.take_along_axis(lp, np.where(keep, labels, 0)[..., None], -1)[..., 0][keep])
+    loss = SparseCrossEntropyIgnore()
+    got = _np(loss(labels, logits.astype(np.float32)))
+    assert got == pytest.approx(expected, rel=1e-5)
+    keras_value = _np(keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)(
+        labels, logits.astype(np.float32)))
+    assert got == pytest.approx(keras_value, rel=1e-5)
+    # Labels shaped (..., 1) work the same.
+    assert _np(loss(labels[..., None], logits.astype(np.float32))) == pytest.approx(got, rel=1e-6)
+
+
+def test_sparse_ignore_all_ignored_gives_zero():
+    logits = np.zeros((1, 2, 2, 3), np.float32)
+    labels = np.full((1, 2, 2), 255)
+    assert _np(SparseCrossEntropyIgnore()(labels, logits)) == 0.0
+
+
+def test_losses_serialize_round_trip():
+    for loss in (SoftMultiLabelCrossEntropy(from_logits=False, name="soft"),
+                 SparseCrossEntropyIgnore(ignore_label=7, from_logits=True)):
+        again = keras.losses.deserialize(keras.losses.serialize(loss))
+        assert type(again) is type(loss)
+        assert again.get_config() == loss.get_config()
+    assert SparseCrossEntropyIgnore(ignore_label=7).get_config()["ignore_label"] == 7
+
+
+def test_losses_round_trip_through_keras_file(tmp_path):
+    inputs = keras.Input((4, 4, 2))
+    outputs = keras.layers.Conv2D(3, 1, name="fc8")(inputs)
+    model = keras.Model(inputs, outputs)
+    for loss in (SoftMultiLabelCrossEntropy(from_logits=True),
+                 SparseCrossEntropyIgnore(ignore_label=9)):
+        model.compile("sgd", loss)
+        path = tmp_path / f"{type(loss).__name__}.keras"
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        assert type(loaded.loss) is type(loss)
+        assert loaded.loss.get_config() == loss.get_config()
+
+
+def test_soft_loss_trains_a_model():
+    # model.fit with the loss: the loss goes down on a fixed batch.
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(8)
+    x = rng.normal(0, 1, (4, 6, 6, 3)).astype(np.float32)
+    y = rng.uniform(0, 1, (4, 6, 6, 5)).astype(np.float32)
+    y[:, 0] = 0
+    inputs = keras.Input((6, 6, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(5, 3, padding="same")(inputs))
+    model.compile(keras.optimizers.SGD(0.5), SoftMultiLabelCrossEntropy())
+    history = model.fit(x, y, epochs=5, batch_size=4, verbose=0).history["loss"]
+    assert history[-1] < history[0]
+
+
+def test_compiled_loss_uses_eq4_normaliser():
+    # model.evaluate goes through Keras's compile machinery: eta must still count positions.
+    rng = np.random.default_rng(9)
+    logits = rng.normal(0, 2, (4, 3, 4, 5))
+    targets = _soft_targets(rng, (4, 3, 4, 5))
+    inputs = keras.Input((3, 4, 5))
+    model = keras.Model(inputs, keras.layers.Identity()(inputs))
+    model.compile(loss=SoftMultiLabelCrossEntropy())
+    got = model.evaluate(logits.astype(np.float32), targets.astype(np.float32), batch_size=4,
+                         verbose=0)
+    assert got == pytest.approx(_eq4_numpy(targets, _log_softmax(logits)), rel=1e-5)

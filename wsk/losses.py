@@ -1,0 +1,137 @@
+"""Segmentation and HCP losses in pure Keras 3 (``keras.ops``; no TensorFlow import).
+
+* ``SoftMultiLabelCrossEntropy``: the multi-label cross-entropy of Eq. 4, trained on the
+  localization maps (Network_A, §3.3.1) and on HCP's normalised image labels.
+* ``SparseCrossEntropyIgnore``: the single-label cross-entropy on rough masks (Network_B,
+  §3.3.2) or ground truth, ignoring label 255.
+"""
+
+import keras
+from keras import ops
+
+from wsk.classes import IGNORE_LABEL
+
+_EPSILON = 1e-7
+
+
+def _log_probabilities(y_pred, from_logits):
+    """log p of Eq. 3: log-softmax of logits, or the log of (clipped) probabilities."""
+    if from_logits:
+        return ops.log_softmax(y_pred, axis=-1)
+    return ops.log(ops.clip(y_pred, _EPSILON, 1.0))
+
+
+def soft_cross_entropy_terms(y_true, y_pred, from_logits=True):
+    """Per-position terms of Eq. 4 and which positions count.
+
+    ``y_true`` ``(..., C)`` holds non-negative target weights; at every position they are
+    divided by their sum (the "cross-channel" normalisation of p-hat), and positions whose
+    sum is zero (padding, no label) do not count. Returns ``(terms, counted)``, both shaped
+    ``y_true.shape[:-1]``: ``terms = -sum_m p-hat^m log p^m`` (0 where not counted) and
+    ``counted`` as 0/1 floats.
+    """
+    y_pred = ops.cast(y_pred, "float32")
+    y_true = ops.cast(y_true, "float32")
+    mass = ops.sum(y_true, axis=-1)
+    counted = ops.cast(mass > 0, "float32")
+    targets = y_true / ops.expand_dims(ops.where(mass > 0, mass, 1.0), -1)
+    terms = -ops.sum(targets * _log_probabilities(y_pred, from_logits), axis=-1)
+    return terms * counted, counted
+
+
+def _expand_like(weights, values):
+    """Give per-image (or per-position) ``weights`` the rank of ``values`` by trailing axes."""
+    weights = ops.cast(weights, "float32")
+    while len(weights.shape) > len(values.shape) and weights.shape[-1] == 1:
+        weights = ops.squeeze(weights, -1)
+    while len(weights.shape) < len(values.shape):
+        weights = ops.expand_dims(weights, -1)
+    return weights
+
+
+class _PositionAveragedLoss(keras.losses.Loss):
+    """A loss averaged over the positions that count: Eq. 4 with eta = 1 / (counted positions).
+
+    Reductions: ``"sum_over_batch_size"``/``"mean"`` (the default) divide the sum of the
+    (weighted) counted terms by the number of counted positions in the batch; ``"sum"`` sums
+    them; ``"mean_with_sample_weight"`` divides by the summed weights of counted positions;
+    ``None``/``"none"`` return the per-position terms (0 where not counted).
+    """
+
+    def __init__(self, from_logits=True, reduction="sum_over_batch_size", name=None, dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.from_logits = bool(from_logits)
+
+    def terms(self, y_true, y_pred):
+        """``(terms, counted)`` per position; see ``soft_cross_entropy_terms``."""
+        raise NotImplementedError
+
+    def call(self, y_true, y_pred):
+        return self.terms(y_true, y_pred)[0]
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        with keras.name_scope(self.name):
+            terms, counted = self.terms(y_true, y_pred)
+            if sample_weight is not None:
+                weights = _expand_like(sample_weight, terms)
+                terms = terms * weights
+                if self.reduction == "mean_with_sample_weight":
+                    counted = counted * weights
+            if self.reduction in (None, "none"):
+                return terms
+            total = ops.sum(terms)
+            if self.reduction == "sum":
+                return total
+            # Eq. 4's eta = 1 / (number of counted positions).
+            return ops.divide_no_nan(total, ops.sum(counted))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(from_logits=self.from_logits)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="wsk")
+class SoftMultiLabelCrossEntropy(_PositionAveragedLoss):
+    """Eq. 4: J = -eta sum_t sum_(i,j) sum_m p-hat_t^m(i,j) log p_t^m(i,j).
+
+    ``y_true`` ``(..., C)``: soft targets (localization maps, or HCP's image label vector
+    y / ||y||_1), normalised here to sum to 1 at every position; positions of zero mass are
+    left out and eta = 1 / (number of counted positions in the batch). ``y_pred`` ``(..., C)``:
+    logits (``from_logits=True``, softmax of Eq. 3 applied here) or probabilities (HCP's
+    max-pooled softmax; clipped before the log). With one-hot targets this is the sparse
+    categorical cross-entropy.
+    """
+
+    def terms(self, y_true, y_pred):
+        return soft_cross_entropy_terms(y_true, y_pred, self.from_logits)
+
+
+@keras.saving.register_keras_serializable(package="wsk")
+class SparseCrossEntropyIgnore(_PositionAveragedLoss):
+    """Single-label cross-entropy on hard masks (Network_B), averaged over labelled positions.
+
+    ``y_true``: class indices ``(...)`` or ``(..., 1)``; ``ignore_label`` (255) and any index
+    outside ``[0, C)`` are left out. ``y_pred``: logits or probabilities ``(..., C)``.
+    Computed as Eq. 4 on one-hot targets.
+    """
+
+    def __init__(self, ignore_label=IGNORE_LABEL, from_logits=True, reduction="sum_over_batch_size",
+                 name=None, dtype=None):
+        super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype)
+        self.ignore_label = int(ignore_label)
+
+    def terms(self, y_true, y_pred):
+        labels = ops.convert_to_tensor(y_true)
+        if len(labels.shape) == len(y_pred.shape):
+            labels = ops.squeeze(labels, -1)
+        labels = ops.cast(labels, "int32")
+        labels = ops.where(labels == self.ignore_label, -1, labels)
+        # one_hot of -1 or of an index >= C is all zeros: zero mass, not counted.
+        one_hot = ops.one_hot(labels, y_pred.shape[-1], dtype="float32")
+        return soft_cross_entropy_terms(one_hot, y_pred, self.from_logits)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(ignore_label=self.ignore_label)
+        return config

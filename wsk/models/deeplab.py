@@ -1,0 +1,75 @@
+"""DeepLab-LargeFOV [7], the segmentation network of §3.3 (Network_A and Network_B).
+
+Layer by layer as DeepLab's ``train.prototxt`` for the LargeFOV model:
+
+=========  ==========================================================
+conv1-4    VGG-16 3x3 convolutions + ReLU
+pool1-3    max 3x3, stride 2, pad 1 (Caffe ceil mode)
+pool4      max 3x3, stride 1, pad 1
+conv5      3x3, dilation 2 + ReLU
+pool5      max 3x3, stride 1, pad 1
+pool5a     average 3x3, stride 1, pad 1 (padding counted in the divisor)
+fc6        3x3, dilation 12, 1024 channels + ReLU, dropout 0.5
+fc7        1x1, 1024 channels + ReLU, dropout 0.5
+fc8        1x1, ``num_classes`` channels, Gaussian init (std 0.01): the logits
+=========  ==========================================================
+
+The logits are at output stride 8: 321 -> 41, 353 -> 45, 513 -> 65.
+"""
+
+import keras
+
+from wsk.models.layers import CaffePooling2D, caffe_pool_size
+from wsk.models.vgg import conv_blocks, scaled
+
+# (stride, pad) of the 3x3 max pools pool1..pool5.
+POOLS = ((2, 1), (2, 1), (2, 1), (1, 1), (1, 1))
+BLOCK_DILATIONS = (1, 1, 1, 1, 2)
+FC6_DILATION = 12
+FC_CHANNELS = 1024
+DROPOUT = 0.5
+
+
+def deeplab_output_size(size):
+    """The side of DeepLab-LargeFOV's logits for an input side ``size`` (Caffe ceil-mode pools).
+
+    ``(size - 1) // 8 + 1`` when ``size % 8 == 1`` (321, 353, 513, ...); other sizes can give
+    one more, as Caffe does.
+    """
+    for stride, pad in POOLS:
+        size = caffe_pool_size(size, 3, stride, pad)
+    return size
+
+
+def deeplab_largefov(num_classes=21, input_shape=(None, None, 3), backbone_weights=None, width=1.0):
+    """Build DeepLab-LargeFOV: preprocessed BGR image ``(N, H, W, 3)`` -> logits ``(N, h, w, C)``.
+
+    ``backbone_weights``: None (He-initialised), ``"imagenet"`` (Keras's VGG-16 ImageNet
+    weights, fc6/fc7 decimated as DeepLab does) or the path of a saved VGG-16 weights file.
+    ``width`` scales every channel count except the logits (small CPU variants).
+    With 21 classes and width 1.0 the model has 20,505,429 parameters.
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+    for block, (convs, (stride, pad)) in enumerate(zip(conv_blocks(width, BLOCK_DILATIONS), POOLS),
+                                                   start=1):
+        for conv in convs:
+            x = conv(x)
+        x = CaffePooling2D("max", 3, stride, pad, name=f"pool{block}")(x)
+    x = CaffePooling2D("avg", 3, 1, 1, name="pool5a")(x)
+    x = keras.layers.Conv2D(scaled(FC_CHANNELS, width), 3, padding="same",
+                            dilation_rate=FC6_DILATION, activation="relu",
+                            kernel_initializer="he_normal", name="fc6")(x)
+    x = keras.layers.Dropout(DROPOUT, name="drop6")(x)
+    x = keras.layers.Conv2D(scaled(FC_CHANNELS, width), 1, activation="relu",
+                            kernel_initializer="he_normal", name="fc7")(x)
+    x = keras.layers.Dropout(DROPOUT, name="drop7")(x)
+    logits = keras.layers.Conv2D(num_classes, 1,
+                                 kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+                                 name="fc8")(x)
+    model = keras.Model(inputs, logits, name="deeplab_largefov")
+    if backbone_weights is not None:
+        from wsk.models.imagenet import load_into_deeplab
+
+        load_into_deeplab(model, backbone_weights)
+    return model
