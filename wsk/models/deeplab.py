@@ -41,13 +41,16 @@ def deeplab_output_size(size):
     return size
 
 
-def deeplab_largefov(num_classes=21, input_shape=(None, None, 3), backbone_weights=None, width=1.0):
+def deeplab_largefov(num_classes=21, input_shape=(None, None, 3), backbone_weights=None, width=1.0,
+                     weights=None):
     """Build DeepLab-LargeFOV: preprocessed BGR image ``(N, H, W, 3)`` -> logits ``(N, h, w, C)``.
 
     ``backbone_weights``: None (He-initialised), ``"imagenet"`` (Keras's VGG-16 ImageNet
     weights, fc6/fc7 decimated as DeepLab does) or the path of a saved VGG-16 weights file.
     ``width`` scales every channel count except the logits (small CPU variants).
     With 21 classes and width 1.0 the model has 20,505,429 parameters.
+    ``weights``: the name of a ``wsk.zoo`` card whose trained weights are loaded (fetched
+    into the Keras cache with their sha256 checked), as ``keras.applications`` takes "imagenet".
     """
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
@@ -72,4 +75,8 @@ def deeplab_largefov(num_classes=21, input_shape=(None, None, 3), backbone_weigh
         from wsk.models.imagenet import load_into_deeplab
 
         load_into_deeplab(model, backbone_weights)
+    if weights is not None:
+        from wsk.zoo import load_weights
+
+        load_weights(model, weights)
     return model

@@ -91,13 +91,13 @@ def _layers(num_classes, width):
     return layers
 
 
-def hcp(num_classes=20, hypotheses=None, image_size=224, backbone_weights=None, width=1.0):
+def hcp(num_classes=20, hypotheses=None, image_size=224, backbone_weights=None, width=1.0, weights=None):
     """Build HCP: preprocessed hypotheses ``(B, M, S, S, 3)`` -> ``(B, num_classes)``.
 
     The output is the max over the M hypotheses of each hypothesis's softmax (Fig. 2).
     ``hypotheses`` fixes M (None: any); ``image_size`` S must be a multiple of 32.
     ``backbone_weights``: None, ``"imagenet"`` or a saved VGG-16 weights file (fc6/fc7 copied;
-    needs S = 224 and width 1.0).
+    needs S = 224 and width 1.0). ``weights``: a ``wsk.zoo`` card name whose trained weights are loaded.
     """
     if image_size % NET_STRIDE:
         raise WskError(f"HCP image_size must be a multiple of {NET_STRIDE}, not {image_size}")
@@ -111,6 +111,10 @@ def hcp(num_classes=20, hypotheses=None, image_size=224, backbone_weights=None, 
         from wsk.models.imagenet import load_into_hcp
 
         load_into_hcp(model, backbone_weights)
+    if weights is not None:
+        from wsk.zoo import load_weights
+
+        load_weights(model, weights)
     return model
 
 
