@@ -70,6 +70,15 @@ def test_load_from_file_url_with_correct_sha256(keras_home, trained):
     assert not _same_weights(fresh, weights)
 
 
+def test_builder_takes_weights_zoo_name(keras_home, trained):
+    """``deeplab_largefov(..., weights=NAME)`` loads a card's weights as keras.applications does "imagenet"."""
+    from wsk.models import deeplab_largefov
+
+    path, weights = trained
+    _write_registry(keras_home, _card("deeplab_largefov.unit", path.as_uri(), _sha256(path)))
+    assert _same_weights(deeplab_largefov(num_classes=4, width=WIDTH, weights="deeplab_largefov.unit"), weights)
+
+
 def test_wrong_sha256_is_deleted_and_refused(keras_home, trained):
     import wsk.zoo
     from wsk.errors import WskError
