@@ -33,7 +33,8 @@ def proposals():
 @proposals.command("run")
 @click.argument("root", type=click.Path(file_okay=False))
 @click.argument("work", type=click.Path(file_okay=False))
-@click.option("--split", default="train", show_default=True, help="Image list of ROOT to process.")
+@click.option("--split", default="paper_train", show_default=True,
+              help="Image list of ROOT to process (paper_train: the paper's training set, §4.1).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes [default: the cores available].")
 @click.option("--recipe", default="paper", show_default=True, help="Recipe giving --max-proposals.")

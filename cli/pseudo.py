@@ -1,3 +1,43 @@
-"""wsk pseudo commands (to be filled)."""
+"""``wsk pseudo``: proposal scoring, cross-image refinement, localization maps, rough masks."""
 
-COMMANDS = []
+import click
+
+
+@click.command("pseudo")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.argument("work", type=click.Path(file_okay=False))
+@click.option("--split", default="paper_train", show_default=True,
+              help="Image list of ROOT to label (paper_train: the paper's training set, §4.1).")
+@click.option("--refine/--no-refine", default=True, show_default=True,
+              help="Cross-image refinement (Eq. 1); --no-refine is Table 3's ablation, "
+                   "written under WORK/noref.")
+@click.option("--mode", type=click.Choice(["crop", "roi"]), default=None,
+              help="Scoring: crop each proposal (the paper) or pool regions from one trunk pass "
+                   "(fast) [default: the recipe's].")
+@click.option("--recipe", type=click.Choice(["demo", "paper"]), default="paper", show_default=True,
+              help="Recipe giving the thresholds, refinement order and scoring mode.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes for maps and masks [default: the cores available].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Proposals per HCP batch.")
+def pseudo(root, work, split, refine, mode, recipe, jobs, batch_size):
+    """Turn image-level labels into pseudo labels for the images of a split of ROOT.
+
+    Scores every proposal of WORK/proposals with the HCP model WORK/hcp/hcp.keras
+    (WORK/scores), keeps the candidates above 0.5 and refines them across images
+    (WORK/refined.json), then writes localization maps (WORK/locmaps, Eq. 2) and rough
+    masks (WORK/masks, palette PNGs, Eq. 5). Each step skips what is already done, so an
+    interrupted run resumes; scores are shared with --no-refine.
+    """
+    from wsk.pseudo.stage import run_pseudo
+    from wsk.recipes import get_recipe
+    from wsk.stages import default_jobs
+
+    reports = run_pseudo(root, work, split=split, refine=refine, mode=mode,
+                         config=get_recipe(recipe).pseudo, jobs=jobs or default_jobs(),
+                         batch_size=batch_size)
+    for report in reports.values():
+        click.echo(report.summary())
+
+
+COMMANDS = [pseudo]

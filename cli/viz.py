@@ -1,3 +1,33 @@
-"""wsk viz commands (to be filled)."""
+"""``wsk viz``: figures of the localization maps and rough masks (Fig. 4 and 5)."""
 
-COMMANDS = []
+import click
+
+
+def _ids(_ctx, _param, values):
+    ids = [i.strip() for value in values for i in value.split(",") if i.strip()]
+    return ids or None
+
+
+@click.command("viz")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.argument("work", type=click.Path(file_okay=False))
+@click.option("--ids", multiple=True, callback=_ids,
+              help="Image ids (repeat or comma-separate) [default: the first --limit of --split].")
+@click.option("--split", default="train", show_default=True, help="Split the images come from.")
+@click.option("--limit", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images shown when no --ids are given.")
+@click.option("--refine/--no-refine", default=True, show_default=True,
+              help="Show the refined pseudo labels or those of the --no-refine ablation.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output folder [default: WORK/viz, or WORK/noref/viz].")
+def viz(root, work, ids, split, limit, refine, out):
+    """Write one PNG per image: the photo, each label's localization map and background's
+    as heat overlays, and the rough mask, side by side and captioned (Fig. 4 and 5)."""
+    from wsk.viz import write_figures
+
+    paths = write_figures(root, work, ids=ids, out=out, split=split, refine=refine, limit=limit)
+    for path in paths:
+        click.echo(path)
+
+
+COMMANDS = [viz]

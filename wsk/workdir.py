@@ -8,8 +8,11 @@ Layout and formats (each written to a temporary name, then renamed):
 ``scores/<id>.npz``            per-proposal HCP softmax scores ``scores`` (P, C) float32 and fc7
                                features of the candidates: ``candidates`` (K,) int32 proposal
                                indices, ``candidate_labels`` (K,) int32 class index (1-based),
-                               ``features`` (K, D) float32; ``version``
-``refined.json``               per image and class, the proposal indices kept by refinement (Eq. 1)
+                               ``features`` (K, D) float32; ``mode`` ("crop"/"roi") and
+                               ``threshold`` (stale scores are recomputed); ``version``
+``refined.json``               ``{version, settings, pca_dims, images: {id: {label: [proposal
+                               indices kept by refinement (Eq. 1), best first]}}, fallback}``;
+                               ``fallback`` lists labels with no candidate (their best proposal)
 ``locmaps/<id>.npz``           localization maps (Eq. 2): ``maps`` (C+1, H, W) float16, channel 0
                                background; ``labels`` the image's class indices; ``version``
 ``masks/<id>.png``             rough masks (Eq. 5) as palette PNGs

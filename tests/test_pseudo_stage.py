@@ -1,0 +1,191 @@
+"""The `wsk pseudo` command on the synthetic dataset: outputs, formats, and resuming."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from wsk.workdir import WorkDir
+
+HCP_SIZE = 32
+CELL = 16
+
+
+def grid_proposals(height, width):
+    """Every rectangle of whole 16 x 16 cells: hand-made proposals over a cell superpixel map."""
+    from wsk.proposals.container import Proposals
+
+    rows, cols = -(-height // CELL), -(-width // CELL)
+    superpixels = (np.arange(height)[:, None] // CELL) * cols + np.arange(width)[None, :] // CELL
+    regions = []
+    for r0 in range(rows):
+        for r1 in range(r0 + 1, rows + 1):
+            for c0 in range(cols):
+                for c1 in range(c0 + 1, cols + 1):
+                    regions.append([r * cols + c for r in range(r0, r1) for c in range(c0, c1)])
+    return Proposals.from_regions(superpixels, regions)
+
+
+@pytest.fixture(scope="module")
+def work(synthetic_root, tmp_path_factory):
+    """A work dir with grid proposals for every image and a tiny random-init HCP whose fc8 is
+    scaled up so that its softmax is peaked (some proposals pass 0.5, some labels do not)."""
+    import keras
+
+    from wsk.data.voc import VOCDataset
+    from wsk.models import hcp
+
+    work = tmp_path_factory.mktemp("work")
+    dataset = VOCDataset(synthetic_root, "train")
+    for image_id in dataset.ids:
+        height, width = dataset.image(image_id).shape[:2]
+        grid_proposals(height, width).save(WorkDir(work).proposals(image_id))
+    keras.utils.set_random_seed(0)
+    model = hcp(num_classes=dataset.num_classes - 1, image_size=HCP_SIZE, width=0.0625)
+    fc8 = model.get_layer("fc8")
+    kernel, bias = fc8.get_weights()
+    fc8.set_weights([kernel * 3000.0, bias])
+    os.makedirs(WorkDir(work).hcp_dir, exist_ok=True)
+    model.save(WorkDir(work).hcp_model)
+    return work
+
+
+def run_cli(*args):
+    from wsk.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["pseudo", *map(str, args)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def mtimes(folder):
+    return {name: os.stat(os.path.join(folder, name)).st_mtime_ns for name in os.listdir(folder)}
+
+
+def test_pseudo_outputs_and_resume(synthetic_root, work):
+    from wsk.data.voc import VOCDataset
+
+    dataset = VOCDataset(synthetic_root, "train")
+    ids = dataset.ids
+    out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
+    assert f"scoring: {len(ids)} computed" in out
+    wd = WorkDir(work)
+
+    refined = json.loads(open(wd.refined).read())
+    assert sorted(refined["images"]) == sorted(ids)
+    candidates_seen = 0
+    for image_id in ids:
+        labels = dataset.labels(image_id)
+        scores = np.load(wd.scores(image_id))
+        assert scores["scores"].shape == (len(grid_proposals(64, 64)), dataset.num_classes - 1)
+        assert scores["features"].shape[0] == len(scores["candidates"])
+        entry = {int(k): v for k, v in refined["images"][image_id].items()}
+        assert sorted(entry) == sorted(labels)
+        for label in labels:
+            own = scores["candidates"][scores["candidate_labels"] == label]
+            candidates_seen += len(own)
+            # every candidate of this label scores above 0.5 in its HCP column (label - 1)
+            assert (scores["scores"][own, label - 1] > 0.5).all()
+            if len(own) == 0:       # fallback: the best-scoring proposal for the label
+                assert label in refined["fallback"][image_id]
+                assert entry[label] == [int(np.argmax(scores["scores"][:, label - 1]))]
+            else:
+                assert set(entry[label]) <= set(own.tolist())
+                assert len(entry[label]) in (len(own), -(-len(own) // 2))
+
+        locmap = np.load(wd.locmap(image_id))
+        maps = locmap["maps"].astype(np.float32)
+        assert locmap["maps"].dtype == np.float16
+        assert maps.shape == (dataset.num_classes, 64, 64)
+        absent = [k for k in range(1, dataset.num_classes) if k not in labels]
+        assert not maps[absent].any()
+        np.testing.assert_allclose(maps[0], np.maximum(0, 1 - maps[1:].sum(axis=0)), atol=2e-3)
+        with Image.open(wd.mask(image_id)) as png:
+            assert png.mode == "P" and png.size == (64, 64)
+            assert set(np.unique(np.array(png))) <= {0, *labels}
+    assert candidates_seen > 0          # the test exercises refinement, not only fallbacks
+
+    # delete part of every output folder, then resume
+    victims = ids[:3]
+    os.remove(wd.scores(victims[0]))
+    os.remove(wd.locmap(victims[1]))
+    os.remove(wd.mask(victims[2]))
+    before_maps = mtimes(os.path.dirname(wd.locmap(ids[0])))
+    before_masks = mtimes(wd.masks_dir)
+    out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
+    assert f"scoring: 1 computed, {len(ids) - 1} already done" in out
+    assert f"localization maps: 1 computed, {len(ids) - 1} already done" in out
+    # the mask of the re-mapped image and the deleted mask
+    assert f"rough masks: 2 computed, {len(ids) - 2} already done" in out
+    after_maps = mtimes(os.path.dirname(wd.locmap(ids[0])))
+    after_masks = mtimes(wd.masks_dir)
+    assert set(after_maps) == set(before_maps) | {f"{victims[1]}.npz"}
+    assert all(after_maps[k] == v for k, v in before_maps.items())
+    assert all(after_masks[k] == v for k, v in before_masks.items() if k != f"{victims[1]}.png")
+
+    # a third run does nothing
+    out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
+    assert "localization maps: 0 computed" in out and "rough masks: 0 computed" in out
+
+
+def test_no_refine_shares_scores_and_keeps_all_candidates(synthetic_root, work):
+    from wsk.data.voc import VOCDataset
+
+    run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
+    out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1",
+                  "--no-refine")
+    ids = VOCDataset(synthetic_root, "train").ids
+    assert f"scoring: 0 computed, {len(ids)} already done" in out
+    noref = WorkDir(work, refine=False)
+    assert noref.refined != WorkDir(work).refined
+    refined = json.loads(open(noref.refined).read())
+    for image_id in ids:
+        scores = np.load(noref.scores(image_id))
+        for label, kept in refined["images"][image_id].items():
+            own = scores["candidates"][scores["candidate_labels"] == int(label)].tolist()
+            assert kept == (own if own else kept) and len(kept) >= 1
+        assert os.path.exists(noref.mask(image_id)) and os.path.exists(noref.locmap(image_id))
+
+
+def test_missing_model_is_reported_with_its_path(synthetic_root, tmp_path):
+    from wsk.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["pseudo", str(synthetic_root), str(tmp_path / "empty")])
+    assert result.exit_code != 0
+    assert "Error:" in result.output and "hcp.keras" in result.output
+
+
+def test_viz_writes_one_figure_per_id(synthetic_root, work):
+    from wsk.cli.main import cli
+    from wsk.data.voc import VOCDataset
+
+    run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
+    ids = VOCDataset(synthetic_root, "train").ids[:2]
+    out = work / "figs"
+    result = CliRunner().invoke(cli, ["viz", str(synthetic_root), str(work), "--ids", ",".join(ids),
+                                      "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    for image_id in ids:
+        with Image.open(out / f"{image_id}.png") as png:
+            assert png.mode == "RGB" and png.size[1] > 64
+    result = CliRunner().invoke(cli, ["viz", str(synthetic_root), str(work), "--ids", "nope"])
+    assert result.exit_code != 0 and "nope" in result.output
+
+
+def test_model_of_another_dataset_is_refused(synthetic_root, tmp_path):
+    from wsk.cli.main import cli
+    from wsk.data.voc import VOCDataset
+    from wsk.models import hcp
+
+    dataset = VOCDataset(synthetic_root, "train")
+    for image_id in dataset.ids:
+        grid_proposals(64, 64).save(WorkDir(tmp_path).proposals(image_id))
+    os.makedirs(WorkDir(tmp_path).hcp_dir)
+    hcp(num_classes=dataset.num_classes + 1, image_size=HCP_SIZE, width=0.0625).save(
+        WorkDir(tmp_path).hcp_model)
+    result = CliRunner().invoke(cli, ["pseudo", str(synthetic_root), str(tmp_path)])
+    assert result.exit_code != 0
+    assert "classes" in result.output and "hcp.keras" in result.output

@@ -1,0 +1,20 @@
+"""Pseudo-labels from image-level labels (§3.1-§3.3 of Wei et al., 2016).
+
+* ``score_proposals`` / ``ProposalScorer``: HCP softmax and fc7 features of every proposal (§3.1);
+* ``select_candidates``: proposals scoring above 0.5 for a ground-truth label (§3.1);
+* ``reduce_features``, ``cross_image_refinement``: PCA to 98% energy and Eq. 1 (§3.2);
+* ``localization_maps``: Eq. 2 (§3.3.1); ``rough_masks``: Eq. 5 (§3.3.2);
+* ``run_pseudo``: all of it over a dataset split, resumable (``wsk pseudo``).
+
+Keras is imported only when a model is used.
+"""
+
+from wsk.pseudo.candidates import select_candidates
+from wsk.pseudo.localization import localization_maps
+from wsk.pseudo.refinement import cross_image_refinement, reduce_features
+from wsk.pseudo.rough_masks import rough_masks
+from wsk.pseudo.scoring import ProposalScorer, score_proposals
+from wsk.pseudo.stage import run_pseudo
+
+__all__ = ["ProposalScorer", "cross_image_refinement", "localization_maps", "reduce_features",
+           "rough_masks", "run_pseudo", "score_proposals", "select_candidates"]

@@ -1,0 +1,129 @@
+"""Cross-image contextual refinement (§3.2, Eq. 1).
+
+Candidates of one class are compared with the candidates of the *other* images that
+share the label. With ``x`` a candidate of image ``i`` and image ``i'`` holding
+``n_{i'}`` candidates ``y``, Eq. 1 averages over the other images
+
+    dis(x) = 1/(N-1) * sum_{i' != i} 1/n_{i'} * sum_y ||x - y||^2.
+
+Because ``1/n * sum_y ||x - y||^2 = ||x||^2 - 2 x . mean_{i'} + meansq_{i'}`` (``mean`` the
+mean vector, ``meansq`` the mean squared norm of image ``i'``'s candidates), the sum over
+the other images only needs the class-wide sums of those per-image statistics minus the
+image's own: the cost is linear in the number of candidates, not quadratic.
+"""
+
+import math
+
+import numpy as np
+
+from wsk.errors import WskError
+
+ORDERS = ("closest", "farthest")
+
+
+def reduce_features(features, energy=0.98):
+    """Project ``(N, D)`` candidate features on the principal components keeping ``energy``.
+
+    §3.2: PCA fitted once over all candidates keeps the fewest leading components whose
+    explained variance is at least (scikit-learn: more than) ``energy`` of the total.
+    Returns the ``(N, d)`` projections (float32 input stays float32, anything else is
+    float64). With fewer than two candidates, or features without variance, there is
+    nothing to fit and the features are returned as they are (distances, all Eq. 1 needs,
+    are then unchanged).
+    """
+    from sklearn.decomposition import PCA
+
+    features = np.asarray(features)
+    if features.dtype != np.float32:
+        features = features.astype(np.float64)
+    if features.ndim != 2:
+        raise WskError(f"features must be (candidates, dimensions), got shape {features.shape}")
+    if not 0.0 < energy < 1.0:
+        raise WskError(f"PCA energy must lie in (0, 1), got {energy}")
+    n, dim = features.shape
+    if n < 2 or dim < 2 or not np.any(features.var(axis=0) > 0):
+        return features
+    # covariance_eigh works on the D x D covariance: fast when candidates outnumber dimensions.
+    solver = "covariance_eigh" if n > dim else "full"
+    pca = PCA(n_components=energy, svd_solver=solver)
+    return pca.fit_transform(features)
+
+
+def eq1_distances(features_by_image):
+    """Eq. 1 for every candidate of one class, in closed form.
+
+    ``features_by_image`` maps image id -> ``(n_i, D)`` features of that image's candidates
+    for the class. Images without candidates are left out (Eq. 1 divides by ``n_{i'}``), so
+    ``N`` counts the images with at least one candidate. Returns image id -> ``(n_i,)``
+    float64 distances, or ``None`` for every image when ``N < 2`` (no other image to compare).
+    """
+    stats = {}
+    for image_id, feats in features_by_image.items():
+        feats = np.asarray(feats, dtype=np.float64)
+        if feats.ndim != 2:
+            raise WskError(f"features of image {image_id} must be (candidates, dimensions), "
+                           f"got shape {feats.shape}")
+        if len(feats):
+            sq = np.einsum("ij,ij->i", feats, feats)
+            stats[image_id] = (feats, sq, feats.mean(axis=0), sq.mean())
+    if len(stats) < 2:
+        return {image_id: None for image_id in features_by_image}
+    dims = {s[0].shape[1] for s in stats.values()}
+    if len(dims) != 1:
+        raise WskError(f"candidate features of one class differ in dimension: {sorted(dims)}")
+    total_mean = sum(s[2] for s in stats.values())
+    total_meansq = sum(s[3] for s in stats.values())
+    others = len(stats) - 1
+    out = {}
+    for image_id in features_by_image:
+        if image_id not in stats:
+            out[image_id] = np.zeros(0)
+            continue
+        feats, sq, mean, meansq = stats[image_id]
+        other_mean = (total_mean - mean) / others
+        other_meansq = (total_meansq - meansq) / others
+        out[image_id] = sq - 2.0 * feats @ other_mean + other_meansq
+    return out
+
+
+def rank_and_keep(distances, keep=0.5, order="closest"):
+    """Indices of the ``ceil(keep * n)`` best of ``n`` distances, best first.
+
+    ``order="closest"`` ranks small distances first (tight proposals on top, as the caption
+    of Fig. 3 says); ``"farthest"`` ranks large ones first (the literal "descending order" of
+    §3.2). Ties keep the lower index first.
+    """
+    if order not in ORDERS:
+        raise WskError(f"refinement order must be one of {', '.join(ORDERS)}, got {order!r}")
+    distances = np.asarray(distances, dtype=np.float64)
+    count = math.ceil(keep * len(distances))
+    key = distances if order == "closest" else -distances
+    return np.argsort(key, kind="stable")[:count].astype(np.int64)
+
+
+def cross_image_refinement(features_by_image, keep=0.5, order="closest"):
+    """Refine the candidates of every class across images (§3.2, Eq. 1).
+
+    ``features_by_image`` is ``{class_index: {image_id: (n_i, D) features}}``: for each class,
+    the (PCA-reduced) features of each image's candidates for that class, rows in the
+    image's candidate order. Returns ``{class_index: {image_id: kept row indices}}``: for
+    each image, the rows (int64, best first) of its ``ceil(keep * n_i)`` candidates ranked
+    by Eq. 1 in ``order`` ("closest" or "farthest", see ``rank_and_keep``). A class whose
+    candidates all come from one image has no other image to compare with: that image keeps
+    every candidate. An image with no candidate keeps none.
+    """
+    if not 0.0 < keep <= 1.0:
+        raise WskError(f"the kept fraction must lie in (0, 1], got {keep}")
+    if order not in ORDERS:
+        raise WskError(f"refinement order must be one of {', '.join(ORDERS)}, got {order!r}")
+    kept = {}
+    for class_index, per_image in features_by_image.items():
+        distances = eq1_distances(per_image)
+        kept[class_index] = {}
+        for image_id, feats in per_image.items():
+            dist = distances[image_id]
+            if dist is None:
+                kept[class_index][image_id] = np.arange(len(feats), dtype=np.int64)
+            else:
+                kept[class_index][image_id] = rank_and_keep(dist, keep, order)
+    return kept

@@ -1,0 +1,52 @@
+"""Rough segmentation masks (§3.3.2, Eq. 5)."""
+
+import numpy as np
+
+from wsk.errors import WskError
+from wsk.pseudo.candidates import hcp_column
+from wsk.pseudo.regions import region_means, union_mask
+
+
+def region_confidence(proposals, scores, locmap, label):
+    """Eq. 5 for every region: ``v_r = s_r^k + (1/|r|) sum_{(i,j) in r} p^k(i, j)``.
+
+    ``scores`` is the ``(P, C)`` HCP softmax (column ``label - 1``), ``locmap`` the label's
+    ``(H, W)`` localization map. The region means come from per-superpixel sums of ``p^k``
+    pushed through the CSR membership. Empty regions get ``-inf``. Returns ``(P,)`` float64.
+    """
+    scores = np.asarray(scores)
+    if scores.shape[0] != len(proposals):
+        raise WskError(f"{scores.shape[0]} proposal scores for {len(proposals)} proposals")
+    value = scores[:, hcp_column(label)].astype(np.float64) + region_means(proposals, locmap)
+    value[proposals.areas <= 0] = -np.inf
+    return value
+
+
+def rough_masks(proposals, scores, maps, labels, top=10):
+    """The ``(H, W)`` uint8 rough mask of one image (§3.3.2).
+
+    For each ground-truth ``label`` (dataset index), the ``top`` regions of highest Eq. 5
+    confidence (ties: lower proposal index first) are united into the label's mask. A pixel
+    inside the masks of several labels takes the label with the larger localization value
+    ``maps[label]`` there (ties: the lower class index); a pixel in no mask is background (0).
+    ``maps`` are the image's ``(C+1, H, W)`` localization maps (Eq. 2).
+    """
+    maps = np.asarray(maps)
+    labels = sorted(set(int(k) for k in labels))
+    if maps.shape[1:] != tuple(proposals.shape):
+        raise WskError(f"localization maps of shape {maps.shape[1:]} do not fit proposals of "
+                       f"shape {proposals.shape}")
+    out = np.zeros(proposals.shape, np.uint8)
+    if not labels:
+        return out
+    best = np.full(proposals.shape, -np.inf, np.float32)
+    for label in labels:
+        value = region_confidence(proposals, scores, maps[label], label)
+        order = np.argsort(-value, kind="stable")[:top]
+        order = order[np.isfinite(value[order])]
+        covered = union_mask(proposals, order)
+        local = maps[label].astype(np.float32)
+        wins = covered & (local > best)
+        out[wins] = label
+        best[wins] = local[wins]
+    return out
