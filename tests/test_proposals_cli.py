@@ -31,7 +31,7 @@ def _invoke(*args):
 def test_run_resumes_and_recomputes_only_a_deleted_output(tmp_path):
     root = _dataset(tmp_path / "data", ["a", "b", "c"])
     work = WorkDir(tmp_path / "work")
-    result, out = _invoke("proposals", "run", root, work.root, "--jobs", 1, "--max-proposals", 50)
+    result, out = _invoke("proposals", "run", root, work.root, "--split", "train", "--jobs", 1, "--max-proposals", 50)
     assert result.exit_code == 0, out
     assert "3 computed, 0 already done, 0 failed" in out
     times = {i: (tmp_path / "work" / "proposals" / f"{i}.npz").stat().st_mtime_ns for i in "abc"}
@@ -40,7 +40,7 @@ def test_run_resumes_and_recomputes_only_a_deleted_output(tmp_path):
         assert 0 < len(props) <= 50 and props.shape == (48, 48)
 
     (tmp_path / "work" / "proposals" / "b.npz").unlink()
-    result, out = _invoke("proposals", "run", root, work.root, "--jobs", 1, "--max-proposals", 50)
+    result, out = _invoke("proposals", "run", root, work.root, "--split", "train", "--jobs", 1, "--max-proposals", 50)
     assert result.exit_code == 0, out
     assert "1 computed, 2 already done, 0 failed" in out
     for i in "ac":
@@ -49,7 +49,7 @@ def test_run_resumes_and_recomputes_only_a_deleted_output(tmp_path):
 
     # a damaged output is not "done": it is recomputed
     (tmp_path / "work" / "proposals" / "c.npz").write_bytes(b"broken")
-    result, out = _invoke("proposals", "run", root, work.root, "--jobs", 1, "--max-proposals", 50)
+    result, out = _invoke("proposals", "run", root, work.root, "--split", "train", "--jobs", 1, "--max-proposals", 50)
     assert "1 computed, 2 already done" in out and Proposals.is_valid(work.proposals("c"))
 
 
@@ -57,7 +57,7 @@ def test_run_lists_failures_with_their_file_and_keeps_the_rest(tmp_path):
     root = _dataset(tmp_path / "data", ["a", "bad", "c"])
     (root / "JPEGImages" / "bad.jpg").write_bytes(b"not a jpeg")
     work = WorkDir(tmp_path / "work")
-    result, out = _invoke("proposals", "run", root, work.root, "--jobs", 2, "--max-proposals", 20)
+    result, out = _invoke("proposals", "run", root, work.root, "--split", "train", "--jobs", 2, "--max-proposals", 20)
     assert result.exit_code != 0
     assert "2 computed, 0 already done, 1 failed" in out
     assert "bad.jpg: not a readable image" in out
