@@ -1,3 +1,55 @@
-"""wsk data commands (to be filled)."""
+"""``wsk data``: check a VOC-layout dataset, generate a synthetic one."""
 
-COMMANDS = []
+import click
+
+from wsk.errors import WskError
+
+
+@click.group("data")
+def data():
+    """Check a dataset in the PASCAL VOC layout, or generate a synthetic one."""
+
+
+@data.command("check")
+@click.argument("root", type=click.Path(file_okay=False))
+def check(root):
+    """Validate the VOC-layout dataset in ROOT and print a summary.
+
+    ROOT holds JPEGImages/, ImageSets/Segmentation or ImageSets/Main lists, and
+    Annotations/ XML and/or SegmentationClass(Aug)/ masks (optionally classes.txt).
+    Prints images per split, images and objects per class, single- vs multi-label
+    counts (and the paper's training set when Main/trainval.txt and train_aug exist).
+    Every problem is listed with its file; the exit status is non-zero if any was found.
+    """
+    from wsk.data.check import check_dataset
+
+    report = check_dataset(root)
+    click.echo(report.format())
+    if not report.ok:
+        raise WskError(f"{len(report.problems)} problem(s) found", root)
+
+
+@data.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--images", "num_images", type=click.IntRange(min=4), default=200, show_default=True,
+              help="Number of images (75% train, 25% val).")
+@click.option("--size", type=click.IntRange(min=32), default=96, show_default=True,
+              help="Side of the square images in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed; the same seed writes the same files.")
+@click.option("--force", is_flag=True, help="Replace a dataset already in OUT.")
+def synth(out, num_images, size, seed, force):
+    """Write a synthetic VOC-layout dataset to OUT (an absent or empty folder).
+
+    Five shape classes with their own textures and random colours, 1-3 objects per
+    image on cluttered backgrounds, masks with 255 borders, XML boxes, train/val lists
+    and classes.txt.
+    """
+    from wsk.data.synthetic import generate_dataset
+
+    splits = generate_dataset(out, num_images=num_images, size=size, seed=seed, overwrite=force)
+    click.echo(f"Wrote {num_images} images of {size}x{size} to {out} "
+               f"(train {len(splits['train'])}, val {len(splits['val'])}).")
+
+
+COMMANDS = [data]

@@ -1,3 +1,58 @@
-"""wsk evaluate commands (to be filled)."""
+"""``wsk eval``: mIoU of predicted label maps against a dataset's ground truth (Table 1 layout)."""
 
-COMMANDS = []
+import os
+
+import click
+
+from wsk.errors import WskError
+
+
+def prediction_sources(pred_dirs):
+    """``[(column name, predict)]`` for each ``--pred`` folder (``predict(id)`` -> label map).
+
+    A column is named after its folder (the full path where two folders share a name).
+    Other sources (a model) plug in as further ``(name, callable)`` pairs.
+    """
+    from wsk.metrics import PredictionFolder
+
+    names = [os.path.basename(os.path.normpath(d)) for d in pred_dirs]
+    return [(name if names.count(name) == 1 else os.path.normpath(d), PredictionFolder(d))
+            for name, d in zip(names, pred_dirs)]
+
+
+@click.command("eval")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option("--split", default="val", show_default=True,
+              help="Image list to evaluate on (ImageSets/Segmentation/<split>.txt).")
+@click.option("--pred", "pred_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="Folder of predicted label maps <id>.png (class indices); repeat to compare "
+                   "several results side by side.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the results (IoU per class, mIoU, pixel accuracy, confusion matrix) here.")
+def evaluate(root, split, pred_dirs, json_path):
+    """Evaluate predictions on the SPLIT of the VOC-layout dataset in ROOT.
+
+    Accumulates one confusion matrix over the split (pixels labelled 255 ignored) and
+    prints IoU per class and mIoU in %, one column per result, as Table 1 of the paper.
+    Every image of the split needs a prediction of the size of its ground truth.
+    """
+    from wsk.data.voc import VOCDataset
+    from wsk.io import save_json
+    from wsk.metrics import evaluate_dataset, evaluation_report, format_table
+
+    if not pred_dirs:
+        raise WskError("nothing to evaluate: give --pred DIR (a folder of <id>.png label maps)")
+    dataset = VOCDataset(root, split)
+    if not dataset.ids:
+        raise WskError(f"split {split!r} lists no images", root)
+    results = [evaluate_dataset(dataset, predict, name=name) for name, predict in prediction_sources(pred_dirs)]
+    click.echo(format_table({r.name: r.iou for r in results}, dataset.class_names))
+    for r in results:
+        click.echo(f"{r.name}: mIoU {100 * r.mean_iou:.1f}%, pixel accuracy {100 * r.pixel_accuracy:.1f}% "
+                   f"on {len(dataset)} images")
+    if json_path:
+        save_json(json_path, evaluation_report(dataset, results))
+        click.echo(f"Wrote {json_path}")
+
+
+COMMANDS = [evaluate]

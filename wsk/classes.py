@@ -1,5 +1,6 @@
 """Class names, the VOC colour palette and the ignore label: the one source of truth."""
 
+import functools
 import os
 
 import numpy as np
@@ -24,6 +25,12 @@ CLASS_LIST_FILE = "classes.txt"
 
 
 def voc_palette():
+    """A copy of the standard 256-entry VOC colour map (see ``_voc_palette``)."""
+    return _voc_palette().copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _voc_palette():
     """The standard 256-entry PASCAL VOC colour map as a (256, 3) uint8 array.
 
     Entry ``i`` spreads the bits of ``i`` over the three channels from the most

@@ -1,0 +1,356 @@
+"""tf.data input pipelines for HCP training (§3.1) and segmentation training (§3.3, §4.2).
+
+Every training pipeline is one stream over all epochs (``epoch_stream``): epoch ``e`` visits
+the images in an order drawn from ``(seed, e)`` and every random choice of an element
+(scale, crop, flips) comes from a stateless seed derived from ``(seed, e, position)``.
+The batches of a run are therefore a pure function of the seed, whatever the number of
+parallel calls, and a run resumed at epoch ``e`` (``first_epoch``) sees exactly the
+batches an uninterrupted run sees from epoch ``e`` on. Each epoch uses
+``len(items) // batch_size`` full batches (the images left over differ from epoch to epoch).
+
+HCP batches (``hcp_image_dataset``, ``hcp_hypothesis_dataset``) are ``(B, M, S, S, 3)``
+preprocessed hypotheses and ``(B, c)`` label vectors normalised to sum one: image
+fine-tuning uses the whole image as the single hypothesis (M = 1); hypothesis
+fine-tuning crops the M selected boxes, each resized to S x S (bilinear, half-pixel
+centres, like ``wsk.pseudo.scoring.crop_boxes`` at prediction time) and flipped at random.
+
+Segmentation batches (``segmentation_dataset``) follow DeepLab's training data layer:
+
+1. scale image and target by a factor drawn from ``scale_range`` (image bilinear,
+   localization maps bilinear, rough masks nearest);
+2. preprocess the image (``wsk.models.preprocess_input``: BGR minus the mean colour);
+3. pad bottom and right up to the crop size: the image with the mean colour (zero after
+   preprocessing), a rough mask with the ignore label 255, localization maps with zero
+   mass in every channel (ignored by ``SoftMultiLabelCrossEntropy``);
+4. take a random ``crop_size`` crop and flip it horizontally with probability 1/2,
+   image and target with the same geometry;
+5. bring the target to the logits' grid.
+
+Decision for step 5: the **target is subsampled** to DeepLab-LargeFOV's stride-8 grid as
+Caffe's ``shrink_factor: 8`` interpolation does: ``target[::8, ::8]``. For crops of side
+``8k + 1`` (321 in the paper, 97 in the demo) the network gives ``k + 1`` logits per side
+and logit ``i`` sits exactly on pixel ``8 i``, so the picked pixels are the logits'
+centres and nothing is interpolated; other crop sizes are refused
+(``check_crop_size``). Upsampling the logits instead would cost 64 times the loss
+memory for no gain in supervision.
+
+Network_A targets are the stored localization maps (Eq. 2) normalised across channels
+(§3.3.1: ``p^m / sum_m' p^m'`` at every pixel that has mass), so each target pixel is a
+distribution over the c + 1 classes; Network_B targets are the rough masks (Eq. 5) as
+class indices with 255 ignored.
+"""
+
+import numpy as np
+
+from wsk.classes import IGNORE_LABEL
+from wsk.errors import WskError
+from wsk.io import load_npz, read_label_png
+
+LOGIT_STRIDE = 8          # DeepLab-LargeFOV's output stride
+SOFT, HARD = "soft", "hard"
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+# --- small pieces (pure functions, tested on their own) --------------------------------------
+
+def check_crop_size(crop_size, stride=LOGIT_STRIDE):
+    """The number of logits per side for a ``crop_size`` crop; a crop that is not
+    ``stride * k + 1`` is a ``WskError`` (its labels would not sit on the logits' centres)."""
+    if crop_size < 1 or (crop_size - 1) % stride:
+        raise WskError(f"crop size {crop_size} must be {stride}k+1 (e.g. 321, 97) so that the "
+                       f"stride-{stride} logits sit on pixels 0, {stride}, {2 * stride}, ...")
+    return (crop_size - 1) // stride + 1
+
+
+def hcp_label_vector(labels, num_object_classes):
+    """The HCP target of an image (§3.1, [30]): ``(c,)`` float32, ``1/|labels|`` on every label.
+
+    ``labels`` are dataset class indices (1-based, background excluded); HCP column ``j`` is
+    dataset class ``j + 1``.
+    """
+    vector = np.zeros(num_object_classes, np.float32)
+    labels = list(labels)
+    if not labels:
+        raise WskError("an HCP training image needs at least one label")
+    for label in labels:
+        if not 1 <= label <= num_object_classes:
+            raise WskError(f"class {label} is not an object class (1..{num_object_classes})")
+        vector[label - 1] = 1.0
+    return vector / vector.sum()
+
+
+def shrink_to_logits(target, stride=LOGIT_STRIDE):
+    """``target[::stride, ::stride]``: a ``(H, W, ...)`` target picked on the logits' grid."""
+    return target[::stride, ::stride]
+
+
+def normalise_soft_target(maps):
+    """Localization maps ``(..., C+1)`` divided by their sum over channels where it is positive
+    (§3.3.1, "normalized with cross-channel information"); positions without mass stay zero."""
+    tf = _tf()
+    maps = tf.cast(maps, tf.float32)
+    total = tf.reduce_sum(maps, axis=-1, keepdims=True)
+    return tf.math.divide_no_nan(maps, total)
+
+
+def decode_image(path):
+    """Read and decode a JPEG/PNG file to ``(H, W, 3)`` uint8 RGB (a TF op)."""
+    tf = _tf()
+    return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+
+
+def _preprocess(image):
+    from wsk.models import preprocess_input
+
+    return preprocess_input(image)
+
+
+def _seeds(seed, n):
+    """``n`` independent stateless seeds ``(2,)`` from one."""
+    return _tf().random.experimental.stateless_split(seed, num=n)
+
+
+# --- the epoch stream ------------------------------------------------------------------------
+
+def steps_per_epoch(num_items, batch_size):
+    """Full batches per epoch (at least one item is needed per batch)."""
+    if num_items < batch_size:
+        raise WskError(f"{num_items} training image(s) cannot fill a batch of {batch_size}")
+    return num_items // batch_size
+
+
+def epoch_stream(num_items, batch_size, epochs, seed, first_epoch=None):
+    """A dataset of ``(item index, element seed)`` for epochs ``first_epoch .. epochs - 1``.
+
+    Epoch ``e`` is a permutation of the items drawn from ``(seed, e)``, cut to a whole
+    number of batches; the element seed (``(2,)`` int64) is derived from ``(seed, e,
+    position)``. ``first_epoch`` is an int or a scalar ``tf.Variable`` read when iteration
+    reaches each epoch (``ResumeEpoch`` sets it when ``fit`` resumes).
+    """
+    tf = _tf()
+    per_epoch = steps_per_epoch(num_items, batch_size) * batch_size
+    epochs_ds = tf.data.Dataset.range(epochs)
+    if first_epoch is not None:
+        epochs_ds = epochs_ds.filter(lambda e: e >= tf.cast(first_epoch, tf.int64))
+
+    def one_epoch(epoch):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num_items, dtype=tf.int64), seed=epoch_seed)[:per_epoch]
+        element_seeds = tf.stack(
+            [tf.fill([per_epoch], tf.constant(seed, tf.int64) + 1),
+             epoch * per_epoch + tf.range(per_epoch, dtype=tf.int64)], axis=1)
+        return tf.data.Dataset.from_tensor_slices((order, element_seeds))
+
+    return epochs_ds.flat_map(one_epoch)
+
+
+def _finish(dataset, batch_size):
+    tf = _tf()
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _map(dataset, fn):
+    tf = _tf()
+    return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+# --- HCP ---------------------------------------------------------------------------------------
+
+def crop_hypotheses(image, boxes, size):
+    """``(M, size, size, 3)`` float32: each box ``x0, y0, x1, y1`` (exclusive ends) of
+    ``image`` resized to ``size`` (bilinear, half-pixel centres). Boxes are clipped to the
+    image and kept at least one pixel wide."""
+    tf = _tf()
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    boxes = tf.cast(boxes, tf.int32)
+    x0 = tf.clip_by_value(boxes[:, 0], 0, width - 1)
+    y0 = tf.clip_by_value(boxes[:, 1], 0, height - 1)
+    x1 = tf.clip_by_value(boxes[:, 2], x0 + 1, width)
+    y1 = tf.clip_by_value(boxes[:, 3], y0 + 1, height)
+    image = tf.cast(image, tf.float32)
+
+    def one(box):
+        crop = image[box[1]:box[3], box[0]:box[2]]
+        return tf.image.resize(crop, [size, size], method="bilinear")
+
+    return tf.map_fn(one, tf.stack([x0, y0, x1, y1], axis=1), fn_output_signature=tf.float32)
+
+
+def _random_flips(hypotheses, seed):
+    """Flip each hypothesis ``(M, S, S, 3)`` left-right with probability 1/2."""
+    tf = _tf()
+    flip = tf.random.stateless_uniform([tf.shape(hypotheses)[0]], seed=seed) < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(hypotheses, axis=[2]), hypotheses)
+
+
+def _hcp_element(paths, boxes, image_size, augment):
+    """The map function: ``(index, seed)`` -> ``(hypotheses (M,S,S,3) preprocessed)``."""
+    tf = _tf()
+
+    def load(index, seed):
+        image = decode_image(tf.gather(paths, index))
+        if boxes is None:
+            shape = tf.shape(image)
+            box = tf.stack([[0, 0, shape[1], shape[0]]])
+        else:
+            box = tf.gather(boxes, index)
+        hypotheses = crop_hypotheses(image, box, image_size)
+        if augment:
+            hypotheses = _random_flips(hypotheses, seed)
+        return _preprocess(hypotheses)
+
+    return load
+
+
+def hcp_training_dataset(paths, label_vectors, image_size, batch_size, epochs, seed,
+                         boxes=None, first_epoch=None):
+    """HCP training batches ``((B, M, S, S, 3), (B, c))`` over all epochs.
+
+    ``boxes`` None: image fine-tuning, the whole image is the one hypothesis;
+    ``boxes`` ``(N, M, 4)``: hypothesis fine-tuning with those boxes. Hypotheses are flipped
+    at random. ``label_vectors`` ``(N, c)`` come from ``hcp_label_vector``.
+    """
+    tf = _tf()
+    paths_t = tf.constant(list(paths))
+    labels_t = tf.constant(np.asarray(label_vectors, np.float32))
+    boxes_t = None if boxes is None else tf.constant(np.asarray(boxes, np.int32))
+    load = _hcp_element(paths_t, boxes_t, image_size, augment=True)
+    stream = epoch_stream(len(paths), batch_size, epochs, seed, first_epoch)
+    return _finish(_map(stream, lambda i, s: (load(i, s), tf.gather(labels_t, i))), batch_size)
+
+
+def hcp_eval_dataset(paths, image_size, batch_size, boxes=None):
+    """HCP inputs ``(B, M, S, S, 3)`` in file order, no augmentation (for validation)."""
+    tf = _tf()
+    paths_t = tf.constant(list(paths))
+    boxes_t = None if boxes is None else tf.constant(np.asarray(boxes, np.int32))
+    load = _hcp_element(paths_t, boxes_t, image_size, augment=False)
+    indices = tf.data.Dataset.range(len(paths))
+    dataset = _map(indices, lambda i: load(i, None))
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# --- segmentation ------------------------------------------------------------------------------
+
+def load_soft_target(path, height, width, num_classes):
+    """Localization maps of ``WORK/locmaps/<id>.npz`` as ``(H, W, C+1)`` float32 (NumPy).
+
+    The file must hold ``maps`` ``(C+1, H, W)`` matching the image; otherwise a ``WskError``
+    naming the file.
+    """
+    maps = load_npz(path, required=("maps",))["maps"]
+    if maps.ndim != 3 or maps.shape[0] != num_classes:
+        raise WskError(f"localization maps must be ({num_classes}, H, W), found {maps.shape}", path)
+    if maps.shape[1:] != (height, width):
+        raise WskError(f"localization maps are {maps.shape[1]}x{maps.shape[2]} but the image is "
+                       f"{height}x{width}", path)
+    maps = maps.astype(np.float32)
+    if not np.all(np.isfinite(maps)) or maps.min(initial=0) < 0:
+        raise WskError("localization maps hold negative or non-finite values", path)
+    return np.ascontiguousarray(maps.transpose(1, 2, 0))
+
+
+def load_hard_target(path, height, width, num_classes):
+    """A rough mask ``WORK/masks/<id>.png`` as ``(H, W)`` int32 class indices (255 = ignore)."""
+    mask = read_label_png(path)
+    if mask.shape != (height, width):
+        raise WskError(f"mask is {mask.shape[0]}x{mask.shape[1]} but the image is {height}x{width}",
+                       path)
+    bad = np.unique(mask[(mask >= num_classes) & (mask != IGNORE_LABEL)])
+    if bad.size:
+        raise WskError(f"mask holds value(s) {bad.tolist()} that are no class of {num_classes}", path)
+    return mask.astype(np.int32)
+
+
+def augment_segmentation(image, target, seed, crop_size, scale_range, kind, flip=True):
+    """DeepLab's training augmentation of one pair, the same geometry for image and target.
+
+    ``image`` ``(H, W, 3)`` preprocessed float32; ``target`` ``(H, W, C+1)`` float32 maps
+    (``kind="soft"``) or ``(H, W)`` int32 labels (``kind="hard"``); ``seed`` a ``(2,)``
+    stateless seed. Returns the ``crop_size`` crop of both (steps 1, 3, 4 of the module
+    docstring), before shrinking.
+    """
+    tf = _tf()
+    scale_seed, y_seed, x_seed, flip_seed = tf.unstack(_seeds(seed, 4))
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    hard = kind == HARD
+    if hard:
+        target = target[:, :, None]
+    low, high = float(scale_range[0]), float(scale_range[1])
+    if (low, high) != (1.0, 1.0):
+        scale = tf.random.stateless_uniform([], seed=scale_seed, minval=low, maxval=high)
+        new_h = tf.maximum(1, tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32))
+        new_w = tf.maximum(1, tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32))
+        image = tf.image.resize(image, [new_h, new_w], method="bilinear")
+        target = tf.image.resize(target, [new_h, new_w],
+                                 method="nearest" if hard else "bilinear")
+        target = tf.cast(target, tf.int32) if hard else target
+        height, width = new_h, new_w
+    pad_h = tf.maximum(crop_size - height, 0)
+    pad_w = tf.maximum(crop_size - width, 0)
+    paddings = [[0, pad_h], [0, pad_w], [0, 0]]
+    image = tf.pad(image, paddings, constant_values=0.0)
+    target = tf.pad(target, paddings, constant_values=IGNORE_LABEL if hard else 0)
+    height, width = height + pad_h, width + pad_w
+    y = tf.random.stateless_uniform([], seed=y_seed, maxval=height - crop_size + 1, dtype=tf.int32)
+    x = tf.random.stateless_uniform([], seed=x_seed, maxval=width - crop_size + 1, dtype=tf.int32)
+    image = image[y:y + crop_size, x:x + crop_size]
+    target = target[y:y + crop_size, x:x + crop_size]
+    if flip:
+        flipped = tf.random.stateless_uniform([], seed=flip_seed) < 0.5
+        image = tf.cond(flipped, lambda: tf.reverse(image, [1]), lambda: image)
+        target = tf.cond(flipped, lambda: tf.reverse(target, [1]), lambda: target)
+    image = tf.ensure_shape(image, [crop_size, crop_size, 3])
+    if hard:
+        target = tf.ensure_shape(target[:, :, 0], [crop_size, crop_size])
+    else:
+        target = tf.ensure_shape(target, [crop_size, crop_size, None])
+    return image, target
+
+
+def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size, batch_size,
+                         epochs, seed, scale_range=(0.5, 1.5), flip=True, first_epoch=None):
+    """Segmentation training batches over all epochs (module docstring, steps 1-5).
+
+    ``kind="soft"`` (Network_A): ``target_paths`` are localization-map ``.npz`` files; batches
+    are ``(B, crop, crop, 3)`` images and ``(B, g, g, C+1)`` float32 targets normalised across
+    channels (rows of zeros where there is no mass). ``kind="hard"`` (Network_B):
+    ``target_paths`` are rough-mask PNGs; targets are ``(B, g, g)`` int32 with 255 ignored.
+    ``g = (crop_size - 1) // 8 + 1``, the side of the logits.
+    """
+    tf = _tf()
+    if kind not in (SOFT, HARD):
+        raise WskError(f"target kind must be {SOFT!r} or {HARD!r}, not {kind!r}")
+    if len(image_paths) != len(target_paths):
+        raise WskError(f"{len(image_paths)} images but {len(target_paths)} targets")
+    check_crop_size(crop_size)
+    paths_t = tf.constant(list(image_paths))
+    targets_t = tf.constant(list(target_paths))
+    loader = load_soft_target if kind == SOFT else load_hard_target
+
+    def read_target(path, height, width):
+        return loader(path.decode(), int(height), int(width), num_classes)
+
+    def element(index, seed):
+        image = decode_image(tf.gather(paths_t, index))
+        shape = tf.shape(image)
+        target = tf.numpy_function(read_target, [tf.gather(targets_t, index), shape[0], shape[1]],
+                                   tf.float32 if kind == SOFT else tf.int32, stateful=False)
+        target = tf.ensure_shape(target, [None, None, num_classes] if kind == SOFT else [None, None])
+        image, target = augment_segmentation(_preprocess(image), target, seed, crop_size,
+                                             scale_range, kind, flip)
+        target = shrink_to_logits(target)
+        if kind == SOFT:
+            target = normalise_soft_target(target)
+        return image, target
+
+    stream = epoch_stream(len(image_paths), batch_size, epochs, seed, first_epoch)
+    return _finish(_map(stream, element), batch_size)
