@@ -4,7 +4,9 @@ import os
 
 import click
 
+from wsk.cli.predict import crf_options, crf_params
 from wsk.errors import WskError
+from wsk.stages import default_jobs
 
 
 def prediction_sources(pred_dirs):
@@ -20,6 +22,20 @@ def prediction_sources(pred_dirs):
             for name, d in zip(names, pred_dirs)]
 
 
+def model_results(root, split, model_paths, crf, jobs):
+    """``EvalResult`` of each model on the split: without CRF, and with it when ``crf`` is given."""
+    from wsk.predict import evaluate_model, load_model
+
+    results = []
+    for path in model_paths:
+        name = os.path.basename(os.path.dirname(os.path.abspath(path))) or os.path.basename(path)
+        model = load_model(path)
+        results.append(evaluate_model(model, root, split, jobs=jobs, name=name))
+        if crf is not None:
+            results.append(evaluate_model(model, root, split, crf=crf, jobs=jobs, name=f"{name}+CRF"))
+    return results
+
+
 @click.command("eval")
 @click.argument("root", type=click.Path(file_okay=False))
 @click.option("--split", default="val", show_default=True,
@@ -27,25 +43,35 @@ def prediction_sources(pred_dirs):
 @click.option("--pred", "pred_dirs", multiple=True, type=click.Path(file_okay=False),
               help="Folder of predicted label maps <id>.png (class indices); repeat to compare "
                    "several results side by side.")
+@click.option("--model", "model_paths", multiple=True, type=click.Path(dir_okay=False),
+              help="A trained .keras segmentation model to run over the split; repeat for several "
+                   "(one column each, named after the model's folder, e.g. SN_B).")
+@crf_options
+@click.option("--jobs", "-j", type=click.IntRange(1), default=None,
+              help="CRF worker processes [default: all cores].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the results (IoU per class, mIoU, pixel accuracy, confusion matrix) here.")
-def evaluate(root, split, pred_dirs, json_path):
+def evaluate(root, split, pred_dirs, model_paths, json_path, jobs, **crf_settings):
     """Evaluate predictions on the SPLIT of the VOC-layout dataset in ROOT.
 
     Accumulates one confusion matrix over the split (pixels labelled 255 ignored) and
     prints IoU per class and mIoU in %, one column per result, as Table 1 of the paper.
     Every image of the split needs a prediction of the size of its ground truth.
+    With --model, the network predicts the split (padding to the 8k+1 grid, aligned-corner
+    upsampling); with --crf each model gives two columns, without and with the dense CRF.
     """
     from wsk.data.voc import VOCDataset
     from wsk.io import save_json
     from wsk.metrics import evaluate_dataset, evaluation_report, format_table
 
-    if not pred_dirs:
-        raise WskError("nothing to evaluate: give --pred DIR (a folder of <id>.png label maps)")
+    if not pred_dirs and not model_paths:
+        raise WskError("nothing to evaluate: give --pred DIR (a folder of <id>.png label maps) "
+                       "or --model MODEL.keras")
     dataset = VOCDataset(root, split)
     if not dataset.ids:
         raise WskError(f"split {split!r} lists no images", root)
     results = [evaluate_dataset(dataset, predict, name=name) for name, predict in prediction_sources(pred_dirs)]
+    results += model_results(root, split, model_paths, crf_params(**crf_settings), jobs or default_jobs())
     click.echo(format_table({r.name: r.iou for r in results}, dataset.class_names))
     for r in results:
         click.echo(f"{r.name}: mIoU {100 * r.mean_iou:.1f}%, pixel accuracy {100 * r.pixel_accuracy:.1f}% "

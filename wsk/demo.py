@@ -117,11 +117,11 @@ def run_demo(work, images=160, size=96, seed=0, jobs=None, recipe="demo", tiny=F
         with timer(f"train {variant}"):
             model = train_segmentation(root, work, variant, recipe, verbose=verbose, printer=printer)
         with timer(f"eval {variant}"):
-            seg_results[variant] = _as_result(evaluate_model(model, root, "val", jobs=jobs), variant, val)
+            seg_results[variant] = evaluate_model(model, root, "val", jobs=jobs, name=variant)
         if crf:
             with timer(f"eval {variant} + CRF"):
-                seg_results[f"{variant}+CRF"] = _as_result(
-                    evaluate_model(model, root, "val", crf=CRFParams(), jobs=jobs), f"{variant}+CRF", val)
+                seg_results[f"{variant}+CRF"] = evaluate_model(model, root, "val", crf=CRFParams(), jobs=jobs,
+                                                               name=f"{variant}+CRF")
 
     report = {
         "recipe": recipe.name, "dataset": {"images": images, "size": size, "seed": seed},
@@ -133,12 +133,6 @@ def run_demo(work, images=160, size=96, seed=0, jobs=None, recipe="demo", tiny=F
     printer(summary_table(pseudo, seg_results, timer.seconds, val.class_names, format_table))
     printer(f"(all numbers measured in this run; details in {os.path.join(work, 'demo.json')})")
     return report
-
-
-def _as_result(cm, name, dataset):
-    from wsk.metrics import EvalResult
-
-    return EvalResult(name, tuple(dataset.class_names), np.asarray(cm.matrix))
 
 
 def summary_table(pseudo, seg_results, seconds, class_names, format_table):

@@ -254,19 +254,18 @@ def predict_dataset(model, dataset, out_dir, crf=None, jobs=1, batch_size=1, lay
                           layout=layout, name=f"predict {dataset.split}")
 
 
-def evaluate_model(model, root, split, crf=None, jobs=1, out_dir=None, batch_size=1):
+def evaluate_model(model, root, split, crf=None, jobs=1, out_dir=None, batch_size=1, name=None):
     """Predict the ``split`` of the VOC-layout dataset at ``root`` with ``model`` and score it.
 
-    Returns a ``wsk.metrics.ConfusionMatrix`` summed over every image of the split against its
-    ground-truth mask (255 ignored), as ``wsk.metrics.evaluate_dataset`` computes it.
-    Predictions go to ``out_dir`` (kept, and reused when run again) or to a temporary folder.
-    An image without a mask, a model whose class count differs from the dataset's, or a failed
-    prediction is a ``WskError``.
+    Returns a ``wsk.metrics.EvalResult`` (confusion matrix summed over every image of the split
+    against its ground-truth mask, 255 ignored) called ``name``. Predictions go to ``out_dir``
+    (kept, and reused when run again) or to a temporary folder. An image without a mask, a model
+    whose class count differs from the dataset's, or a failed prediction is a ``WskError``.
     """
     import tempfile
 
     from wsk.data.voc import VOCDataset
-    from wsk.metrics import ConfusionMatrix, PredictionFolder, evaluate_dataset
+    from wsk.metrics import PredictionFolder, evaluate_dataset
 
     dataset = VOCDataset(root, split)
     model_classes = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
@@ -282,11 +281,7 @@ def evaluate_model(model, root, split, crf=None, jobs=1, out_dir=None, batch_siz
     try:
         report = predict_dataset(model, dataset, folder, crf=crf, jobs=jobs, batch_size=batch_size)
         report.raise_if_failed()
-        result = evaluate_dataset(dataset, PredictionFolder(folder), name=f"model on {split}")
+        return evaluate_dataset(dataset, PredictionFolder(folder), name=name or f"model on {split}")
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
-    matrix = ConfusionMatrix(dataset.num_classes)
-    matrix.matrix += result.matrix
-    matrix.images = len(dataset.ids)
-    return matrix
