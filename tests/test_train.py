@@ -1,0 +1,294 @@
+"""wsk.train: validation mAP, HCP fine-tuning, segmentation variants, resumption, distribution."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from wsk import train  # noqa: E402
+from wsk.errors import WskError  # noqa: E402
+from wsk.io import read_label_png, save_npz, write_label_png  # noqa: E402
+from wsk.recipes import HCPRecipe, SegRecipe  # noqa: E402
+from wsk.workdir import WorkDir  # noqa: E402
+
+TINY_SEG = SegRecipe(width=0.0625, crop_size=33, batch_size=4, lr=0.01, last_lr=0.01, lr_step_epochs=1,
+                     epochs=3, backbone_weights=None, seed=0)
+TINY_HCP = HCPRecipe(width=0.0625, image_size=32, hypotheses=3, batch_size=6, image_epochs=1,
+                     hypothesis_epochs=1, image_lr=0.003, image_last_lr=0.003, hypothesis_lr=0.001,
+                     hypothesis_last_lr=0.001, backbone_weights=None)
+
+
+def gt_classes(root, image_id):
+    return read_label_png(os.path.join(root, "SegmentationClass", f"{image_id}.png"))
+
+
+def train_ids(root):
+    with open(os.path.join(root, "ImageSets", "Segmentation", "train.txt")) as f:
+        return f.read().split()
+
+
+@pytest.fixture(scope="module")
+def seg_work(tmp_path_factory, synthetic_root):
+    """A work dir whose rough masks are the ground truth and whose localization maps are its
+    one-hot encoding (ignore pixels without mass): stand-ins for `wsk pseudo`."""
+    work = WorkDir(tmp_path_factory.mktemp("work"))
+    num_classes = len(open(os.path.join(synthetic_root, "classes.txt")).read().split())
+    for image_id in train_ids(synthetic_root):
+        classes = gt_classes(synthetic_root, image_id)
+        write_label_png(work.mask(image_id), classes)
+        save_npz(work.locmap(image_id),
+                 maps=np.stack([classes == k for k in range(num_classes)]).astype(np.float16))
+    return work.root
+
+
+# --- mAP -------------------------------------------------------------------------------------
+
+# Four images, three classes. Class 0: positives ranked 1st and 3rd -> AP = (1/1 + 2/3) / 2.
+# Class 1: its one positive ranked 2nd -> AP = 1/2. Class 2 has no positive: left out.
+Y_TRUE = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]])
+Y_SCORE = np.array([[0.9, 0.2, 0.1], [0.8, 0.4, 0.3], [0.3, 0.6, 0.2], [0.1, 0.1, 0.9]])
+HAND_AP = {0: (1 + 2 / 3) / 2, 1: 0.5}
+
+
+def test_multilabel_map_against_hand_computed_average_precision():
+    value, per_class = train.multilabel_average_precision(Y_TRUE, Y_SCORE)
+    assert per_class.keys() == HAND_AP.keys()
+    for c, ap in HAND_AP.items():
+        assert per_class[c] == pytest.approx(ap)
+    assert value == pytest.approx((HAND_AP[0] + HAND_AP[1]) / 2)
+    with pytest.raises(WskError):
+        train.multilabel_average_precision(Y_TRUE, Y_SCORE[:, :2])
+
+
+def test_map_callback_reports_the_validation_map():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Identity()])   # predicts its input
+    printed = []
+    callback = train.MultiLabelMAP(Y_SCORE.astype(np.float32), Y_TRUE, printer=printed.append)
+    callback.set_model(model)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert logs["val_mAP"] == pytest.approx((HAND_AP[0] + HAND_AP[1]) / 2)
+    assert "validation mAP 0.6667" in printed[0]
+
+
+# --- HCP ---------------------------------------------------------------------------------------
+
+def test_hcp_training_steps_decrease_the_loss():
+    from wsk.losses import SoftMultiLabelCrossEntropy
+    from wsk.models import hcp
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    classes = np.array([0, 1, 2, 0, 1, 2])
+    colours = np.array([[60, -60, 0], [-60, 60, 0], [0, -60, 60]], np.float32)   # one per class
+    x = (colours[classes][:, None, None, None] + rng.normal(0, 10, (6, 2, 32, 32, 3))).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[classes]
+    model = hcp(num_classes=3, image_size=32, width=0.0625)
+    train.compile_for_training(model, SoftMultiLabelCrossEntropy(from_logits=False), 0.001, 0.001,
+                               TINY_HCP, steps_per_epoch=100)
+    before = model.evaluate(x, y, verbose=0)
+    # The loss is Eq. 4 on the max-pooled softmax: check it by hand once.
+    probs = model.predict(x, verbose=0)
+    assert before == pytest.approx(-np.mean(np.sum(y * np.log(np.clip(probs, 1e-7, 1)), -1)), rel=1e-4)
+    model.fit(x, y, batch_size=6, epochs=3, verbose=0)
+    after = model.evaluate(x, y, verbose=0)
+    assert after < 0.9 * before
+
+
+@pytest.fixture(scope="module")
+def proposals_work(tmp_path_factory, synthetic_root):
+    from wsk.proposals import run_proposals
+
+    work = tmp_path_factory.mktemp("hcpwork")
+    run_proposals(synthetic_root, work, split="train", max_proposals=60).raise_if_failed()
+    return work
+
+
+def test_train_hcp_two_steps_end_to_end(synthetic_root, proposals_work, capsys):
+    model = train.train_hcp(synthetic_root, proposals_work, TINY_HCP, verbose=0)
+    work = WorkDir(proposals_work)
+    assert os.path.exists(work.hcp_model)
+    assert os.path.exists(os.path.join(work.hcp_dir, "image_finetuned.keras"))
+    description = json.load(open(train.sidecar_path(work.hcp_model)))
+    assert description["class_names"] == ["disc", "square", "triangle", "ring", "cross"]
+    assert description["image_size"] == 32
+    out = capsys.readouterr().out
+    assert "validation mAP" in out and "hypothesis fine-tuning" in out
+    # Validation was scored on the whole images (no val proposals): one mAP per step.
+    assert out.count("validation mAP") == 2
+    scores = model.predict(np.zeros((2, 3, 32, 32, 3), np.float32), verbose=0)
+    assert scores.shape == (2, 5)
+    np.testing.assert_array_less(scores, 1 + 1e-6)
+    # Finished: a rerun loads the model instead of training again.
+    again = train.train_hcp(synthetic_root, proposals_work, TINY_HCP, verbose=0)
+    assert "not retrained" in capsys.readouterr().out
+    for a, b in zip(model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_train_hcp_without_proposals_is_a_wsk_error(synthetic_root, tmp_path):
+    with pytest.raises(WskError, match="wsk proposals"):
+        train.train_hcp(synthetic_root, tmp_path, TINY_HCP, verbose=0)
+
+
+# --- segmentation -------------------------------------------------------------------------------
+
+def test_variants_pick_their_images_and_targets(synthetic_root, seg_work):
+    ids = train_ids(synthetic_root)
+    single = [i for i in ids if len(set(np.unique(gt_classes(synthetic_root, i))) - {0, 255}) == 1]
+    assert 0 < len(single) < len(ids)
+    _, got, images, targets = train.segmentation_training_set(synthetic_root, seg_work, "SN_B")
+    assert sorted(got) == sorted(single)
+    assert all(t.endswith(".png") for t in targets) and len(images) == len(got)
+    _, got, _, targets = train.segmentation_training_set(synthetic_root, seg_work, "AN_A")
+    assert sorted(got) == sorted(ids) and all(t.endswith(".npz") for t in targets)
+    with pytest.raises(WskError, match="unknown variant"):
+        train.segmentation_training_set(synthetic_root, seg_work, "XN_C")
+    with pytest.raises(WskError, match="wsk pseudo"):
+        train.segmentation_training_set(synthetic_root, seg_work, "SN_A", refine=False)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt
+
+
+class _Epochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.seen.append(epoch)
+
+
+@pytest.mark.parametrize("variant", ["SN_B", "AN_A"])
+def test_segmentation_resumes_at_the_saved_epoch_with_the_same_weights(synthetic_root, seg_work,
+                                                                       tmp_path, variant):
+    import shutil
+
+    straight_work = tmp_path / "straight"
+    shutil.copytree(seg_work, straight_work)
+    straight = train.train_segmentation(synthetic_root, straight_work, variant, TINY_SEG, verbose=0)
+
+    work = tmp_path / "interrupted"
+    shutil.copytree(seg_work, work)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_segmentation(synthetic_root, work, variant, TINY_SEG, verbose=0,
+                                 callbacks=[_Interrupt(2)])
+    model_path = WorkDir(work).seg_model(variant)
+    assert not os.path.exists(model_path)
+    state = json.load(open(os.path.join(os.path.dirname(model_path), "checkpoints",
+                                        "training_metadata.json")))
+    assert state["epoch"] == 2
+    epochs = _Epochs()
+    resumed = train.train_segmentation(synthetic_root, work, variant, TINY_SEG, verbose=0,
+                                       callbacks=[epochs])
+    assert epochs.seen == [2]                        # only the missing epoch ran
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
+    assert not os.path.exists(os.path.join(os.path.dirname(model_path), "checkpoints"))
+
+
+def test_saved_segmentation_model_and_sidecar(synthetic_root, seg_work, tmp_path):
+    import shutil
+
+    shutil.copytree(seg_work, tmp_path / "w")
+    recipe = dataclasses.replace(TINY_SEG, epochs=1)
+    train.train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0)
+    path = WorkDir(tmp_path / "w").seg_model("SN_B")
+    description = json.load(open(os.path.join(os.path.dirname(path), "model.json")))
+    assert description["class_names"] == ["background", "disc", "square", "triangle", "ring", "cross"]
+    assert description["variant"] == "SN_B" and description["ignore_label"] == 255
+    assert description["preprocessing"]["mean_bgr"] == [104.008, 116.669, 122.675]
+    model = train.load_model(path)
+    assert model.predict(np.zeros((1, 41, 49, 3), np.float32), verbose=0).shape == (1, 6, 7, 6)
+
+
+def test_nan_loss_stops_training_and_keeps_no_model(synthetic_root, seg_work, tmp_path):
+    import shutil
+
+    shutil.copytree(seg_work, tmp_path / "w")
+    recipe = dataclasses.replace(TINY_SEG, lr=1e30, last_lr=1e30, epochs=2)
+    with pytest.raises(WskError, match="diverged"):
+        train.train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0)
+    assert not os.path.exists(WorkDir(tmp_path / "w").seg_model("SN_B"))
+
+
+TWO_DEVICES = textwrap.dedent("""
+    import json, shutil, sys
+    import tensorflow as tf
+    cpu, = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    from wsk.io import read_label_png, write_label_png
+    from wsk.recipes import SegRecipe
+    from wsk.train import train_segmentation
+    from wsk.workdir import WorkDir
+
+    root, work = sys.argv[1], sys.argv[2]
+
+    class NoDropout(keras.callbacks.Callback):
+        # Dropout draws differ per replica; switch it off before the step is traced.
+        def on_train_begin(self, logs=None):
+            for layer in self.model.layers:
+                if isinstance(layer, keras.layers.Dropout):
+                    layer.rate = 0.0
+
+    class Losses(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.values = []
+        def on_train_batch_end(self, batch, logs=None):
+            self.values.append(float(logs["loss"]))
+
+    recipe = SegRecipe(width=0.0625, crop_size=33, batch_size=4, lr=0.01, last_lr=0.01, epochs=1,
+                       scale_range=(1.0, 1.0), backbone_weights=None)
+    results = {}
+    for name, strategy in (("single", "default"),
+                           ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+        out = f"{work}/{name}"
+        shutil.copytree(work + "/base", out)
+        losses = Losses()
+        model = train_segmentation(root, out, "SN_B", recipe, strategy=strategy, verbose=0,
+                                   callbacks=[NoDropout(), losses])
+        results[name] = {"losses": losses.values,
+                         "weights": [w.tolist() for w in model.get_weights()[-2:]],
+                         "replicas": 1 if strategy == "default" else strategy.num_replicas_in_sync}
+    print("RESULT" + json.dumps(results))
+""")
+
+
+def test_mirrored_strategy_on_two_devices_matches_one_device(synthetic_root, seg_work, tmp_path):
+    # Hard labels without ignore pixels: every replica then averages over as many positions.
+    base = WorkDir(tmp_path / "base")
+    for image_id in train_ids(synthetic_root):
+        mask = read_label_png(WorkDir(seg_work).mask(image_id))
+        write_label_png(base.mask(image_id), np.where(mask == 255, 0, mask))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    done = subprocess.run([sys.executable, "-c", TWO_DEVICES, str(synthetic_root), str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert lines, done.stdout[-2000:] + done.stderr[-4000:]
+    results = json.loads(lines[0][len("RESULT"):])
+    single, mirrored = results["single"], results["mirrored"]
+    assert mirrored["replicas"] == 2
+    single_label = [i for i in train_ids(synthetic_root)
+                    if len(set(np.unique(gt_classes(synthetic_root, i))) - {0, 255}) == 1]
+    assert len(single["losses"]) == len(single_label) // 4 >= 2     # steps of 4 images
+    np.testing.assert_allclose(mirrored["losses"], single["losses"], rtol=1e-5)
+    for a, b in zip(single["weights"], mirrored["weights"]):
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)
