@@ -216,6 +216,10 @@ def test_saved_segmentation_model_and_sidecar(synthetic_root, seg_work, tmp_path
     assert description["preprocessing"]["mean_bgr"] == [104.008, 116.669, 122.675]
     model = train.load_model(path)
     assert model.predict(np.zeros((1, 41, 49, 3), np.float32), verbose=0).shape == (1, 6, 7, 6)
+    # TensorBoard event files and the CSV history are written beside the checkpoints.
+    logs = os.path.join(os.path.dirname(path), "logs")
+    files = [name for _, _, names in os.walk(logs) for name in names]
+    assert any(name.startswith("events.out.tfevents") for name in files), files
 
 
 def test_nan_loss_stops_training_and_keeps_no_model(synthetic_root, seg_work, tmp_path):

@@ -4,7 +4,11 @@ Layout and formats (each written to a temporary name, then renamed):
 
 =============================  ====================================================================
 ``proposals/<id>.npz``         segment proposals (``wsk.proposals.Proposals``, format version inside)
-``hcp/``                       HCP training: ``checkpoints/``, ``logs/`` (TensorBoard), ``hcp.keras``
+``hcp/``                       HCP training: ``image_finetuned.keras`` (step 1), ``hcp.keras`` and
+                               its ``hcp.json`` sidecar (classes, preprocessing, recipe),
+                               ``hypotheses-<m>.npz`` (cached hypothesis boxes),
+                               ``checkpoints/{image,hypothesis}/`` (BackupAndRestore),
+                               ``logs/{image,hypothesis}/`` (TensorBoard events, history.csv)
 ``scores/<id>.npz``            per-proposal HCP softmax scores ``scores`` (P, C) float32 and fc7
                                features of the candidates: ``candidates`` (K,) int32 proposal
                                indices, ``candidate_labels`` (K,) int32 class index (1-based),
@@ -17,8 +21,11 @@ Layout and formats (each written to a temporary name, then renamed):
                                background; ``labels`` the image's class indices; ``version``
 ``masks/<id>.png``             rough masks (Eq. 5) as palette PNGs
 ``seg/<variant>/``             segmentation training: ``checkpoints/``, ``logs/``, ``model.keras``
+                               and its ``model.json`` sidecar; ``seg/<variant>-noref/`` when trained
+                               on the targets computed without refinement
 ``predictions/<name>/<id>.png``  predicted label maps
 ``eval/<name>.json``           evaluation results
+``demo.json``                  ``wsk demo``'s results and stage times
 =============================  ====================================================================
 
 ``noref/`` under the work directory holds the same ``refined.json``, ``locmaps/`` and
