@@ -218,6 +218,19 @@ def test_add_refuses_wrong_sha256_and_builder_mismatch(keras_home, trained):
     with pytest.raises(WskError, match="3 class names"):
         wsk.zoo.add("deeplab_largefov.z", path, class_names=NAMES4[:3])
     assert not (keras_home / "wsk_zoo.json").exists()
+    assert not list((keras_home / "models" / "wsk").glob("*.keras"))   # refused files are not cached
+
+
+def test_add_refuses_a_damaged_file_naming_it(keras_home, tmp_path):
+    import wsk.zoo
+    from wsk.errors import WskError
+
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(WskError) as err:
+        wsk.zoo.add("deeplab_largefov.bad", bad, class_names=NAMES4)
+    assert str(bad) in str(err.value)
+    assert not (keras_home / "models" / "wsk").exists() or not list((keras_home / "models" / "wsk").iterdir())
 
 
 def test_add_hcp_drops_background_of_dataset_classes(keras_home, tmp_path):
@@ -257,6 +270,7 @@ def _naive_miou(pairs, num_classes, ignore=255):
 def test_builtin_cards_are_complete():
     from wsk.zoo import registry
 
+    assert registry.builtin_cards(), "the package ships no built-in card"
     for card in registry.builtin_cards().values():
         path = os.path.join(registry.WEIGHTS_DIR, registry.weights_filename(card))
         assert os.path.isfile(path), card["name"]
@@ -270,8 +284,7 @@ def test_builtin_cards_are_complete():
 def test_shipped_card_predicts_synthetic_val_at_its_miou(tmp_path, keras_home):
     """Regenerate the card's synthetic val set and re-measure its mIoU with a NumPy reference."""
     cards = [c for c in _shipped_cards() if (c.get("dataset") or {}).get("name") == "synthetic"]
-    if not cards:
-        pytest.skip("no built-in card ships weights yet (benchmarks/make_zoo_card.py adds one)")
+    assert cards, "no built-in card for the synthetic dataset (benchmarks/make_zoo_card.py adds one)"
     import wsk.zoo
     from keras import ops
 

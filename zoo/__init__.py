@@ -304,13 +304,19 @@ def add(name, source, sha256=None, class_names=None, builder=None, builder_args=
         if builder is None or (builder == known and not builder_args):
             builder, builder_args = known, known_args
         extra.setdefault("training", training_record(description))
+    if not _URL.match(str(source)):
+        _load_whole(source)   # a damaged file is refused, naming the user's file, before any copy
     path = _download(url, sha256, file, force=overwrite)
-    model = _load_whole(path)
-    class_names = class_names_of(model, source, class_names)
-    weights = {"file": file, "url": url, "sha256": sha256, "size": os.path.getsize(path)}
-    card = model_card(name, model, class_names, weights, builder=builder, builder_args=builder_args,
-                      **extra)
-    if builder is not None:
-        load_weights_file(build(card), path, name)
+    try:
+        model = _load_whole(path)
+        class_names = class_names_of(model, source, class_names)
+        weights = {"file": file, "url": url, "sha256": sha256, "size": os.path.getsize(path)}
+        card = model_card(name, model, class_names, weights, builder=builder, builder_args=builder_args,
+                          **extra)
+        if builder is not None:
+            load_weights_file(build(card), path, name)
+    except WskError:
+        os.remove(path)       # nothing that was refused stays in the cache
+        raise
     registry.register(card, overwrite=overwrite)
     return dict(card, source="user")
