@@ -31,8 +31,8 @@ class HCPRecipe:
     image_size: int = 224
     hypotheses: int = 10
     batch_size: int = 30
-    image_epochs: int = 30
-    hypothesis_epochs: int = 30
+    image_epochs: int = 15              # §4.2: "about 30 epochs" for both steps together
+    hypothesis_epochs: int = 15
     image_lr: float = 0.0001            # other layers, image fine-tuning
     image_last_lr: float = 0.01         # last layer, image fine-tuning
     hypothesis_lr: float = 0.0001       # other layers, hypothesis fine-tuning
