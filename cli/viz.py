@@ -13,7 +13,7 @@ def _ids(_ctx, _param, values):
 @click.argument("work", type=click.Path(file_okay=False))
 @click.option("--ids", multiple=True, callback=_ids,
               help="Image ids (repeat or comma-separate) [default: the first --limit of --split].")
-@click.option("--split", default="train", show_default=True, help="Split the images come from.")
+@click.option("--split", default="paper_train", show_default=True, help="Split the images come from.")
 @click.option("--limit", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images shown when no --ids are given.")
 @click.option("--refine/--no-refine", default=True, show_default=True,

@@ -80,7 +80,7 @@ def figure(image, maps, labels, mask, class_names):
     return np.concatenate(row, axis=1)
 
 
-def write_figures(root, work, ids=None, out=None, split="train", refine=True, limit=8):
+def write_figures(root, work, ids=None, out=None, split="paper_train", refine=True, limit=8):
     """Write ``<out>/<id>.png`` figures (default ``WORK/viz`` or ``WORK/noref/viz``).
 
     ``ids`` default to the first ``limit`` images of ``split`` that have localization maps.
@@ -96,6 +96,10 @@ def write_figures(root, work, ids=None, out=None, split="train", refine=True, li
         if not ids:
             raise WskError("no localization maps to show (run `wsk pseudo` first)",
                            os.path.dirname(workdir.locmap("x")))
+    missing = [i for i in ids if not os.path.exists(workdir.locmap(i))]
+    if missing:
+        raise WskError(f"no localization map for image id {missing[0]!r} (an id of the dataset that "
+                       "`wsk pseudo` has labelled?)", workdir.locmap(missing[0]))
     dataset = VOCDataset(root, split, ids=ids)
     out = out or os.path.join(os.path.dirname(workdir.refined), "viz")
     paths = []
