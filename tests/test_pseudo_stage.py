@@ -189,3 +189,27 @@ def test_model_of_another_dataset_is_refused(synthetic_root, tmp_path):
     result = CliRunner().invoke(cli, ["pseudo", str(synthetic_root), str(tmp_path)])
     assert result.exit_code != 0
     assert "classes" in result.output and "hcp.keras" in result.output
+
+
+def test_retrained_model_or_new_proposals_make_scores_stale(synthetic_root, work, tmp_path):
+    """Scores made by an older HCP model (or from older proposals) are recomputed, not reused."""
+    import shutil
+
+    from wsk.data.voc import VOCDataset
+
+    copy = tmp_path / "w"
+    shutil.copytree(work, copy)
+    ids = VOCDataset(synthetic_root, "train").ids
+    run_cli(synthetic_root, copy, "--mode", "roi", "--recipe", "demo", "--jobs", "1", "--split", "train")
+    assert "scoring: 0 computed" in run_cli(synthetic_root, copy, "--mode", "roi", "--recipe", "demo",
+                                            "--jobs", "1", "--split", "train")
+    model = WorkDir(copy).hcp_model
+    shutil.copyfile(model, str(model) + ".tmp")     # a "retrained" model: same bytes, new file
+    os.replace(str(model) + ".tmp", model)
+    out = run_cli(synthetic_root, copy, "--mode", "roi", "--recipe", "demo", "--jobs", "1", "--split", "train")
+    assert f"scoring: {len(ids)} computed" in out
+    proposals = WorkDir(copy).proposals(ids[0])
+    shutil.copyfile(proposals, str(proposals) + ".tmp")
+    os.replace(str(proposals) + ".tmp", proposals)
+    out = run_cli(synthetic_root, copy, "--mode", "roi", "--recipe", "demo", "--jobs", "1", "--split", "train")
+    assert "scoring: 1 computed" in out

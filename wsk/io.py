@@ -36,6 +36,22 @@ def atomic_path(path):
         raise
 
 
+def file_stamp(*paths):
+    """A short text that changes whenever one of ``paths`` is rewritten (size and mtime of each).
+
+    Stages store the stamp of their inputs beside their outputs, so that an output made from an
+    older input (a retrained model, recomputed proposals) is recomputed instead of reused.
+    """
+    parts = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+            parts.append(f"{info.st_size}:{info.st_mtime_ns}")
+        except OSError:
+            parts.append("missing")
+    return "|".join(parts)
+
+
 def save_npz(path, **arrays):
     """``np.savez_compressed`` written atomically."""
     with atomic_path(path) as tmp:

@@ -29,7 +29,7 @@ import os
 import numpy as np
 
 from wsk.errors import WskError
-from wsk.io import load_json, load_npz, read_label_png, save_json, save_npz, write_label_png
+from wsk.io import file_stamp, load_json, load_npz, read_label_png, save_json, save_npz, write_label_png
 from wsk.recipes import PseudoConfig
 from wsk.stages import StageReport, progress, run_per_image
 from wsk.workdir import WorkDir
@@ -37,7 +37,8 @@ from wsk.workdir import WorkDir
 SCORES_VERSION = 1
 LOCMAP_VERSION = 1
 REFINED_VERSION = 1
-SCORE_KEYS = ("version", "scores", "candidates", "candidate_labels", "features", "mode", "threshold")
+SCORE_KEYS = ("version", "scores", "candidates", "candidate_labels", "features", "mode", "threshold",
+              "inputs")
 LOCMAP_KEYS = ("version", "maps", "labels")
 
 
@@ -52,8 +53,14 @@ def load_hcp_model(path):
 
 
 # -- 1. scoring --------------------------------------------------------------------------
-def scores_valid(path, mode, threshold):
-    """Whether ``path`` holds a scores file of this version, scoring mode and threshold."""
+def score_inputs(workdir, image_id):
+    """The stamp of what an image's scores are made from: the HCP model and its proposals."""
+    return file_stamp(workdir.hcp_model, workdir.proposals(image_id))
+
+
+def scores_valid(path, mode, threshold, inputs):
+    """Whether ``path`` holds a scores file of this version, scoring mode and threshold, computed
+    from the inputs stamped ``inputs`` (a retrained HCP or new proposals make it stale)."""
     if not os.path.exists(path):
         return False
     try:
@@ -61,7 +68,7 @@ def scores_valid(path, mode, threshold):
     except WskError:
         return False
     return (int(arrays["version"]) == SCORES_VERSION and str(arrays["mode"]) == mode
-            and bool(np.isclose(float(arrays["threshold"]), threshold)))
+            and bool(np.isclose(float(arrays["threshold"]), threshold)) and str(arrays["inputs"]) == inputs)
 
 
 def score_image(scorer, dataset, workdir, image_id, threshold):
@@ -80,7 +87,7 @@ def score_image(scorer, dataset, workdir, image_id, threshold):
     save_npz(workdir.scores(image_id), version=np.int32(SCORES_VERSION), scores=scores,
              candidates=candidates, candidate_labels=candidate_labels,
              features=features[candidates].astype(np.float32), mode=np.array(scorer.mode),
-             threshold=np.float32(threshold))
+             threshold=np.float32(threshold), inputs=np.array(score_inputs(workdir, image_id)))
 
 
 def scoring_stage(dataset, workdir, mode, config, model=None, batch_size=32):
@@ -88,7 +95,8 @@ def scoring_stage(dataset, workdir, mode, config, model=None, batch_size=32):
     from wsk.pseudo.scoring import ProposalScorer
 
     threshold = config.candidate_threshold
-    done = {i for i in dataset.ids if scores_valid(workdir.scores(i), mode, threshold)}
+    done = {i for i in dataset.ids
+            if scores_valid(workdir.scores(i), mode, threshold, score_inputs(workdir, i))}
     scorer = None
     if len(done) < len(dataset.ids):
         net = model if model is not None else load_hcp_model(workdir.hcp_model)
