@@ -92,15 +92,45 @@ def test_hcp_training_steps_decrease_the_loss():
     x = (colours[classes][:, None, None, None] + rng.normal(0, 10, (6, 2, 32, 32, 3))).astype(np.float32)
     y = np.eye(3, dtype=np.float32)[classes]
     model = hcp(num_classes=3, image_size=32, width=0.0625)
-    train.compile_for_training(model, SoftMultiLabelCrossEntropy(from_logits=False), 0.001, 0.001,
+    train.compile_for_training(model, SoftMultiLabelCrossEntropy(from_logits=False), 0.01, 0.01,
                                TINY_HCP, steps_per_epoch=100)
     before = model.evaluate(x, y, verbose=0)
     # The loss is Eq. 4 on the max-pooled softmax: check it by hand once.
     probs = model.predict(x, verbose=0)
     assert before == pytest.approx(-np.mean(np.sum(y * np.log(np.clip(probs, 1e-7, 1)), -1)), rel=1e-4)
-    model.fit(x, y, batch_size=6, epochs=3, verbose=0)
+    model.fit(x, y, batch_size=6, epochs=10, verbose=0)
     after = model.evaluate(x, y, verbose=0)
     assert after < 0.9 * before
+
+
+@pytest.mark.parametrize("backbone, conv1_mult", [(None, 1 / 72.0**2), ("imagenet", 1.0)])
+def test_conv1_1_step_matches_its_pixel_scale_initialisation(backbone, conv1_mult):
+    # From scratch, conv1_1 starts 72 times smaller than He (pixel-valued input): one Caffe SGD
+    # step on it must be the step on w' = 72 w with unit-scale input, i.e. lr (g / 72**2 + decay w);
+    # with ImageNet weights it is the plain lr (g + decay w). Other kernels: lr (g + decay w).
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(2, 3, name="conv1_1", kernel_initializer="random_normal")(inputs)
+    x = keras.layers.Conv2D(2, 3, name="conv1_2", kernel_initializer="random_normal")(x)
+    outputs = keras.layers.Dense(2, name="fc8")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    recipe = dataclasses.replace(TINY_SEG, backbone_weights=backbone, weight_decay=0.01)
+    lr = 0.01
+    train.compile_for_training(model, "mse", lr, lr, recipe, steps_per_epoch=10)
+    rng = np.random.default_rng(0)
+    x_batch = rng.normal(0, 72, (4, 6, 6, 3)).astype(np.float32)
+    y_batch = rng.normal(0, 1, (4, 2)).astype(np.float32)
+    kernels = {name: model.get_layer(name).kernel for name in ("conv1_1", "conv1_2")}
+    with tf.GradientTape() as tape:
+        loss = keras.losses.MeanSquaredError()(y_batch, model(x_batch))
+    grads = dict(zip(kernels, tape.gradient(loss, list(kernels.values()))))
+    before = {name: k.numpy().copy() for name, k in kernels.items()}
+    model.train_on_batch(x_batch, y_batch)
+    for name, mult in (("conv1_1", conv1_mult), ("conv1_2", 1.0)):
+        expected = before[name] - lr * (mult * grads[name].numpy() + 0.01 * before[name])
+        np.testing.assert_allclose(kernels[name].numpy(), expected, rtol=1e-4, atol=1e-7)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ Layout and formats (each written to a temporary name, then renamed):
                                features of the candidates: ``candidates`` (K,) int32 proposal
                                indices, ``candidate_labels`` (K,) int32 class index (1-based),
                                ``features`` (K, D) float32; ``mode`` ("crop"/"roi") and
-                               ``threshold`` (stale scores are recomputed); ``version``
+                               ``threshold``, ``inputs`` (stamp of hcp.keras and the
+                               proposals: stale scores are recomputed); ``version``
 ``refined.json``               ``{version, settings, pca_dims, images: {id: {label: [proposal
                                indices kept by refinement (Eq. 1), best first]}}, fallback}``;
                                ``fallback`` lists labels with no candidate (their best proposal)

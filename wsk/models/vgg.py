@@ -13,6 +13,8 @@ VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 # Root mean square of preprocessed pixels (BGR minus mean), measured on VOC photographs (~72).
 # Random (non-ImageNet) initialisation divides conv1_1's He variance by its square so that
 # activations start near unit scale instead of pixel scale; ImageNet weights replace it.
+# Training such a conv1_1 needs the matching learning-rate multipliers
+# (``from_scratch_multipliers``), or its steps are PIXEL_RMS**2 times too large.
 PIXEL_RMS = 72.0
 
 
@@ -21,6 +23,21 @@ def _initializer(name):
     scale = 2.0 / PIXEL_RMS**2 if name == "conv1_1" else 2.0
     return keras.initializers.VarianceScaling(scale=scale, mode="fan_in",
                                               distribution="truncated_normal")
+
+
+def from_scratch_multipliers():
+    """``[(pattern, lr_mult, decay_mult)]`` for SGD on a randomly initialised trunk.
+
+    The input is in pixel units (RMS ``PIXEL_RMS``) and conv1_1 is initialised ``PIXEL_RMS``
+    times smaller than He; its gradient is therefore ``PIXEL_RMS`` times larger, so one SGD
+    step changes it ``PIXEL_RMS**2`` times more, relative to its size, than any other layer
+    (with lr 0.01 the first steps destroy it and the network dies). Training ``w`` with
+    ``lr_mult = 1 / PIXEL_RMS**2`` and ``decay_mult = PIXEL_RMS**2`` is exactly SGD (with L2
+    decay) on ``w' = PIXEL_RMS * w`` fed with unit-scale images, as the initialisation intends.
+    Put these rules before the others (``wsk.optimizers.CaffeSGD``: the first match wins).
+    Not for ImageNet weights, which were trained on pixel-valued inputs at multiplier 1.
+    """
+    return [(r"(^|/)conv1_1/kernel$", 1.0 / PIXEL_RMS**2, PIXEL_RMS**2)]
 
 
 def scaled(channels, width):
