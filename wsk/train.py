@@ -45,6 +45,7 @@ import numpy as np
 
 from wsk.errors import WskError
 from wsk.io import atomic_path, save_json
+from wsk.predict import load_model  # noqa: F401  (the one loader of .keras files: safe_mode, clear errors)
 from wsk.recipes import HCPRecipe, Recipe, SegRecipe, get_recipe
 from wsk.workdir import WorkDir
 
@@ -358,18 +359,6 @@ def save_model(model, path, description=None):
         save_json(sidecar_path(path), description)
     with atomic_path(path) as tmp:
         _copy_model(model).save(tmp)
-
-
-def load_model(path):
-    """Load a model written by ``save_model`` (wsk's layers registered)."""
-    import keras
-
-    import wsk.models  # noqa: F401  (registers the custom layers)
-
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except (OSError, ValueError) as err:
-        raise WskError(f"not a readable Keras model ({err})", path) from None
 
 
 def _preprocessing_description():

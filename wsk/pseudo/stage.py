@@ -47,7 +47,7 @@ def load_hcp_model(path):
     """The trained HCP model saved at ``path`` (``WorkDir.hcp_model``, by ``wsk train hcp``)."""
     if not os.path.isfile(path):
         raise WskError("HCP model not found (train it first: `wsk train hcp ROOT WORK`)", path)
-    from wsk.train import load_model
+    from wsk.predict import load_model
 
     return load_model(path)
 
