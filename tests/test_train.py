@@ -98,7 +98,7 @@ def test_hcp_training_steps_decrease_the_loss():
     # The loss is Eq. 4 on the max-pooled softmax: check it by hand once.
     probs = model.predict(x, verbose=0)
     assert before == pytest.approx(-np.mean(np.sum(y * np.log(np.clip(probs, 1e-7, 1)), -1)), rel=1e-4)
-    model.fit(x, y, batch_size=6, epochs=10, verbose=0)
+    model.fit(x, y, batch_size=6, epochs=30, verbose=0)
     after = model.evaluate(x, y, verbose=0)
     assert after < 0.9 * before
 
@@ -184,6 +184,20 @@ def test_variants_pick_their_images_and_targets(synthetic_root, seg_work):
         train.segmentation_training_set(synthetic_root, seg_work, "XN_C")
     with pytest.raises(WskError, match="wsk pseudo"):
         train.segmentation_training_set(synthetic_root, seg_work, "SN_A", refine=False)
+
+
+def test_damaged_targets_stop_training_before_it_starts(synthetic_root, seg_work, tmp_path):
+    import shutil
+
+    shutil.copytree(seg_work, tmp_path / "w")
+    ids = train_ids(synthetic_root)
+    wd = WorkDir(tmp_path / "w")
+    with open(wd.locmap(ids[0]), "wb") as f:
+        f.write(b"junk")
+    with pytest.raises(WskError) as err:
+        train.train_segmentation(synthetic_root, tmp_path / "w", "AN_A", TINY_SEG, verbose=0)
+    assert "1 training target(s) are damaged" in str(err.value) and ids[0] in str(err.value)
+    assert not os.path.exists(os.path.join(wd.seg_dir("AN_A"), "checkpoints"))
 
 
 class _Interrupt(keras.callbacks.Callback):

@@ -555,7 +555,34 @@ def segmentation_training_set(root, work, variant, refine=True):
     if missing:
         raise WskError(f"{len(missing)} of {len(ids)} training targets are missing "
                        f"(run `wsk pseudo` first), e.g. this one", missing[0])
-    return dataset, ids, [dataset.image_path(i) for i in ids], targets
+    images = [dataset.image_path(i) for i in ids]
+    check_targets(images, targets, spec.target, dataset.num_classes, variant)
+    return dataset, ids, images, targets
+
+
+def check_targets(images, targets, kind, num_classes, name):
+    """Read every training target once before training, so a damaged file stops the run at the
+    start (listing every bad file) rather than epochs into it."""
+    from PIL import Image
+
+    from wsk.data.pipelines import load_hard_target, load_soft_target
+    from wsk.stages import progress
+
+    load = load_soft_target if kind == "soft" else load_hard_target
+    bad = []
+    with progress(list(zip(images, targets)), label=f"{name}: checking targets") as pairs:
+        for image_path, target in pairs:
+            try:
+                with Image.open(image_path) as image:
+                    width, height = image.size
+                load(target, height, width, num_classes)
+            except WskError as err:
+                bad.append(err)
+            except OSError as err:
+                bad.append(WskError(f"not a readable image ({err})", image_path))
+    if bad:
+        listed = "; ".join(str(err) for err in bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise WskError(f"{len(bad)} training target(s) are damaged (rerun `wsk pseudo`): {listed}")
 
 
 def segmentation_loss(variant):
