@@ -186,6 +186,29 @@ def test_variants_pick_their_images_and_targets(synthetic_root, seg_work):
         train.segmentation_training_set(synthetic_root, seg_work, "SN_A", refine=False)
 
 
+def test_changed_targets_or_recipe_retrain_an_existing_model(synthetic_root, seg_work, tmp_path):
+    import shutil
+
+    shutil.copytree(seg_work, tmp_path / "w")
+    recipe = dataclasses.replace(TINY_SEG, epochs=1)
+    lines = []
+    train.train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0, printer=lines.append)
+    path = WorkDir(tmp_path / "w").seg_model("SN_B")
+    first = os.stat(path).st_mtime_ns
+    train.train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0, printer=lines.append)
+    assert os.stat(path).st_mtime_ns == first and "not retrained" in lines[-1]
+    mask = WorkDir(tmp_path / "w").mask(train.segmentation_training_set(synthetic_root, tmp_path / "w",
+                                                                        "SN_B")[1][0])
+    shutil.copyfile(mask, mask + ".tmp")   # the pseudo-labels were recomputed
+    os.replace(mask + ".tmp", mask)
+    train.train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0, printer=lines.append)
+    second = os.stat(path).st_mtime_ns
+    assert second != first and any("retraining" in line for line in lines)
+    train.train_segmentation(synthetic_root, tmp_path / "w", "SN_B", dataclasses.replace(recipe, seed=1),
+                             verbose=0, printer=lines.append)
+    assert os.stat(path).st_mtime_ns != second
+
+
 def test_damaged_targets_stop_training_before_it_starts(synthetic_root, seg_work, tmp_path):
     import shutil
 

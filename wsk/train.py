@@ -361,6 +361,34 @@ def save_model(model, path, description=None):
         _copy_model(model).save(tmp)
 
 
+def inputs_digest(recipe, files=()):
+    """A digest of what a model is trained from: the recipe and the stamp of its target files."""
+    import hashlib
+    import json
+
+    from wsk.io import file_stamp
+
+    text = json.dumps({"recipe": dataclasses.asdict(recipe), "files": file_stamp(*files)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def up_to_date(model_path, digest, printer):
+    """Whether ``model_path`` exists and its sidecar says it was trained from ``digest``."""
+    from wsk.io import load_json
+
+    if not os.path.exists(model_path):
+        return False
+    try:
+        recorded = load_json(sidecar_path(model_path)).get("inputs_digest")
+    except WskError:
+        recorded = None
+    if recorded == digest:
+        printer(f"{model_path} exists: not retrained (use --force to retrain)")
+        return True
+    printer(f"{model_path} was trained with another recipe or other targets: retraining")
+    return False
+
+
 def _preprocessing_description():
     from wsk.models import MEAN_BGR
 
@@ -484,9 +512,11 @@ def train_hcp(root, work, recipe="paper", force=False, callbacks=(), verbose=1, 
     _require_tensorflow_backend()
     recipe = _recipe_part(recipe, "hcp")
     work = WorkDir(work)
-    if os.path.exists(work.hcp_model) and not force:
-        printer(f"{work.hcp_model} exists: not retrained (use --force to retrain)")
+    digest = inputs_digest(recipe)
+    if not force and up_to_date(work.hcp_model, digest, printer):
         return load_model(work.hcp_model)
+    if os.path.exists(work.hcp_model):
+        force = True   # trained from other inputs: start afresh
     dataset = VOCDataset(root, TRAIN_SPLIT)
     if not dataset.ids:
         raise WskError("the training set is empty", root)
@@ -502,7 +532,7 @@ def train_hcp(root, work, recipe="paper", force=False, callbacks=(), verbose=1, 
         "width": recipe.width, "hypotheses": recipe.hypotheses,
         "output": "max over hypotheses of softmax",
         "preprocessing": _preprocessing_description(), "recipe": dataclasses.asdict(recipe),
-        "training_images": len(ids),
+        "training_images": len(ids), "inputs_digest": digest,
     }
 
     if force:   # start afresh: no stale checkpoint to resume, no old logs
@@ -532,12 +562,13 @@ def segmentation_name(variant, refine=True):
     return variant if refine else f"{variant}-noref"
 
 
-def segmentation_training_set(root, work, variant, refine=True):
+def segmentation_training_set(root, work, variant, refine=True, check=True):
     """``(dataset, ids, image paths, target paths)`` of a variant (§4.2).
 
     All ``paper_train`` images (``A*``) or the single-label ones (``S*``); targets are the
     localization maps (``*_A``) or the rough masks (``*_B``) of ``WorkDir(work, refine)``.
-    A missing target is a ``WskError`` (run ``wsk pseudo`` first).
+    A missing target is a ``WskError`` (run ``wsk pseudo`` first); with ``check`` every target
+    is also read once (``check_targets``).
     """
     from wsk.data.voc import VOCDataset, single_label_ids
 
@@ -556,7 +587,8 @@ def segmentation_training_set(root, work, variant, refine=True):
         raise WskError(f"{len(missing)} of {len(ids)} training targets are missing "
                        f"(run `wsk pseudo` first), e.g. this one", missing[0])
     images = [dataset.image_path(i) for i in ids]
-    check_targets(images, targets, spec.target, dataset.num_classes, variant)
+    if check:
+        check_targets(images, targets, spec.target, dataset.num_classes, variant)
     return dataset, ids, images, targets
 
 
@@ -617,11 +649,15 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     wd = WorkDir(work)
     name = segmentation_name(variant, pseudo_dir_refine)
     model_path = wd.seg_model(name)
-    if os.path.exists(model_path) and not force:
-        printer(f"{model_path} exists: not retrained (use --force to retrain)")
-        return load_model(model_path)
     check_crop_size(recipe.crop_size)
-    dataset, ids, images, targets = segmentation_training_set(root, work, variant, pseudo_dir_refine)
+    dataset, ids, images, targets = segmentation_training_set(root, work, variant, pseudo_dir_refine,
+                                                              check=False)
+    digest = inputs_digest(recipe, targets)
+    if not force and up_to_date(model_path, digest, printer):
+        return load_model(model_path)
+    if os.path.exists(model_path):
+        force = True   # trained from other inputs: start afresh
+    check_targets(images, targets, VARIANTS[variant].target, dataset.num_classes, variant)
     spec = VARIANTS[variant]
     batch = min(recipe.batch_size, len(ids))
     steps = steps_per_epoch(len(ids), batch)
@@ -659,7 +695,7 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
         "output": "logits (N, (H-1)//8+1, (W-1)//8+1, num_classes)",
         "preprocessing": _preprocessing_description(), "width": recipe.width,
         "crop_size": recipe.crop_size, "recipe": dataclasses.asdict(recipe),
-        "training_images": len(ids),
+        "training_images": len(ids), "inputs_digest": digest,
     }
     if is_chief(strategy):
         save_model(model, model_path, description)
