@@ -9,9 +9,9 @@ import click
 @click.command("demo")
 @click.option("--work", type=click.Path(file_okay=False), default="wsk-demo", show_default=True,
               help="Work directory; rerunning on the same folder resumes.")
-@click.option("--images", type=click.IntRange(8), default=160, show_default=True,
+@click.option("--images", type=click.IntRange(8), default=480, show_default=True,
               help="Synthetic images to generate (train + val).")
-@click.option("--size", type=click.IntRange(32), default=96, show_default=True, help="Image side in pixels.")
+@click.option("--size", type=click.IntRange(32), default=64, show_default=True, help="Image side in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic dataset.")
 @click.option("--jobs", type=click.IntRange(1), default=None, help="Worker processes (default: all cores).")
 @click.option("--no-crf", is_flag=True, help="Skip the dense-CRF evaluation.")

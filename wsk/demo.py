@@ -70,7 +70,7 @@ def pseudo_label_results(root, work, split):
     return results
 
 
-def run_demo(work, images=160, size=96, seed=0, jobs=None, recipe="demo", tiny=False, crf=True,
+def run_demo(work, images=480, size=64, seed=0, jobs=None, recipe="demo", tiny=False, crf=True,
              verbose=1, printer=print):
     """Run every stage into ``work`` and return ``{"pseudo": [...], "segmentation": [...], "times": {...}}``.
 

@@ -76,11 +76,11 @@ RECIPES = {
     "paper": Recipe("paper", HCPRecipe(), SegRecipe(), PseudoConfig()),
     "demo": Recipe(
         "demo",
-        HCPRecipe(width=0.125, image_size=64, batch_size=16, image_epochs=20, hypothesis_epochs=4,
-                  image_lr=0.001, image_last_lr=0.001, hypothesis_lr=0.001, hypothesis_last_lr=0.001,
-                  lr_step_epochs=16, backbone_weights=None),
-        SegRecipe(width=0.125, crop_size=97, batch_size=8, lr=0.01, last_lr=0.01, lr_step_epochs=6,
-                  epochs=8, backbone_weights=None),
+        HCPRecipe(width=0.125, image_size=64, batch_size=32, image_epochs=60, hypothesis_epochs=2,
+                  image_lr=0.01, image_last_lr=0.01, hypothesis_lr=0.0001, hypothesis_last_lr=0.001,
+                  lr_step_epochs=45, backbone_weights=None),
+        SegRecipe(width=0.125, crop_size=65, batch_size=8, lr=0.01, last_lr=0.01, lr_step_epochs=24,
+                  epochs=30, backbone_weights=None),
         PseudoConfig(max_proposals=500, score_mode="roi"),
     ),
 }
