@@ -213,3 +213,22 @@ def test_retrained_model_or_new_proposals_make_scores_stale(synthetic_root, work
     os.replace(str(proposals) + ".tmp", proposals)
     out = run_cli(synthetic_root, copy, "--mode", "roi", "--recipe", "demo", "--jobs", "1", "--split", "train")
     assert "scoring: 1 computed" in out
+
+
+def test_changing_the_number_of_rough_mask_regions_remakes_the_masks(synthetic_root, work, tmp_path):
+    import dataclasses
+    import shutil
+
+    from wsk.data.voc import VOCDataset
+    from wsk.pseudo import run_pseudo
+    from wsk.recipes import get_recipe
+
+    copy = tmp_path / "w"
+    shutil.copytree(work, copy)
+    config = dataclasses.replace(get_recipe("demo").pseudo, score_mode="roi")
+    run_pseudo(synthetic_root, copy, split="train", config=config)
+    reports = run_pseudo(synthetic_root, copy, split="train", config=config)
+    assert not reports["masks"].done
+    reports = run_pseudo(synthetic_root, copy, split="train",
+                         config=dataclasses.replace(config, rough_top_regions=1))
+    assert sorted(reports["masks"].done) == sorted(VOCDataset(synthetic_root, "train").ids)

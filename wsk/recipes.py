@@ -60,6 +60,8 @@ class SegRecipe:
     momentum: float = 0.9
     weight_decay: float = 0.0005
     scale_range: tuple = (0.5, 1.5)
+    # "imagenet", a VGG-16 weights file, None (from scratch), or "hcp": conv1_1..conv5_3 of the
+    # HCP trained in stage 2 (the demo's stand-in for ImageNet, which cannot be downloaded offline)
     backbone_weights: str | None = "imagenet"
     seed: int = 0
 
@@ -80,7 +82,7 @@ RECIPES = {
                   image_lr=0.01, image_last_lr=0.01, hypothesis_lr=0.0001, hypothesis_last_lr=0.001,
                   lr_step_epochs=45, backbone_weights=None),
         SegRecipe(width=0.125, crop_size=65, batch_size=8, lr=0.01, last_lr=0.01, lr_step_epochs=24,
-                  epochs=30, backbone_weights=None),
+                  epochs=30, backbone_weights="hcp"),
         PseudoConfig(max_proposals=500, score_mode="roi"),
     ),
 }

@@ -53,6 +53,7 @@ TRAIN_SPLIT = "paper_train"
 VAL_SPLIT = "val"
 STRATEGIES = ("default", "mirrored", "multiworker")
 SIDECAR_VERSION = 1
+HCP_BACKBONE = "hcp"   # SegRecipe.backbone_weights: start from the trained HCP's conv layers (demo)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,7 +331,7 @@ def compile_for_training(model, loss, base_lr, last_lr, recipe, steps_per_epoch)
 
     schedule = step_schedule(base_lr, recipe.lr_step_epochs * steps_per_epoch, recipe.lr_gamma)
     multipliers = deeplab_multipliers("fc8", last_lr / base_lr)
-    if recipe.backbone_weights is None:
+    if recipe.backbone_weights in (None, HCP_BACKBONE):   # conv1_1 in the from-scratch scale
         multipliers = from_scratch_multipliers() + multipliers
     optimizer = CaffeSGD(schedule, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
                          multipliers=multipliers)
@@ -359,6 +360,31 @@ def save_model(model, path, description=None):
         save_json(sidecar_path(path), description)
     with atomic_path(path) as tmp:
         _copy_model(model).save(tmp)
+
+
+def init_trunk_from_hcp(model, hcp_path):
+    """Copy conv1_1 ... conv5_3 of the trained HCP at ``hcp_path`` into ``model`` (DeepLab-LargeFOV).
+
+    The demo's stand-in for ImageNet initialisation (which needs a download): HCP is the same
+    VGG-16 trunk, trained in stage 2 on the same images' labels. fc6/fc7 stay freshly initialised
+    (DeepLab's fc6 is a dilated 3x3 convolution, HCP's a dense layer over pool5).
+    """
+    from wsk.models.vgg import VGG16_BLOCKS
+
+    if not os.path.exists(hcp_path):
+        raise WskError("the recipe initialises the segmentation trunk from HCP, which is not trained "
+                       "yet (run `wsk train hcp` first)", hcp_path)
+    source = load_model(hcp_path)
+    for block, (_, convs) in enumerate(VGG16_BLOCKS, start=1):
+        for index in range(1, convs + 1):
+            name = f"conv{block}_{index}"
+            weights = source.get_layer(name).get_weights()
+            target = model.get_layer(name)
+            if [w.shape for w in weights] != [w.shape for w in target.get_weights()]:
+                raise WskError(f"{name} of the HCP model does not fit the segmentation network "
+                               "(another width?)", hcp_path)
+            target.set_weights(weights)
+    return model
 
 
 def inputs_digest(recipe, files=()):
@@ -652,7 +678,8 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     check_crop_size(recipe.crop_size)
     dataset, ids, images, targets = segmentation_training_set(root, work, variant, pseudo_dir_refine,
                                                               check=False)
-    digest = inputs_digest(recipe, targets)
+    from_hcp = recipe.backbone_weights == HCP_BACKBONE
+    digest = inputs_digest(recipe, list(targets) + ([wd.hcp_model] if from_hcp else []))
     if not force and up_to_date(model_path, digest, printer):
         return load_model(model_path)
     if os.path.exists(model_path):
@@ -674,7 +701,10 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
                                 first_epoch=first_epoch)
     with strategy.scope():
         model = deeplab_largefov(num_classes=dataset.num_classes,
-                                 backbone_weights=recipe.backbone_weights, width=recipe.width)
+                                 backbone_weights=None if from_hcp else recipe.backbone_weights,
+                                 width=recipe.width)
+        if from_hcp:
+            init_trunk_from_hcp(model, wd.hcp_model)
         c = dataset.num_classes
         probe_target = (np.ones((1, 1, 1, c), np.float32) if spec.target == "soft"
                         else np.zeros((1, 1, 1), np.int32))

@@ -114,8 +114,11 @@ def scoring_stage(dataset, workdir, mode, config, model=None, batch_size=32):
 
 # -- 2. refinement -----------------------------------------------------------------------
 def refinement_settings(refine, config, mode):
+    """The settings recorded in ``refined.json``; when any differs, maps and masks are redone
+    (``rough_top_regions`` is Eq. 5's, recorded here so that changing it remakes the masks)."""
     return {"refine": bool(refine), "keep": config.refine_keep, "order": config.refine_order,
-            "pca_energy": config.pca_energy, "threshold": config.candidate_threshold, "mode": mode}
+            "pca_energy": config.pca_energy, "threshold": config.candidate_threshold, "mode": mode,
+            "rough_top_regions": config.rough_top_regions}
 
 
 def _read_refined(path):
@@ -196,7 +199,7 @@ def refinement_stage(dataset, workdir, config, mode, rescored):
     save_json(workdir.refined, {"version": REFINED_VERSION, "settings": settings,
                                 "pca_dims": pca_dims, "images": images, "fallback": fallback})
     report.done = list(dataset.ids)
-    changed = old is None or old["images"] != images
+    changed = old is None or old["images"] != images or old["settings"] != settings
     return report, changed
 
 
