@@ -363,3 +363,22 @@ def test_mirrored_strategy_on_two_devices_matches_one_device(synthetic_root, seg
     np.testing.assert_allclose(mirrored["losses"], single["losses"], rtol=1e-5)
     for a, b in zip(single["weights"], mirrored["weights"]):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)
+
+
+def test_segmentation_trunk_initialised_from_hcp(tmp_path):
+    """The demo's "hcp" backbone: conv1_1..conv5_3 copied exactly, fc layers left alone."""
+    from wsk.models import deeplab_largefov, hcp
+
+    source = hcp(num_classes=5, image_size=32, width=0.0625)
+    source.save(tmp_path / "hcp.keras")
+    model = deeplab_largefov(num_classes=6, width=0.0625)
+    fc6_before = model.get_layer("fc6").get_weights()[0].copy()
+    train.init_trunk_from_hcp(model, str(tmp_path / "hcp.keras"))
+    for name in ["conv1_1", "conv2_2", "conv3_3", "conv4_1", "conv5_3"]:
+        for got, want in zip(model.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(model.get_layer("fc6").get_weights()[0], fc6_before)
+    with pytest.raises(WskError, match="does not fit"):
+        train.init_trunk_from_hcp(deeplab_largefov(num_classes=6, width=0.125), str(tmp_path / "hcp.keras"))
+    with pytest.raises(WskError, match="wsk train hcp"):
+        train.init_trunk_from_hcp(model, str(tmp_path / "missing.keras"))

@@ -8,7 +8,6 @@ Every number printed is measured on this run's files; nothing is looked up.
 """
 
 import contextlib
-import dataclasses
 import os
 import time
 
@@ -18,16 +17,6 @@ from wsk.recipes import get_recipe
 from wsk.workdir import WorkDir
 
 VARIANT_ORDER = ("AN_A", "SN_A", "AN_B", "SN_B")
-
-
-def tiny_recipe(recipe):
-    """The demo recipe cut to one epoch per step and few proposals (for tests and smoke runs)."""
-    return dataclasses.replace(
-        recipe, name=f"{recipe.name}-tiny",
-        hcp=dataclasses.replace(recipe.hcp, width=0.0625, image_epochs=1, hypothesis_epochs=1),
-        seg=dataclasses.replace(recipe.seg, width=0.0625, epochs=1, crop_size=65),
-        pseudo=dataclasses.replace(recipe.pseudo, max_proposals=100),
-    )
 
 
 class _Timer:
@@ -74,8 +63,8 @@ def run_demo(work, images=480, size=64, seed=0, jobs=None, recipe="demo", tiny=F
              verbose=1, printer=print):
     """Run every stage into ``work`` and return ``{"pseudo": [...], "segmentation": [...], "times": {...}}``.
 
-    ``images``/``size``/``seed`` define the synthetic dataset; ``tiny`` cuts the recipe to one
-    epoch per step (a smoke run, not a result). Prints the final table with ``printer``.
+    ``images``/``size``/``seed`` define the synthetic dataset; ``tiny`` uses the ``tiny`` recipe
+    (one epoch per step: a smoke run, not a result). Prints the final table with ``printer``.
     """
     from wsk.crf import CRFParams
     from wsk.data.synthetic import generate_dataset
@@ -88,9 +77,7 @@ def run_demo(work, images=480, size=64, seed=0, jobs=None, recipe="demo", tiny=F
     from wsk.stages import default_jobs
     from wsk.train import train_hcp, train_segmentation
 
-    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
-    if tiny:
-        recipe = tiny_recipe(recipe)
+    recipe = get_recipe("tiny" if tiny else recipe) if isinstance(recipe, str) else recipe
     jobs = jobs or default_jobs()
     work = os.fspath(work)
     root = os.path.join(work, "data")

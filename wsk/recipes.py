@@ -2,7 +2,7 @@
 
 ``paper`` is §4.2 of Wei et al. (2016) with HCP [30] and DeepLab-LargeFOV [7];
 ``demo`` keeps the same procedure but uses small networks, small images and few
-epochs so the whole pipeline runs on a laptop CPU in minutes.
+epochs so the whole pipeline runs on a laptop CPU in minutes; ``tiny`` is a smoke run of it.
 """
 
 import dataclasses
@@ -86,6 +86,15 @@ RECIPES = {
         PseudoConfig(max_proposals=500, score_mode="roi"),
     ),
 }
+
+
+# A smoke run of the demo (tests, `wsk demo --tiny`): one epoch per step, tiny networks. Not a result.
+RECIPES["tiny"] = Recipe(
+    "tiny",
+    dataclasses.replace(RECIPES["demo"].hcp, width=0.0625, image_epochs=1, hypothesis_epochs=1),
+    dataclasses.replace(RECIPES["demo"].seg, width=0.0625, epochs=1),
+    dataclasses.replace(RECIPES["demo"].pseudo, max_proposals=100),
+)
 
 
 def get_recipe(name):
