@@ -71,12 +71,6 @@ def deeplab_largefov(num_classes=21, input_shape=(None, None, 3), backbone_weigh
                                  kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                  name="fc8")(x)
     model = keras.Model(inputs, logits, name="deeplab_largefov")
-    if backbone_weights is not None:
-        from wsk.models.imagenet import load_into_deeplab
+    from wsk.models.imagenet import apply_weights, load_into_deeplab
 
-        load_into_deeplab(model, backbone_weights)
-    if weights is not None:
-        from wsk.zoo import load_weights
-
-        load_weights(model, weights)
-    return model
+    return apply_weights(model, backbone_weights, weights, load_into_deeplab)

@@ -107,15 +107,9 @@ def hcp(num_classes=20, hypotheses=None, image_size=224, backbone_weights=None, 
     scores = _head(_trunk(folded, layers.__getitem__), layers.__getitem__)["scores"]
     outputs = CrossHypothesisMaxPooling(name="cross_hypothesis_max_pooling")([scores, inputs])
     model = keras.Model(inputs, outputs, name="hcp")
-    if backbone_weights is not None:
-        from wsk.models.imagenet import load_into_hcp
+    from wsk.models.imagenet import apply_weights, load_into_hcp
 
-        load_into_hcp(model, backbone_weights)
-    if weights is not None:
-        from wsk.zoo import load_weights
-
-        load_weights(model, weights)
-    return model
+    return apply_weights(model, backbone_weights, weights, load_into_hcp)
 
 
 def hcp_image_size(model):

@@ -109,3 +109,16 @@ def load_into_hcp(model, weights):
     _assign(model, "fc6", source["fc1"], weights)
     _assign(model, "fc7", source["fc2"], weights)
     return model
+
+
+def apply_weights(model, backbone_weights, weights, convert):
+    """The builders' two weight options, in order: ``backbone_weights`` ("imagenet" or a saved
+    VGG-16 file) through ``convert`` (``load_into_deeplab``/``load_into_hcp``), then ``weights``,
+    a ``wsk.zoo`` card name whose trained weights replace them all. Returns ``model``."""
+    if backbone_weights is not None:
+        convert(model, backbone_weights)
+    if weights is not None:
+        from wsk.zoo import load_weights
+
+        load_weights(model, weights)
+    return model

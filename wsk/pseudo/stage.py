@@ -58,16 +58,21 @@ def score_inputs(workdir, image_id):
     return file_stamp(workdir.hcp_model, workdir.proposals(image_id))
 
 
+def _readable_npz(path, keys):
+    """The arrays of ``path``, or None when it is missing or damaged (then it is recomputed)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        return load_npz(path, required=keys)
+    except WskError:
+        return None
+
+
 def scores_valid(path, mode, threshold, inputs):
     """Whether ``path`` holds a scores file of this version, scoring mode and threshold, computed
     from the inputs stamped ``inputs`` (a retrained HCP or new proposals make it stale)."""
-    if not os.path.exists(path):
-        return False
-    try:
-        arrays = load_npz(path, required=SCORE_KEYS)
-    except WskError:
-        return False
-    return (int(arrays["version"]) == SCORES_VERSION and str(arrays["mode"]) == mode
+    arrays = _readable_npz(path, SCORE_KEYS)
+    return arrays is not None and (int(arrays["version"]) == SCORES_VERSION and str(arrays["mode"]) == mode
             and bool(np.isclose(float(arrays["threshold"]), threshold)) and str(arrays["inputs"]) == inputs)
 
 
@@ -220,13 +225,8 @@ def _refined_images(path):
 
 
 def locmap_valid(path):
-    if not os.path.exists(path):
-        return False
-    try:
-        arrays = load_npz(path, required=LOCMAP_KEYS)
-    except WskError:
-        return False
-    return int(arrays["version"]) == LOCMAP_VERSION
+    arrays = _readable_npz(path, LOCMAP_KEYS)
+    return arrays is not None and int(arrays["version"]) == LOCMAP_VERSION
 
 
 def map_image(work, refine, num_classes, image_id):
