@@ -244,32 +244,27 @@ def _data_errors():
         raise
 
 
-def tensorboard_available():
-    """Whether the ``tensorboard`` package is installed (TF's summaries need it)."""
-    import importlib.util
-
-    return importlib.util.find_spec("tensorboard") is not None
-
-
 def _fit(model, dataset, epochs, steps, checkpoint_dir, log_dir, first_epoch, callbacks=(),
          verbose=1):
     """``model.fit`` over the all-epoch ``dataset`` with resumption (``BackupAndRestore`` in
     ``checkpoint_dir``, removed at the end), TensorBoard logs in ``log_dir`` and the NaN stop;
     returns the History. Every epoch's logs also go to ``log_dir/history.csv`` (appended on
-    resume), which is all there is when the ``tensorboard`` package is absent."""
+    resume)."""
     import keras
 
     os.makedirs(log_dir, exist_ok=True)
     all_callbacks = [ResumeEpoch(first_epoch), TerminateOnNaNKeepCheckpoint(), *callbacks,
                      keras.callbacks.BackupAndRestore(checkpoint_dir),
-                     keras.callbacks.CSVLogger(os.path.join(log_dir, "history.csv"), append=True)]
-    if tensorboard_available():
-        all_callbacks.append(keras.callbacks.TensorBoard(log_dir, write_graph=False,
-                                                         update_freq="epoch", profile_batch=0))
+                     keras.callbacks.CSVLogger(os.path.join(log_dir, "history.csv"), append=True),
+                     keras.callbacks.TensorBoard(log_dir, write_graph=False, update_freq="epoch",
+                                                 profile_batch=0)]
     try:
         with _data_errors():
-            return model.fit(dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False,
-                             callbacks=all_callbacks, verbose=verbose)
+            history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False,
+                                callbacks=all_callbacks, verbose=verbose)
+        if os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
+            os.rmdir(checkpoint_dir)   # BackupAndRestore removes its files at the end, not the folder
+        return history
     except _Diverged as err:
         raise WskError(f"training diverged: {err}; the last finished epoch is kept here "
                        "(lower the learning rate, or rerun to resume)", checkpoint_dir) from None
