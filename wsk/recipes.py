@@ -82,7 +82,7 @@ RECIPES = {
                   image_lr=0.01, image_last_lr=0.01, hypothesis_lr=0.0001, hypothesis_last_lr=0.001,
                   lr_step_epochs=45, backbone_weights=None),
         SegRecipe(width=0.125, crop_size=65, batch_size=8, lr=0.01, last_lr=0.01, lr_step_epochs=24,
-                  epochs=30, backbone_weights="hcp"),
+                  epochs=30, backbone_weights="hcp", scale_range=(1.0, 1.0)),
         PseudoConfig(max_proposals=500, score_mode="roi"),
     ),
 }
