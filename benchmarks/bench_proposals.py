@@ -34,7 +34,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import cv2
-    import numpy as np
 
     from wsk.data.voc import VOCDataset
     from wsk.proposals import generate
