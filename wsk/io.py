@@ -2,8 +2,12 @@
 
 import contextlib
 import json
+import math
 import os
+import re
 import tempfile
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -58,15 +62,61 @@ def save_npz(path, **arrays):
         np.savez_compressed(tmp, **arrays)
 
 
+# An .npy header is a dict literal, e.g. {'descr': '<f2', 'fortran_order': False, 'shape': (6, 64, 64), }
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_FIELDS = re.compile(r"""^\{'descr':\s*'(?P<descr>[^']+)',\s*'fortran_order':\s*(?P<fortran>True|False),"""
+                         r"""\s*'shape':\s*\((?P<shape>[0-9,\s]*)\),?\s*\}\s*$""")
+
+
+def _parse_npy(raw):
+    """One ``.npy`` member of an ``.npz`` (bytes) as an array, without ``np.load``.
+
+    ``np.load`` parses the header with ``ast.literal_eval``, which is not thread-safe on CPython
+    3.11.7 (concurrent calls from tf.data's worker threads fail with "AST constructor recursion
+    depth mismatch"). The header wsk writes is a fixed dict literal; a regular expression reads
+    it. Object arrays, structured dtypes and short data are refused (``ValueError``).
+    """
+    if raw[:6] != _NPY_MAGIC or len(raw) < 10:
+        raise ValueError("not an .npy array")
+    major = raw[6]
+    if major == 1:
+        length, start = int.from_bytes(raw[8:10], "little"), 10
+    elif major in (2, 3):
+        length, start = int.from_bytes(raw[8:12], "little"), 12
+    else:
+        raise ValueError(f"unknown .npy version {major}")
+    header = raw[start:start + length].decode("utf-8" if major == 3 else "latin1")
+    fields = _NPY_FIELDS.match(header.strip())
+    if fields is None:
+        raise ValueError(f"unsupported .npy header {header.strip()[:80]!r}")
+    dtype = np.dtype(fields["descr"])
+    if dtype.hasobject:
+        raise ValueError("object arrays are not allowed")
+    shape = tuple(int(n) for n in fields["shape"].split(",") if n.strip())
+    count = math.prod(shape)
+    data = memoryview(raw)[start + length:]
+    if len(data) < count * dtype.itemsize:
+        raise ValueError(f"truncated array ({len(data)} of {count * dtype.itemsize} bytes)")
+    array = np.frombuffer(data, dtype, count=count)
+    return array.reshape(shape, order="F" if fields["fortran"] == "True" else "C").copy()
+
+
 def load_npz(path, required=()):
-    """Load an ``.npz`` into a dict; a damaged file or a missing key is a ``WskError``."""
+    """Load an ``.npz`` into a dict, safely from any thread (``_parse_npy``).
+
+    A missing file, an unreadable or truncated archive, a damaged member or a missing key is a
+    ``WskError`` that says so; any other failure (a bug, the environment) propagates as it is.
+    """
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+        with zipfile.ZipFile(path) as archive:
+            arrays = {name[:-len(".npy")]: _parse_npy(archive.read(name))
+                      for name in archive.namelist() if name.endswith(".npy")}
     except FileNotFoundError:
         raise WskError("file not found", path) from None
-    except Exception as err:  # zipfile.BadZipFile, ValueError, OSError, EOFError ...
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError) as err:
         raise WskError(f"damaged file ({type(err).__name__}: {err})", path) from None
+    except OSError as err:   # permissions, I/O errors: the file may be fine
+        raise WskError(f"cannot read the file ({type(err).__name__}: {err.strerror or err})", path) from None
     missing = [key for key in required if key not in arrays]
     if missing:
         raise WskError(f"damaged file: missing {', '.join(missing)}", path)
