@@ -20,14 +20,19 @@ import click
               help="Worker processes for maps and masks [default: the cores available].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Proposals per HCP batch.")
-def pseudo(root, work, split, refine, mode, recipe, jobs, batch_size):
+@click.option("--report/--no-report", default=True, show_default=True,
+              help="When ROOT has ground-truth masks, print and write the stage-by-stage quality "
+                   "report (WORK/quality.json).")
+def pseudo(root, work, split, refine, mode, recipe, jobs, batch_size, report):
     """Turn image-level labels into pseudo labels for the images of a split of ROOT.
 
     Scores every proposal of WORK/proposals with the HCP model WORK/hcp/hcp.keras
     (WORK/scores), keeps the candidates above 0.5 and refines them across images
     (WORK/refined.json), then writes localization maps (WORK/locmaps, Eq. 2) and rough
     masks (WORK/masks, palette PNGs, Eq. 5). Each step skips what is already done, so an
-    interrupted run resumes; scores are shared with --no-refine.
+    interrupted run resumes; scores are shared with --no-refine. Where the images have
+    ground-truth masks, a report shows how much each stage keeps of what the one before
+    allowed (wsk.pseudo.report).
     """
     from wsk.pseudo.stage import run_pseudo
     from wsk.recipes import get_recipe
@@ -36,8 +41,15 @@ def pseudo(root, work, split, refine, mode, recipe, jobs, batch_size):
     reports = run_pseudo(root, work, split=split, refine=refine, mode=mode,
                          config=get_recipe(recipe).pseudo, jobs=jobs or default_jobs(),
                          batch_size=batch_size)
-    for report in reports.values():
-        click.echo(report.summary())
+    for stage_report in reports.values():
+        click.echo(stage_report.summary())
+    if report:
+        from wsk.data.voc import VOCDataset
+        from wsk.pseudo.report import format_quality, has_ground_truth, quality_report
+
+        dataset = VOCDataset(root, split)
+        if has_ground_truth(dataset):
+            click.echo(format_quality(quality_report(dataset, work, refine=refine)))
 
 
 COMMANDS = [pseudo]

@@ -2,7 +2,8 @@
 
 Stages (each resumable; rerunning the demo on the same work directory skips what is done):
 synthetic dataset -> proposals -> HCP (two-step fine-tuning) -> pseudo-labels with and without
-cross-image refinement -> pseudo-label mIoU on the training set -> the four DeepLab-LargeFOV
+cross-image refinement -> the stage-by-stage quality report on the training set
+(``wsk.pseudo.report``: proposal ceiling, candidates, pseudo-label mIoU) -> the four DeepLab-LargeFOV
 variants (AN_A, SN_A, AN_B, SN_B) -> val mIoU without and with dense CRF -> one table.
 Every number printed is measured on this run's files; nothing is looked up.
 """
@@ -11,10 +12,8 @@ import contextlib
 import os
 import time
 
-import numpy as np
 
 from wsk.recipes import get_recipe
-from wsk.workdir import WorkDir
 
 VARIANT_ORDER = ("AN_A", "SN_A", "AN_B", "SN_B")
 
@@ -32,33 +31,6 @@ class _Timer:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def locmap_argmax_folder(dataset, workdir):
-    """A prediction function: the argmax over channels of each image's localization maps (Eq. 2)."""
-    from wsk.io import load_npz
-
-    def predict(image_id):
-        return np.argmax(load_npz(workdir.locmap(image_id), required=("maps",))["maps"], axis=0)
-
-    predict.path = workdir.locmap
-    return predict
-
-
-def pseudo_label_results(root, work, split):
-    """mIoU of localization-map argmax and of rough masks, with and without refinement."""
-    from wsk.data.voc import VOCDataset
-    from wsk.metrics import PredictionFolder, evaluate_dataset
-
-    dataset = VOCDataset(root, split)
-    results = []
-    for refine in (True, False):
-        wd = WorkDir(work, refine=refine)
-        suffix = "" if refine else " (no refinement)"
-        results.append(evaluate_dataset(dataset, locmap_argmax_folder(dataset, wd),
-                                        name=f"loc. maps{suffix}"))
-        results.append(evaluate_dataset(dataset, PredictionFolder(wd.masks_dir), name=f"rough masks{suffix}"))
-    return results
-
-
 def run_demo(work, images=480, size=64, seed=0, jobs=None, recipe="demo", tiny=False, crf=True,
              verbose=1, printer=print):
     """Run every stage into ``work`` and return ``{"pseudo": [...], "segmentation": [...], "times": {...}}``.
@@ -74,6 +46,7 @@ def run_demo(work, images=480, size=64, seed=0, jobs=None, recipe="demo", tiny=F
     from wsk.predict import evaluate_model
     from wsk.proposals import run_proposals
     from wsk.pseudo import run_pseudo
+    from wsk.pseudo.report import format_quality, pseudo_label_results, quality_report
     from wsk.stages import default_jobs
     from wsk.train import train_hcp, train_segmentation
 
@@ -95,8 +68,11 @@ def run_demo(work, images=480, size=64, seed=0, jobs=None, recipe="demo", tiny=F
         with timer("pseudo-labels" if refine else "pseudo-labels, no refinement"):
             run_pseudo(root, work, split=PAPER_TRAIN, refine=refine, config=recipe.pseudo, jobs=jobs,
                        model=hcp_model)
-    with timer("pseudo-label mIoU"):
-        pseudo = pseudo_label_results(root, work, PAPER_TRAIN)
+    with timer("pseudo-label quality report"):
+        train_set = VOCDataset(root, PAPER_TRAIN)
+        quality = quality_report(train_set, work, refine=True)
+        pseudo = pseudo_label_results(train_set, work)
+    printer(format_quality(quality))
 
     val = VOCDataset(root, "val")
     seg_results = {}
@@ -112,7 +88,7 @@ def run_demo(work, images=480, size=64, seed=0, jobs=None, recipe="demo", tiny=F
 
     report = {
         "recipe": recipe.name, "dataset": {"images": images, "size": size, "seed": seed},
-        "pseudo": evaluation_report(VOCDataset(root, PAPER_TRAIN), pseudo),
+        "pseudo": evaluation_report(train_set, pseudo), "quality": quality,
         "segmentation": evaluation_report(val, list(seg_results.values())),
         "times": timer.seconds,
     }

@@ -318,15 +318,17 @@ def scale_loss_for_replicas(loss, strategy, y_true, y_pred):
 def compile_for_training(model, loss, base_lr, last_lr, recipe, steps_per_epoch):
     """Compile ``model`` with the paper's optimizer: Caffe SGD (momentum, L2 decay), the last
     layer ``fc8`` at ``last_lr`` and the others at ``base_lr`` (biases x2, no decay), both
-    multiplied by ``lr_gamma`` every ``lr_step_epochs`` epochs. Without backbone weights
-    (``recipe.backbone_weights`` None: trained from scratch), conv1_1's kernel gets the
-    multipliers that match its pixel-scale initialisation (``wsk.models.vgg.from_scratch_multipliers``)."""
+    multiplied by ``lr_gamma`` every ``lr_step_epochs`` epochs. Unless the trunk is Keras's
+    VGG-16 (trained on pixel-scale inputs), conv1_1 is in wsk's from-scratch scale (trained from
+    scratch, from HCP, or from a wsk-pretrained trunk, which was trained that way) and its kernel
+    gets the matching multipliers (``wsk.models.vgg.from_scratch_multipliers``)."""
+    from wsk.models.imagenet import is_vgg16_source
     from wsk.models.vgg import from_scratch_multipliers
     from wsk.optimizers import CaffeSGD, deeplab_multipliers, step_schedule
 
     schedule = step_schedule(base_lr, recipe.lr_step_epochs * steps_per_epoch, recipe.lr_gamma)
     multipliers = deeplab_multipliers("fc8", last_lr / base_lr)
-    if recipe.backbone_weights in (None, HCP_BACKBONE):   # conv1_1 in the from-scratch scale
+    if not is_vgg16_source(recipe.backbone_weights):   # conv1_1 in the from-scratch scale
         multipliers = from_scratch_multipliers() + multipliers
     optimizer = CaffeSGD(schedule, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
                          multipliers=multipliers)

@@ -65,6 +65,10 @@ class WorkDir:
     def refined(self):
         return os.path.join(self._pseudo_root, "refined.json")
 
+    @property
+    def quality(self):
+        return os.path.join(self._pseudo_root, "quality.json")
+
     def locmap(self, image_id):
         return os.path.join(self._pseudo_root, "locmaps", f"{image_id}.npz")
 

@@ -1,0 +1,40 @@
+"""``wsk pretrain``: the VGG-16 trunk on the generated corpus (the offline stand-in for ImageNet)."""
+
+import sys
+
+import click
+
+from wsk.pretrain import PretrainConfig
+
+_DEFAULTS = PretrainConfig()
+
+
+@click.command("pretrain")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--images", type=click.IntRange(64), default=_DEFAULTS.images, show_default=True,
+              help="Corpus training images.")
+@click.option("--val-images", type=click.IntRange(16), default=_DEFAULTS.val_images, show_default=True,
+              help="Held-out corpus images (the mAP of the card).")
+@click.option("--size", type=click.IntRange(32), default=_DEFAULTS.size, show_default=True,
+              help="Image side (HCP's input size).")
+@click.option("--width", type=float, default=_DEFAULTS.width, show_default=True, help="VGG-16 width.")
+@click.option("--epochs", type=click.IntRange(1), default=_DEFAULTS.epochs, show_default=True)
+@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Peak learning rate.")
+@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, help="Corpus and init seed.")
+@click.option("--jobs", type=click.IntRange(1), default=2, show_default=True,
+              help="Processes generating the corpus.")
+def pretrain(out, images, val_images, size, width, epochs, lr, seed, jobs):
+    """Pretrain the VGG-16 trunk as a multi-label classifier of the generated corpus.
+
+    Image-level labels only. Writes OUT/trunk.keras and OUT/trunk.json (the held-out mAP);
+    `python benchmarks/make_trunk_card.py OUT NAME` turns it into a zoo card.
+    """
+    from wsk.pretrain import pretrain_trunk
+
+    config = PretrainConfig(images=images, val_images=val_images, size=size, width=width, epochs=epochs,
+                            lr=lr, seed=seed)
+    pretrain_trunk(out, config, jobs=jobs, command="wsk pretrain " + " ".join(sys.argv[2:]),
+                   printer=click.echo)
+
+
+COMMANDS = [pretrain]

@@ -1,0 +1,118 @@
+"""Pretraining the VGG-16 trunk on the generated corpus (``wsk pretrain``): ImageNet's part, offline.
+
+The paper's networks start from an ImageNet VGG-16 (§4.2). ``pretrain_trunk`` trains the same
+``wsk.models.hcp`` network (VGG-16 conv1_1..conv5_3, fc6, fc7; one hypothesis, the whole
+image) as a multi-label classifier of ``wsk.data.corpus``'s 192 classes, from image-level labels
+only, and keeps the epoch with the best mAP on the corpus's held-out split. The result is an HCP
+model whose conv and fc6/fc7 layers a recipe copies by naming it (``backbone_weights=<zoo name>``,
+see ``wsk.models.imagenet.load_trunk``); its fc8 (the corpus classes) is never used downstream.
+
+Outputs in ``OUT``: ``trunk.keras``, ``trunk.json`` (architecture, settings, the command, seconds,
+held-out mAP per epoch) and ``history.csv``. Training from random weights uses the from-scratch
+conv1_1 multipliers (``wsk.models.vgg.from_scratch_multipliers``), a short linear warm-up and a
+cosine decay of the learning rate.
+"""
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+
+from wsk.data.corpus import CORPUS_CLASSES, generate_corpus
+from wsk.io import save_json
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """How the trunk card was made (the defaults are the shipped card's)."""
+
+    images: int = 48000
+    val_images: int = 2000
+    size: int = 64
+    width: float = 0.125
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.01
+    warmup_steps: int = 500
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    seed: int = 0
+
+
+def _dataset(images, labels, batch_size, seed, augment):
+    """tf.data over in-memory arrays: ``(B, 1, S, S, 3)`` preprocessed images, normalised labels."""
+    import tensorflow as tf
+
+    from wsk.models import preprocess_input
+
+    targets = labels / np.maximum(labels.sum(axis=1, keepdims=True), 1)
+    data = tf.data.Dataset.from_tensor_slices((images, targets.astype(np.float32)))
+    if augment:
+        data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+
+    def prepare(image, target):
+        if augment:
+            image = tf.image.random_flip_left_right(image)
+            pad = tf.pad(image, [[4, 4], [4, 4], [0, 0]], mode="REFLECT")
+            image = tf.image.random_crop(pad, tf.shape(image))
+        return preprocess_input(image)[None], target
+
+    return data.map(prepare, num_parallel_calls=2).batch(batch_size).prefetch(2)
+
+
+def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2, printer=print):
+    """Train the trunk into ``out`` (see the module docstring); return the path of ``trunk.keras``."""
+    import keras
+
+    from wsk.models import hcp
+    from wsk.models.vgg import from_scratch_multipliers
+    from wsk.optimizers import CaffeSGD, deeplab_multipliers
+    from wsk.train import MultiLabelMAP, multilabel_average_precision, save_model
+
+    os.makedirs(out, exist_ok=True)
+    start = time.perf_counter()
+    printer(f"generating {config.images} + {config.val_images} corpus images at {config.size} px")
+    train_x, train_y = generate_corpus(config.images, config.size, config.seed, jobs=jobs)
+    val_x, val_y = generate_corpus(config.val_images, config.size, config.seed, start=config.images,
+                                   jobs=jobs)
+    generated = time.perf_counter() - start
+    keras.utils.set_random_seed(config.seed)
+    model = hcp(num_classes=len(CORPUS_CLASSES), hypotheses=1, image_size=config.size, width=config.width)
+    steps = len(train_x) // config.batch_size
+    warmup = min(config.warmup_steps, steps * config.epochs // 4)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=steps * config.epochs - warmup, warmup_target=config.lr, warmup_steps=warmup)
+    optimizer = CaffeSGD(schedule, momentum=config.momentum, weight_decay=config.weight_decay,
+                         multipliers=from_scratch_multipliers() + deeplab_multipliers("fc8", 1.0))
+    model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy())
+    val_inputs = _dataset(val_x, val_y, 256, config.seed, augment=False).map(lambda x, y: x)
+    best_path = os.path.join(out, "trunk.keras")
+    description = {"architecture": "hcp", "class_names": list(CORPUS_CLASSES), "image_size": config.size,
+                   "width": config.width, "hypotheses": 1, "config": dataclasses.asdict(config),
+                   "command": command, "corpus": "wsk.data.corpus.generate_corpus"}
+
+    class KeepBest(keras.callbacks.Callback):
+        best = -1.0
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = logs.get("val_mAP", -1.0)
+            if value > self.best:
+                self.best = value
+                save_model(self.model, best_path)
+
+    mean_ap = MultiLabelMAP(val_inputs, val_y, printer=printer)
+    keep = KeepBest()
+    history = model.fit(_dataset(train_x, train_y, config.batch_size, config.seed, augment=True).repeat(),
+                        epochs=config.epochs, steps_per_epoch=steps, verbose=verbose,
+                        callbacks=[mean_ap, keep,
+                                   keras.callbacks.CSVLogger(os.path.join(out, "history.csv"))])
+    best = keras.saving.load_model(best_path, compile=False, safe_mode=True)
+    val_map, per_class = multilabel_average_precision(val_y, best.predict(val_inputs, verbose=0))
+    description.update({"val_mAP": val_map, "val_images": config.val_images,
+                        "val_mAP_per_epoch": [h[0] for h in mean_ap.history],
+                        "train_loss_per_epoch": [float(v) for v in history.history["loss"]],
+                        "seconds": {"corpus": generated, "total": time.perf_counter() - start}})
+    save_json(os.path.join(out, "trunk.json"), description)
+    printer(f"trunk: held-out mAP {val_map:.4f} over {len(per_class)} classes; {best_path}")
+    return best_path
