@@ -3,6 +3,7 @@
 import importlib
 import os
 import sys
+import traceback
 
 import click
 
@@ -41,10 +42,31 @@ for _name in COMMAND_MODULES:
         cli.add_command(_command)
 
 
+def exit_now(code):
+    """Flush and leave at once with ``code``, skipping the interpreter's finalisation.
+
+    After an error in training, tf.data iterators are destroyed during finalisation; their
+    destructor waits for in-flight ``numpy_function`` calls, which need the GIL that the
+    destroying thread holds, and the process would hang after printing its error. Every
+    output is already written atomically, so nothing is lost by not finalising.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv=None):
-    """Console-script entry point."""
+    """Console-script entry point: success returns; any failure prints its message and exits
+    at once with a non-zero code (``exit_now``)."""
     try:
         return cli.main(args=argv, prog_name="wsk")
+    except SystemExit as done:
+        if done.code in (None, 0):
+            raise
+        exit_now(done.code if isinstance(done.code, int) else 1)
     except KeyboardInterrupt:
         click.echo("Interrupted: finished files are kept; run the same command again to resume.", err=True)
-        sys.exit(130)
+        exit_now(130)
+    except BaseException:   # a bug: show it, then leave without hanging
+        traceback.print_exc()
+        exit_now(1)

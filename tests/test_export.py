@@ -188,3 +188,14 @@ def _classes_root(tmp_path):
     root.mkdir()
     (root / "classes.txt").write_text("\n".join(NAMES) + "\n")
     return str(root)
+
+
+def test_serving_refuses_float_and_four_channel_input(exported):
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(exported)).signatures["serving_default"]
+    refused = (TypeError, ValueError, tf.errors.InvalidArgumentError)
+    with pytest.raises(refused, match="expected to be a uint8 tensor but is a float tensor"):
+        serve(images=tf.zeros((1, 9, 9, 3), tf.float32))
+    with pytest.raises(refused, match=r"\[1,9,9,4\]|\(1, 9, 9, 4\)|shape"):
+        serve(images=tf.zeros((1, 9, 9, 4), tf.uint8))

@@ -139,16 +139,59 @@ def load_json(path):
         raise WskError(f"not readable JSON ({err})", path) from None
 
 
-def read_image(path):
-    """An RGB uint8 array ``(H, W, 3)``; a missing or undecodable file is a ``WskError``."""
-    import cv2
+MAX_IMAGE_PIXELS = 64 * 2**20    # larger images are refused (bounded memory), e.g. 10,000 x 8,000
+EXIF_ORIENTATION = 0x0112         # the EXIF tag; values 5-8 turn the image by a quarter
+
+
+def _open_image(path):
+    """``PIL.Image`` of ``path``, opened lazily; a missing, unreadable or oversized file is a WskError."""
+    from PIL import Image
 
     if not os.path.exists(path):
         raise WskError("image not found", path)
-    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise WskError("not a readable image", path)
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    try:
+        img = Image.open(path)
+    except OSError as err:   # PIL.UnidentifiedImageError is an OSError
+        raise WskError(f"not a readable image ({err})", path) from None
+    if img.width < 1 or img.height < 1 or img.width * img.height > MAX_IMAGE_PIXELS:
+        img.close()
+        raise WskError(f"image is {img.width}x{img.height}: outside 1 pixel .. {MAX_IMAGE_PIXELS / 2**20:.0f} "
+                       "megapixels (downscale it)", path)
+    return img
+
+
+def image_size(path):
+    """``(height, width)`` of the image as ``read_image`` returns it (EXIF orientation applied),
+    read from the header only."""
+    with _open_image(path) as img:
+        width, height = img.size
+        if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+            width, height = height, width
+    return height, width
+
+
+def read_image(path):
+    """The one image reader of wsk: RGB uint8 ``(H, W, 3)`` for every stage and pipeline.
+
+    Policy: the EXIF orientation is applied (the image as viewers show it); grey, palette, CMYK
+    and RGBA images become RGB (alpha is dropped); 16-bit images keep their top 8 bits; a
+    truncated or damaged file is refused (never filled with grey), as is an image outside
+    1 .. ``MAX_IMAGE_PIXELS`` pixels. Every refusal is a ``WskError`` naming the file.
+    """
+    from PIL import Image, ImageOps
+
+    with _open_image(path) as img:
+        try:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+        except (OSError, SyntaxError, ValueError) as err:   # truncated data, broken chunks
+            raise WskError(f"damaged image ({err})", path) from None
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            wide = np.asarray(img, np.uint32)
+            top = 8 if img.mode.startswith("I;16") or wide.max(initial=0) > 255 else 0
+            img = Image.fromarray((wide >> top).astype(np.uint8), mode="L")
+        rgb = np.array(img.convert("RGB"), np.uint8)   # a writable copy
+    return np.ascontiguousarray(rgb)
 
 
 def write_image(path, rgb, quality=95):

@@ -20,6 +20,7 @@ import shutil
 import numpy as np
 
 from wsk.errors import WskError
+from wsk.io import image_size
 from wsk.stages import StageReport, progress, run_per_image
 
 LAYOUTS = {
@@ -29,7 +30,6 @@ LAYOUTS = {
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 # Softmax maps waiting for a CRF worker live here (inside the output folder) until their PNG exists.
 PENDING_DIR = ".crf-pending"
-EXIF_ORIENTATION = 274
 
 
 def load_model(path, compile=False):
@@ -90,25 +90,6 @@ def image_files(paths):
     return found
 
 
-def _image_size(path):
-    """``(height, width)`` of the decoded image, from its header; a bad file is a ``WskError``.
-
-    ``read_image`` (OpenCV) applies the EXIF orientation, so a quarter turn swaps the sides.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # decoders rotate these
-                width, height = height, width
-    except FileNotFoundError:
-        raise WskError("image not found", path) from None
-    except Exception as err:
-        raise WskError(f"not a readable image ({type(err).__name__})", path) from None
-    return height, width
-
-
 def _valid_png(png_path, image_path):
     """Whether ``png_path`` is a readable palette/grey PNG of the image's size."""
     from PIL import Image
@@ -121,7 +102,7 @@ def _valid_png(png_path, image_path):
                 return False
             img.load()
             width, height = img.size
-        return (height, width) == _image_size(image_path)
+        return (height, width) == image_size(image_path)
     except Exception:
         return False
 
@@ -170,7 +151,7 @@ def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layou
     sizes = {}
     for image_id in todo:
         try:
-            sizes[image_id] = _image_size(images[image_id])
+            sizes[image_id] = image_size(images[image_id])
         except WskError as err:
             report.failed.append((image_id, str(err)))
     todo = [image_id for image_id in todo if image_id in sizes]

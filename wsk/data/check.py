@@ -175,6 +175,8 @@ def check_dataset(root, show_progress=True):
         except WskError as err:
             report.add(err.path, err.problem)
             continue
+        if not ids:
+            report.add(path, "empty image list (no image id in it)")
         for image_id, n in sorted(voc.duplicate_ids(ids).items()):
             report.add(path, f"id {image_id!r} listed {n} times")
         report.splits[name] = len(set(ids))

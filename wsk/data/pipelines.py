@@ -44,7 +44,7 @@ import numpy as np
 
 from wsk.classes import IGNORE_LABEL
 from wsk.errors import WskError
-from wsk.io import load_npz, read_label_png
+from wsk.io import load_npz, read_image, read_label_png
 
 LOGIT_STRIDE = 8          # DeepLab-LargeFOV's output stride
 SOFT, HARD = "soft", "hard"
@@ -99,9 +99,12 @@ def normalise_soft_target(maps):
 
 
 def decode_image(path):
-    """Read and decode a JPEG/PNG file to ``(H, W, 3)`` uint8 RGB (a TF op)."""
+    """``(H, W, 3)`` uint8 RGB of the image file ``path`` (a string tensor), decoded by wsk's one
+    reader ``wsk.io.read_image`` (EXIF orientation, strict about truncation), so that training
+    sees every image exactly as proposals, scoring and prediction do."""
     tf = _tf()
-    return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = tf.numpy_function(lambda p: read_image(p.decode()), [path], tf.uint8, stateful=False)
+    return tf.ensure_shape(image, [None, None, 3])
 
 
 def _preprocess(image):

@@ -137,10 +137,15 @@ def single_label_ids(dataset, ids=None):
 def split_ids(root, split):
     """Ids of ``split``: a list file, or one of the computed splits ``paper_train``/``paper_train_single``."""
     if split == PAPER_TRAIN:
-        return paper_training_ids(root)
-    if split == PAPER_TRAIN_SINGLE:
-        return single_label_ids(VOCDataset(root, PAPER_TRAIN))
-    return list_split_ids(root, split)
+        ids = paper_training_ids(root)
+    elif split == PAPER_TRAIN_SINGLE:
+        ids = single_label_ids(VOCDataset(root, PAPER_TRAIN))
+    else:
+        ids = list_split_ids(root, split)
+    if not ids:
+        where = find_split_file(root, split) if split not in (PAPER_TRAIN, PAPER_TRAIN_SINGLE) else root
+        raise WskError(f"split {split!r} has no image", where)
+    return ids
 
 
 def parse_annotation(path, class_names):
