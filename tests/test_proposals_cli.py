@@ -53,6 +53,19 @@ def test_run_resumes_and_recomputes_only_a_deleted_output(tmp_path):
     assert "1 computed, 2 already done" in out and Proposals.is_valid(work.proposals("c"))
 
 
+def test_changed_settings_or_image_recompute_the_proposals(tmp_path):
+    root = _dataset(tmp_path / "data", ["a", "b"])
+    args = ["proposals", "run", root, tmp_path / "work", "--split", "train", "--jobs", 1]
+    assert "2 computed" in _invoke(*args, "--max-proposals", 50)[1]
+    made = Proposals.made_from(WorkDir(tmp_path / "work").proposals("a"))
+    assert made["max_proposals"] == 50 and made["seed"] == 0 and made["method"] == "wsk.proposals.generate"
+    assert "0 computed, 2 already done" in _invoke(*args, "--max-proposals", 50)[1]
+    assert "2 computed, 0 already done" in _invoke(*args, "--max-proposals", 40)[1]
+    assert "2 computed, 0 already done" in _invoke(*args, "--max-proposals", 40, "--seed", 1)[1]
+    write_image(root / "JPEGImages" / "b.jpg", np.zeros((48, 48, 3), np.uint8))   # a new photo
+    assert "1 computed, 1 already done" in _invoke(*args, "--max-proposals", 40, "--seed", 1)[1]
+
+
 def test_run_lists_failures_with_their_file_and_keeps_the_rest(tmp_path):
     root = _dataset(tmp_path / "data", ["a", "bad", "c"])
     (root / "JPEGImages" / "bad.jpg").write_bytes(b"not a jpeg")

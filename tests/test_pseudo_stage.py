@@ -118,17 +118,31 @@ def test_pseudo_outputs_and_resume(synthetic_root, work):
     out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
     assert f"scoring: 1 computed, {len(ids) - 1} already done" in out
     assert f"localization maps: 1 computed, {len(ids) - 1} already done" in out
-    # the mask of the re-mapped image and the deleted mask
-    assert f"rough masks: 2 computed, {len(ids) - 2} already done" in out
+    # the deleted mask, the mask of the re-mapped image and the mask of the re-scored image (Eq. 5
+    # reads the scores: a mask records their stamp, so new scores redo it even with the same kept set)
+    assert f"rough masks: 3 computed, {len(ids) - 3} already done" in out
     after_maps = mtimes(os.path.dirname(wd.locmap(ids[0])))
     after_masks = mtimes(wd.masks_dir)
     assert set(after_maps) == set(before_maps) | {f"{victims[1]}.npz"}
     assert all(after_maps[k] == v for k, v in before_maps.items())
-    assert all(after_masks[k] == v for k, v in before_masks.items() if k != f"{victims[1]}.png")
+    redone = {f"{victims[0]}.png", f"{victims[1]}.png"}
+    assert all(after_masks[k] == v for k, v in before_masks.items() if k not in redone)
+    assert all(after_masks[k] != before_masks[k] for k in redone)
 
     # a third run does nothing
     out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
     assert "localization maps: 0 computed" in out and "rough masks: 0 computed" in out
+
+    # a kill right after refined.json was rewritten (here: one image's kept set differs from what
+    # its map was made from): the rerun redoes that image's map and mask, and nothing else
+    refined = json.loads(open(wd.refined).read())
+    victim = next(i for i in ids if any(len(v) > 1 for v in refined["images"][i].values()))
+    label = next(k for k, v in refined["images"][victim].items() if len(v) > 1)
+    refined["images"][victim][label] = refined["images"][victim][label][:1]
+    with open(wd.refined, "w") as f:
+        json.dump(refined, f)
+    out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
+    assert "localization maps: 1 computed" in out and "rough masks: 1 computed" in out
 
 
 def test_no_refine_shares_scores_and_keeps_all_candidates(synthetic_root, work):

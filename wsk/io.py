@@ -221,9 +221,25 @@ def read_label_png(path):
         raise WskError(f"not a readable PNG ({err})", path) from None
 
 
-def write_label_png(path, labels, palette=None):
-    """Write ``(H, W)`` class indices as a palette PNG (VOC colours by default), atomically."""
+PNG_MADE_FROM = "wsk:made_from"   # PNG text chunk: JSON of what a label map was computed from
+
+
+def label_png_made_from(path):
+    """The ``made_from`` record (dict) that ``write_label_png`` stored in ``path``, or None."""
     from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            text = img.text.get(PNG_MADE_FROM)
+    except OSError:
+        return None
+    return None if text is None else json.loads(text)
+
+
+def write_label_png(path, labels, palette=None, made_from=None):
+    """Write ``(H, W)`` class indices as a palette PNG (VOC colours by default), atomically;
+    ``made_from`` (a JSON-able dict) goes into a text chunk (``label_png_made_from``)."""
+    from PIL import Image, PngImagePlugin
 
     from wsk.classes import voc_palette
 
@@ -232,5 +248,8 @@ def write_label_png(path, labels, palette=None):
         raise WskError(f"a label map must be 2-D with values 0..255, got shape {labels.shape}", path)
     img = Image.fromarray(labels.astype(np.uint8), mode="P")
     img.putpalette((voc_palette() if palette is None else np.asarray(palette, np.uint8)).ravel().tolist())
+    info = PngImagePlugin.PngInfo()
+    if made_from is not None:
+        info.add_text(PNG_MADE_FROM, json.dumps(made_from, sort_keys=True))
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+        img.save(tmp, format="PNG", pnginfo=info)

@@ -384,14 +384,31 @@ def init_trunk_from_hcp(model, hcp_path):
     return model
 
 
-def inputs_digest(recipe, files=()):
-    """A digest of what a model is trained from: the recipe and the stamp of its target files."""
+def backbone_stamp(backbone_weights):
+    """What a recipe's starting trunk is: a zoo card's sha256, a file's stamp, or the name itself
+    (a retrained trunk card makes every model trained from it stale)."""
+    from wsk.io import file_stamp
+    from wsk.models.imagenet import is_vgg16_source
+
+    if backbone_weights in (None, "imagenet", HCP_BACKBONE):
+        return backbone_weights
+    if is_vgg16_source(backbone_weights):
+        return file_stamp(backbone_weights)
+    from wsk.zoo.registry import get_card
+
+    return get_card(backbone_weights)["weights"]["sha256"]
+
+
+def inputs_digest(recipe, files=(), extra=None):
+    """A digest of what a model is trained from: the recipe, its starting trunk, the stamp of its
+    input files (targets, proposals) and ``extra`` (e.g. the image-level labels)."""
     import hashlib
     import json
 
     from wsk.io import file_stamp
 
-    text = json.dumps({"recipe": dataclasses.asdict(recipe), "files": file_stamp(*files)}, sort_keys=True)
+    text = json.dumps({"recipe": dataclasses.asdict(recipe), "files": file_stamp(*files),
+                       "backbone": backbone_stamp(recipe.backbone_weights), "extra": extra}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -535,15 +552,15 @@ def train_hcp(root, work, recipe="paper", force=False, callbacks=(), verbose=1, 
     _require_tensorflow_backend()
     recipe = _recipe_part(recipe, "hcp")
     work = WorkDir(work)
-    digest = inputs_digest(recipe)
+    dataset = VOCDataset(root, TRAIN_SPLIT)
+    ids = list(dataset.ids)
+    # trained from: the recipe, the proposals (hypotheses), the images and their labels
+    digest = inputs_digest(recipe, [work.proposals(i) for i in ids] + [dataset.image_path(i) for i in ids],
+                           extra={i: list(dataset.labels(i)) for i in ids})
     if not force and up_to_date(work.hcp_model, digest, printer):
         return load_model(work.hcp_model)
     if os.path.exists(work.hcp_model):
         force = True   # trained from other inputs: start afresh
-    dataset = VOCDataset(root, TRAIN_SPLIT)
-    if not dataset.ids:
-        raise WskError("the training set is empty", root)
-    ids = list(dataset.ids)
     paths = [dataset.image_path(i) for i in ids]
     labels = _hcp_targets(dataset, ids)
     boxes = hypothesis_boxes(work, ids, recipe.hypotheses, printer)   # fail early, before training

@@ -15,8 +15,12 @@ File format (``WORK/proposals/<id>.npz``, version ``FORMAT_VERSION``):
 ``region_sp``      (N,) int32      superpixel ids, each region's ids sorted and distinct
 ``boxes``          (P, 4) int32    ``x0, y0, x1, y1`` (inclusive-exclusive) of each region
 ``scores``         (P,) float32    ranking score, highest first (regions are stored in rank order)
+``made_from``      () str          optional: JSON of what made the file (method, settings, the
+                                   image's stamp); a stage reuses a file only when it matches
 =================  ==============  =========================================================
 """
+
+import json
 
 import numpy as np
 
@@ -165,11 +169,23 @@ class Proposals:
         return Proposals(self.superpixels, ptr, members, self.boxes[indices], self.scores[indices])
 
     # -- files --------------------------------------------------------------------------
-    def save(self, path):
-        """Write the ``.npz`` file atomically (format documented in this module)."""
+    def save(self, path, made_from=None):
+        """Write the ``.npz`` file atomically (format documented in this module); ``made_from``
+        (a JSON-able dict) records the method, settings and input it was computed from."""
+        extra = {} if made_from is None else {"made_from": np.array(json.dumps(made_from, sort_keys=True))}
         save_npz(path, version=np.int32(FORMAT_VERSION), superpixels=self.superpixels,
                  region_ptr=self.region_ptr, region_sp=self.region_sp, boxes=self.boxes,
-                 scores=self.scores)
+                 scores=self.scores, **extra)
+
+    @staticmethod
+    def made_from(path):
+        """The ``made_from`` record of a proposals file (a dict), or None when it has none or is
+        unreadable."""
+        try:
+            arrays = load_npz(path, required=("made_from",))
+        except WskError:
+            return None
+        return json.loads(str(arrays["made_from"]))
 
     @classmethod
     def load(cls, path):

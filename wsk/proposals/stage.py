@@ -9,7 +9,7 @@ import functools
 import os
 
 from wsk.errors import WskError
-from wsk.io import read_label_png
+from wsk.io import file_stamp, read_label_png
 from wsk.proposals.container import Proposals
 from wsk.proposals.generate import generate
 from wsk.proposals.mcg import load_mcg, mcg_files
@@ -18,8 +18,19 @@ from wsk.stages import progress, run_per_image
 from wsk.workdir import WorkDir
 
 
-def _is_done(work, image_id):
-    return Proposals.is_valid(WorkDir(work).proposals(image_id))
+def _is_done(work, made_from, image_id):
+    """Whether the image's proposals file is valid and was made as ``made_from(image_id)`` says."""
+    path = WorkDir(work).proposals(image_id)
+    return Proposals.is_valid(path) and Proposals.made_from(path) == made_from(image_id)
+
+
+def generated_from(root, split, max_proposals, seed, image_id):
+    """The ``made_from`` record of generated proposals: method, settings and the image's stamp."""
+    from wsk.data.voc import VOCDataset
+
+    image_path = VOCDataset(root, split, ids=[image_id]).image_path(image_id)
+    return {"method": "wsk.proposals.generate", "max_proposals": max_proposals, "seed": seed,
+            "image": file_stamp(image_path)}
 
 
 def _propose_image(root, split, work, max_proposals, seed, image_id):
@@ -27,7 +38,8 @@ def _propose_image(root, split, work, max_proposals, seed, image_id):
     from wsk.data.voc import VOCDataset
 
     image = VOCDataset(root, split, ids=[image_id]).image(image_id)
-    generate(image, max_proposals=max_proposals, seed=seed).save(WorkDir(work).proposals(image_id))
+    generate(image, max_proposals=max_proposals, seed=seed).save(
+        WorkDir(work).proposals(image_id), generated_from(root, split, max_proposals, seed, image_id))
 
 
 def run_proposals(root, work, split="train", jobs=1, max_proposals=2000, ids=None, seed=0):
@@ -38,12 +50,18 @@ def run_proposals(root, work, split="train", jobs=1, max_proposals=2000, ids=Non
     root, work = os.fspath(root), os.fspath(work)
     image_ids = VOCDataset(root, split).ids if ids is None else list(ids)
     worker = functools.partial(_propose_image, root, split, work, int(max_proposals), int(seed))
-    return run_per_image("proposals", image_ids, worker, is_done=functools.partial(_is_done, work),
+    made_from = functools.partial(generated_from, root, split, int(max_proposals), int(seed))
+    return run_per_image("proposals", image_ids, worker, is_done=functools.partial(_is_done, work, made_from),
                          jobs=jobs)
 
 
+def _imported_from(files, max_proposals, image_id):
+    return {"method": "mcg", "max_proposals": max_proposals, "source": file_stamp(files[image_id])}
+
+
 def _import_image(files, work, max_proposals, image_id):
-    load_mcg(files[image_id], max_proposals).save(WorkDir(work).proposals(image_id))
+    load_mcg(files[image_id], max_proposals).save(WorkDir(work).proposals(image_id),
+                                                  _imported_from(files, max_proposals, image_id))
 
 
 def import_mcg(mcg_dir, work, jobs=1, max_proposals=None):
@@ -53,8 +71,9 @@ def import_mcg(mcg_dir, work, jobs=1, max_proposals=None):
         raise WskError("no .mat files", mcg_dir)
     work = os.fspath(work)
     worker = functools.partial(_import_image, files, work, max_proposals)
-    return run_per_image("import-mcg", sorted(files), worker, is_done=functools.partial(_is_done, work),
-                         jobs=jobs)
+    made_from = functools.partial(_imported_from, files, max_proposals)
+    return run_per_image("import-mcg", sorted(files), worker,
+                         is_done=functools.partial(_is_done, work, made_from), jobs=jobs)
 
 
 def ground_truth_objects(dataset, image_id, min_fraction=None):

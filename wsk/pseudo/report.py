@@ -13,8 +13,9 @@ When the dataset has ground-truth masks, ``quality_report`` measures, per class 
   with and without refinement (each where it was computed).
 
 A proposal's IoU "against its label" is its best IoU over the ground-truth objects of that class in
-the image (``SegmentationObject`` instances; without them, the class's whole region). Pixels marked
-255 in the ground truth count nowhere.
+the image (``wsk.proposals.stage.ground_truth_objects``: ``SegmentationObject`` instances, else the
+connected regions of each class, as ``wsk proposals eval`` counts them). Pixels marked 255 in the
+ground truth count nowhere.
 """
 
 import os
@@ -22,9 +23,10 @@ import os
 import numpy as np
 
 from wsk.errors import WskError
-from wsk.io import load_json, load_npz, read_label_png, save_json
+from wsk.io import load_json, load_npz, save_json
 from wsk.metrics import ConfusionMatrix, PredictionFolder, evaluate_dataset, format_table, iou_per_class
 from wsk.proposals.container import Proposals
+from wsk.proposals.stage import ground_truth_objects
 from wsk.stages import progress
 from wsk.workdir import WorkDir
 
@@ -34,26 +36,6 @@ IOU_HIT = 0.5
 def has_ground_truth(dataset):
     """Whether every image of ``dataset`` has a ground-truth mask (then the report can be made)."""
     return bool(dataset.ids) and all(dataset.mask_path(i) is not None for i in dataset.ids)
-
-
-def ground_truth_objects(class_mask, instance_mask=None):
-    """``[(class index, boolean mask)]`` of an image's objects: the instances of ``instance_mask``
-    (each with the class most of its pixels have), else one object per class present."""
-    objects = []
-    if instance_mask is not None:
-        for k in np.unique(instance_mask):
-            if k in (0, 255):
-                continue
-            where = instance_mask == k
-            classes = class_mask[where]
-            classes = classes[(classes != 0) & (classes != 255)]
-            if classes.size:
-                objects.append((int(np.bincount(classes).argmax()), where))
-    else:
-        for c in np.unique(class_mask):
-            if c not in (0, 255):
-                objects.append((int(c), class_mask == c))
-    return objects
 
 
 def proposal_ious(proposals, target, valid):
@@ -151,14 +133,13 @@ def quality_report(dataset, work, refine=True):
     kept_sets = _kept_sets(workdir)
     with progress(dataset.ids, label="quality report") as bar:
         for image_id in bar:
-            gt = dataset.mask(image_id)
-            if gt is None:
+            truth = ground_truth_objects(dataset, image_id)
+            if truth is None:
                 raise WskError("the quality report needs ground-truth masks", dataset.image_path(image_id))
-            instance_path = dataset.object_mask_path(image_id)
-            objects = ground_truth_objects(gt, None if instance_path is None else read_label_png(instance_path))
+            masks, classes, valid = truth
+            objects = list(zip(classes.tolist(), masks))
             proposals = Proposals.load(workdir.proposals(image_id))
-            valid = gt != 255
-            ceiling.update(gt, ceiling_map(proposals, objects, valid))
+            ceiling.update(dataset.mask(image_id), ceiling_map(proposals, objects, valid))
             scores = load_npz(workdir.scores(image_id), required=("scores", "candidates", "candidate_labels"))
             ious = label_ious(proposals, objects, valid)
             kept = kept_sets.get(image_id, {})

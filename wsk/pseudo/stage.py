@@ -10,8 +10,10 @@
 4. rough masks (§3.3.2, Eq. 5): ``masks/<id>.png``.
 
 Each stage skips outputs that exist and are valid. ``refined.json`` is rewritten when a
-score was computed in this run or its settings changed; maps are recomputed when the kept
-proposals changed, masks whenever their map was recomputed.
+score was computed in this run or its settings changed. Every map records what it was made
+from (its kept proposals and the stamp of its proposals file, key ``made_from``) and every mask
+likewise (the stamps of its map and scores and Eq. 5's region count, in a PNG text chunk), so a
+rerun after any change, or after a kill between two stages, redoes exactly the stale outputs.
 
 A label with no candidate at all (no proposal scored above the threshold) falls back to its
 single best-scoring proposal, so every label of an image has a localization map and a
@@ -24,12 +26,14 @@ rough mask; ``refined.json`` lists such labels under ``fallback``.
      "fallback": {"<id>": [class indices], ...}}
 """
 
+import json
 import os
 
 import numpy as np
 
 from wsk.errors import WskError
-from wsk.io import file_stamp, load_json, load_npz, read_label_png, save_json, save_npz, write_label_png
+from wsk.io import (file_stamp, label_png_made_from, load_json, load_npz, read_label_png, save_json, save_npz,
+                    write_label_png)
 from wsk.recipes import PseudoConfig
 from wsk.stages import StageReport, progress, run_per_image
 from wsk.workdir import WorkDir
@@ -186,15 +190,15 @@ def refine_candidates(records, labels_by_image, refine, config):
 
 
 def refinement_stage(dataset, workdir, config, mode, rescored):
-    """Stage 2: ``refined.json``. Returns ``(report, changed)``: ``changed`` when the kept
-    proposals differ from those of the file found (downstream outputs are then stale)."""
+    """Stage 2: ``refined.json`` (rewritten when a score was recomputed or the settings changed).
+    Returns the ``StageReport``."""
     report = StageReport("refinement")
     settings = refinement_settings(workdir.refine, config, mode)
     old = _read_refined(workdir.refined)
     if (old is not None and not rescored and old["settings"] == settings
             and sorted(old["images"]) == sorted(dataset.ids)):
         report.skipped = list(dataset.ids)
-        return report, False
+        return report
     records, labels = {}, {}
     with progress(dataset.ids, label="refinement: reading scores") as bar:
         for image_id in bar:
@@ -204,8 +208,7 @@ def refinement_stage(dataset, workdir, config, mode, rescored):
     save_json(workdir.refined, {"version": REFINED_VERSION, "settings": settings,
                                 "pca_dims": pca_dims, "images": images, "fallback": fallback})
     report.done = list(dataset.ids)
-    changed = old is None or old["images"] != images or old["settings"] != settings
-    return report, changed
+    return report
 
 
 # -- 3. localization maps ----------------------------------------------------------------
@@ -224,9 +227,23 @@ def _refined_images(path):
     return _REFINED_CACHE[key]
 
 
-def locmap_valid(path):
+def locmap_made_from(workdir, image_id):
+    """What an image's localization maps are made from: its kept proposals (``refined.json``)
+    and the stamp of its proposals file."""
+    entry = _refined_images(workdir.refined).get(image_id)
+    if entry is None:
+        raise WskError(f"image {image_id} is not in the refinement file", workdir.refined)
+    return {"kept": entry, "proposals": file_stamp(workdir.proposals(image_id))}
+
+
+def locmap_valid(path, made_from=None):
+    """Whether ``path`` holds maps of this version (made from ``made_from``, when given)."""
     arrays = _readable_npz(path, LOCMAP_KEYS)
-    return arrays is not None and int(arrays["version"]) == LOCMAP_VERSION
+    if arrays is None or int(arrays["version"]) != LOCMAP_VERSION:
+        return False
+    if made_from is None:
+        return True
+    return "made_from" in arrays and json.loads(str(arrays["made_from"])) == made_from
 
 
 def map_image(work, refine, num_classes, image_id):
@@ -235,9 +252,8 @@ def map_image(work, refine, num_classes, image_id):
     from wsk.pseudo.localization import localization_maps
 
     workdir = WorkDir(work, refine)
-    entry = _refined_images(workdir.refined).get(image_id)
-    if entry is None:
-        raise WskError(f"image {image_id} is not in the refinement file", workdir.refined)
+    made_from = locmap_made_from(workdir, image_id)
+    entry = made_from["kept"]
     proposals = Proposals.load(workdir.proposals(image_id))
     kept = {int(label): np.asarray(indices, np.int64) for label, indices in entry.items()}
     for label, indices in kept.items():
@@ -246,18 +262,26 @@ def map_image(work, refine, num_classes, image_id):
                            f"{len(proposals)} proposals (rerun scoring)", workdir.proposals(image_id))
     maps = localization_maps(proposals, kept, num_classes)
     save_npz(workdir.locmap(image_id), version=np.int32(LOCMAP_VERSION),
-             maps=maps.astype(np.float16), labels=np.array(sorted(kept), np.int32))
+             maps=maps.astype(np.float16), labels=np.array(sorted(kept), np.int32),
+             made_from=np.array(json.dumps(made_from, sort_keys=True)))
 
 
 # -- 4. rough masks ----------------------------------------------------------------------
-def mask_valid(path):
+def mask_made_from(workdir, top, image_id):
+    """What an image's rough mask is made from: its maps, its scores and Eq. 5's region count."""
+    return {"locmap": file_stamp(workdir.locmap(image_id)), "scores": file_stamp(workdir.scores(image_id)),
+            "top": int(top)}
+
+
+def mask_valid(path, made_from=None):
+    """Whether ``path`` is a readable mask (made from ``made_from``, when given)."""
     if not os.path.exists(path):
         return False
     try:
         read_label_png(path)
     except WskError:
         return False
-    return True
+    return made_from is None or label_png_made_from(path) == made_from
 
 
 def mask_image(work, refine, top, image_id):
@@ -270,7 +294,7 @@ def mask_image(work, refine, top, image_id):
     scores = load_npz(workdir.scores(image_id), required=("scores",))["scores"]
     locmap = load_npz(workdir.locmap(image_id), required=LOCMAP_KEYS)
     mask = rough_masks(proposals, scores, locmap["maps"], locmap["labels"], top)
-    write_label_png(workdir.mask(image_id), mask)
+    write_label_png(workdir.mask(image_id), mask, made_from=mask_made_from(workdir, top, image_id))
 
 
 # -- all stages --------------------------------------------------------------------------
@@ -293,19 +317,20 @@ def run_pseudo(root, work, split="train", refine=True, mode=None, config=PseudoC
     workdir = WorkDir(work, refine)
     reports = {}
     reports["scoring"] = scoring_stage(dataset, workdir, mode, config, model, batch_size)
-    reports["refinement"], changed = refinement_stage(
+    reports["refinement"] = refinement_stage(
         dataset, workdir, config, mode, rescored=bool(reports["scoring"].done))
-    maps_done = (lambda i: False) if changed else (lambda i: locmap_valid(workdir.locmap(i)))
+    # an output is reused only when it records exactly the inputs it would be made from now, so
+    # a rerun after any change or kill (even between two stages) redoes exactly what is stale
+    maps_done = lambda i: locmap_valid(workdir.locmap(i), locmap_made_from(workdir, i))  # noqa: E731
     reports["locmaps"] = run_per_image(
         "localization maps", dataset.ids,
         functools.partial(map_image, workdir.root, refine, dataset.num_classes),
         is_done=maps_done, jobs=jobs)
     reports["locmaps"].raise_if_failed()
-    remapped = set(reports["locmaps"].done)
+    top = config.rough_top_regions
     reports["masks"] = run_per_image(
-        "rough masks", dataset.ids,
-        functools.partial(mask_image, workdir.root, refine, config.rough_top_regions),
-        is_done=lambda i: i not in remapped and mask_valid(workdir.mask(i)), jobs=jobs)
+        "rough masks", dataset.ids, functools.partial(mask_image, workdir.root, refine, top),
+        is_done=lambda i: mask_valid(workdir.mask(i), mask_made_from(workdir, top, i)), jobs=jobs)
     reports["masks"].raise_if_failed()
     return reports
 
