@@ -2,6 +2,7 @@
 
 import click
 
+from wsk.data.styles import STYLES, get_style
 from wsk.errors import WskError
 
 
@@ -37,17 +38,21 @@ def check(root):
               help="Side of the square images in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed; the same seed writes the same files.")
+@click.option("--style", type=click.Choice(sorted(STYLES)), default="shapes", show_default=True,
+              help="shapes: the demo's five classes on procedural clutter; photo: five other "
+                   "classes (one shape the pretraining corpus lacks) on photographs it never shows.")
 @click.option("--force", is_flag=True, help="Replace a dataset already in OUT.")
-def synth(out, num_images, size, seed, force):
+def synth(out, num_images, size, seed, style, force):
     """Write a synthetic VOC-layout dataset to OUT (an absent or empty folder).
 
     Five shape classes with their own textures and random colours, 1-3 objects per
-    image on cluttered backgrounds, masks with 255 borders, XML boxes, train/val lists
-    and classes.txt.
+    image on cluttered backgrounds (or photographs: --style photo), masks with 255
+    borders, XML boxes, train/val lists and classes.txt.
     """
     from wsk.data.synthetic import generate_dataset
 
-    splits = generate_dataset(out, num_images=num_images, size=size, seed=seed, overwrite=force)
+    splits = generate_dataset(out, num_images=num_images, size=size, seed=seed, overwrite=force,
+                              style=get_style(style))
     click.echo(f"Wrote {num_images} images of {size}x{size} to {out} "
                f"(train {len(splits['train'])}, val {len(splits['val'])}).")
 

@@ -5,6 +5,8 @@ import sys
 
 import click
 
+from wsk.data.styles import STYLES
+
 
 @click.command("demo")
 @click.option("--work", type=click.Path(file_okay=False), default="wsk-demo", show_default=True,
@@ -13,10 +15,12 @@ import click
               help="Synthetic images to generate (train + val).")
 @click.option("--size", type=click.IntRange(32), default=64, show_default=True, help="Image side in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic dataset.")
+@click.option("--style", type=click.Choice(sorted(STYLES)), default="shapes", show_default=True,
+              help="Synthetic dataset style (photo: other shapes on photographs, a generalisation check).")
 @click.option("--jobs", type=click.IntRange(1), default=None, help="Worker processes (default: all cores).")
 @click.option("--no-crf", is_flag=True, help="Skip the dense-CRF evaluation.")
 @click.option("--tiny", is_flag=True, help="One epoch per step and tiny networks: a smoke run, not a result.")
-def demo(work, images, size, seed, jobs, no_crf, tiny):
+def demo(work, images, size, seed, style, jobs, no_crf, tiny):
     """Run the whole pipeline on a synthetic dataset and print pseudo-label and val mIoU.
 
     Generates a synthetic VOC-layout dataset, segment proposals, trains HCP, builds
@@ -28,7 +32,7 @@ def demo(work, images, size, seed, jobs, no_crf, tiny):
 
     click.echo(f"wsk demo: work directory {os.path.abspath(work)}", err=True)
     run_demo(work, images=images, size=size, seed=seed, jobs=jobs, tiny=tiny, crf=not no_crf,
-             verbose=1 if sys.stderr.isatty() else 2, printer=click.echo)
+             verbose=1 if sys.stderr.isatty() else 2, printer=click.echo, style=style)
 
 
 COMMANDS = [demo]

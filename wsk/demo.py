@@ -32,13 +32,14 @@ class _Timer:
 
 
 def run_demo(work, images=480, size=64, seed=0, jobs=None, recipe="demo", tiny=False, crf=True,
-             verbose=1, printer=print):
+             verbose=1, printer=print, style="shapes"):
     """Run every stage into ``work`` and return ``{"pseudo": [...], "segmentation": [...], "times": {...}}``.
 
-    ``images``/``size``/``seed`` define the synthetic dataset; ``tiny`` uses the ``tiny`` recipe
+    ``images``/``size``/``seed``/``style`` define the synthetic dataset; ``tiny`` uses the ``tiny`` recipe
     (one epoch per step: a smoke run, not a result). Prints the final table with ``printer``.
     """
     from wsk.crf import CRFParams
+    from wsk.data.styles import get_style
     from wsk.data.synthetic import generate_dataset
     from wsk.data.voc import PAPER_TRAIN, VOCDataset
     from wsk.metrics import evaluation_report, format_table
@@ -58,7 +59,7 @@ def run_demo(work, images=480, size=64, seed=0, jobs=None, recipe="demo", tiny=F
 
     with timer("synthetic dataset"):
         if not os.path.exists(os.path.join(root, "classes.txt")):
-            generate_dataset(root, num_images=images, size=size, seed=seed)
+            generate_dataset(root, num_images=images, size=size, seed=seed, style=get_style(style))
     with timer("proposals"):
         run_proposals(root, work, split=PAPER_TRAIN, jobs=jobs, max_proposals=recipe.pseudo.max_proposals,
                       seed=seed).raise_if_failed()
@@ -87,7 +88,7 @@ def run_demo(work, images=480, size=64, seed=0, jobs=None, recipe="demo", tiny=F
                                                                name=f"{variant}+CRF")
 
     report = {
-        "recipe": recipe.name, "dataset": {"images": images, "size": size, "seed": seed},
+        "recipe": recipe.name, "dataset": {"images": images, "size": size, "seed": seed, "style": style},
         "pseudo": evaluation_report(train_set, pseudo), "quality": quality,
         "segmentation": evaluation_report(val, list(seg_results.values())),
         "times": timer.seconds,

@@ -37,6 +37,11 @@ class StageReport:
             raise WskError(f"{self.name}: {len(self.failed)} image(s) failed: {lines}{more}")
 
 
+def say_recomputing(err):
+    """The line a stage prints when an earlier output it finds is damaged (it is then recomputed)."""
+    click.echo(f"{err.path}: {err.problem}; recomputing it", err=True)
+
+
 def progress(iterable=None, length=None, label=""):
     """A progress bar on stderr (click's), used by every long stage."""
     return click.progressbar(iterable, length=length, label=label, file=sys.stderr,

@@ -34,8 +34,10 @@ CORPUS_CLASSES = tuple(f"{s}/{t}" for s in CORPUS_SHAPES for t in CORPUS_TEXTURE
 CORPUS_SEED_TAG = 0x5EED_C0DE   # first word of every corpus seed: disjoint from wsk data synth's
 SCALE_RANGE = (0.15, 0.95)
 MAX_OBJECTS = 4
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "immunohistochemistry",
-          "hubble_deep_field", "brick", "grass", "gravel", "cell", "clock", "retina", "page")
+PHOTOS = ("camera", "coins", "moon", "immunohistochemistry", "hubble_deep_field", "brick", "grass",
+          "gravel", "cell", "clock", "retina", "page")
+# the photo style's backgrounds: photographs the corpus never shows (a generalisation check)
+HELD_OUT_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
 # ----------------------------------------------------------------------------------- shapes
@@ -81,6 +83,10 @@ def corpus_shape(name, u, v, radius):
     if name == "frame":
         m = np.maximum(np.abs(u), np.abs(v))
         return (m <= 0.8 * radius) & (m >= 0.45 * radius)
+    if name == "arrow":   # not a corpus shape: the photo style's unseen class
+        shaft = (np.abs(v) <= 0.22 * radius) & (u >= -radius) & (u <= 0.2 * radius)
+        head = (u >= 0.1 * radius) & (u <= radius) & (np.abs(v) <= 0.75 * (radius - u))
+        return shaft | head
     raise ValueError(name)
 
 
@@ -129,11 +135,11 @@ def _photo(name):
     return _PHOTO_CACHE[name]
 
 
-def photo_background(size, rng):
+def photo_background(size, rng, photos=PHOTOS):
     """A random crop of a random ``skimage.data`` photograph, resized, tinted, maybe mirrored."""
     import cv2
 
-    photo = _photo(PHOTOS[int(rng.integers(len(PHOTOS)))])
+    photo = _photo(photos[int(rng.integers(len(photos)))])
     h, w = photo.shape[:2]
     side = int(rng.uniform(0.2, 1.0) * min(h, w))
     y0, x0 = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
@@ -164,6 +170,25 @@ def _object_colours(image_mean, rng):
     if np.abs(a - b).sum() < 120:
         b = 255 - a
     return a, b
+
+
+# ----------------------------------------------------------------------------- photo style
+PHOTO_TEXTURES = {"arrow": "stripes", "hexagon": "concentric", "heart": "spots", "crescent": "checker",
+                  "ellipse": "hatch"}
+
+
+def _photo_style_texture(name, u, v, radius, size, rng):
+    return corpus_texture(PHOTO_TEXTURES[name], u, v, size, rng)
+
+
+def _photo_style_background(size, rng):
+    return photo_background(size, rng, HELD_OUT_PHOTOS)
+
+
+# ``wsk data synth --style photo``: other shapes (one, the arrow, unseen by the corpus) on
+# photographs the corpus never shows; the demo recipe's generalisation check.
+PHOTO_STYLE = synthetic.Style("photo", ("background",) + tuple(PHOTO_TEXTURES), corpus_shape,
+                              _photo_style_texture, _photo_style_background)
 
 
 # ---------------------------------------------------------------------------------- images

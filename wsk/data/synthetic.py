@@ -20,6 +20,7 @@ with boxes, ``ImageSets/Main`` and ``ImageSets/Segmentation`` lists (``train``/`
 Everything is drawn with vectorised NumPy and is a function of the seed.
 """
 
+import dataclasses
 import math
 import os
 import shutil
@@ -168,7 +169,30 @@ def border_band(instances, radius):
     return high != low
 
 
-def render_image(size, classes, rng, class_names=SYNTHETIC_CLASSES):
+@dataclasses.dataclass(frozen=True)
+class Style:
+    """What a synthetic dataset draws: its classes, each class's shape and texture, its backgrounds.
+
+    ``shape(name, u, v, radius)`` is the class's boolean mask in its rotated frame;
+    ``texture(name, u, v, radius, size, rng)`` its two colours' mixing weights; ``background(size,
+    rng)`` a float32 ``(S, S, 3)`` image.
+    """
+
+    name: str
+    class_names: tuple
+    shape: object
+    texture: object
+    background: object
+
+
+def _class_texture(name, u, v, radius, size, rng):
+    return _texture(TEXTURES[name], u, v, radius, size, rng)
+
+
+SHAPES_STYLE = Style("shapes", SYNTHETIC_CLASSES, _shape, _class_texture, _background)
+
+
+def render_image(size, classes, rng, style=SHAPES_STYLE):
     """Draw one image with one object per entry of ``classes`` (class indices, back to front).
 
     Returns ``(rgb uint8 (S,S,3), class mask uint8, instance mask uint8, objects)`` where
@@ -178,7 +202,7 @@ def render_image(size, classes, rng, class_names=SYNTHETIC_CLASSES):
     x, y = _grid(size)
     band_radius = max(1, round(size / 200))
     for _attempt in range(100):
-        image = _background(size, rng)
+        image = style.background(size, rng)
         instances = np.zeros((size, size), np.int32)
         areas = []
         placed = True
@@ -188,7 +212,7 @@ def render_image(size, classes, rng, class_names=SYNTHETIC_CLASSES):
                 low = min(0.7 * radius, size / 2)  # at most 30% of the radius outside the image
                 cx, cy = rng.uniform(low, size - low, 2)
                 u, v = _frame(x, y, cx, cy, rng.uniform(0, 2 * np.pi))
-                shape = _shape(class_names[cls], u, v, radius)
+                shape = style.shape(style.class_names[cls], u, v, radius)
                 # the new object goes in front: every earlier one keeps MIN_VISIBLE of its pixels
                 if shape.sum() >= 12 and all(
                         ((instances == j) & ~shape).sum() >= MIN_VISIBLE * areas[j - 1] for j in range(1, k)):
@@ -197,7 +221,7 @@ def render_image(size, classes, rng, class_names=SYNTHETIC_CLASSES):
                 placed = False
                 break
             areas.append(int(shape.sum()))
-            texture = _texture(TEXTURES[class_names[cls]], u, v, radius, size, rng)
+            texture = style.texture(style.class_names[cls], u, v, radius, size, rng)
             a, b = _colours(image[shape].mean(axis=0), rng)
             weight = texture[shape][:, None]
             image[shape] = (a * (1 - weight) + b * weight).astype(np.float32)
@@ -285,9 +309,10 @@ def _write_list(path, ids):
     _write_text(path, "".join(f"{i}\n" for i in ids))
 
 
-def generate_dataset(root, num_images=200, size=96, seed=0, overwrite=False):
+def generate_dataset(root, num_images=200, size=96, seed=0, overwrite=False, style=SHAPES_STYLE):
     """Write a synthetic VOC-layout dataset of ``num_images`` ``size``x``size`` images to ``root``.
 
+    ``style`` (a ``Style``; ``wsk.data.styles.STYLES`` names them) says what is drawn.
     Returns ``{"train": ids, "val": ids}``. The same arguments always give the same files.
     ``root`` must be absent or empty unless ``overwrite`` (then the dataset's own folders and
     ``classes.txt`` are replaced; nothing else there is touched).
@@ -308,14 +333,14 @@ def generate_dataset(root, num_images=200, size=96, seed=0, overwrite=False):
                 os.remove(path)
     elif os.path.exists(root) and not os.path.isdir(root):
         raise WskError("exists and is not a folder", root)
-    class_names = SYNTHETIC_CLASSES
+    class_names = style.class_names
     palette = voc_palette()
     plans = plan_labels(num_images, len(class_names), np.random.default_rng(seed))
     splits = {"train": [], "val": []}
     for index, classes in enumerate(plans):
         image_id = f"syn_{index:05d}"
         rng = np.random.default_rng([seed, index])
-        rgb, class_map, object_map, objects = render_image(size, classes, rng, class_names)
+        rgb, class_map, object_map, objects = render_image(size, classes, rng, style)
         write_image(os.path.join(root, "JPEGImages", f"{image_id}.jpg"), rgb)
         write_label_png(os.path.join(root, "SegmentationClass", f"{image_id}.png"), class_map, palette)
         write_label_png(os.path.join(root, "SegmentationObject", f"{image_id}.png"), object_map, palette)

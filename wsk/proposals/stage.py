@@ -14,14 +14,21 @@ from wsk.proposals.container import Proposals
 from wsk.proposals.generate import generate
 from wsk.proposals.mcg import load_mcg, mcg_files
 from wsk.proposals.quality import DEFAULT_COUNTS, QualityReport, objects_from_classes, objects_from_instances
-from wsk.stages import progress, run_per_image
+from wsk.stages import progress, run_per_image, say_recomputing
 from wsk.workdir import WorkDir
 
 
 def _is_done(work, made_from, image_id):
     """Whether the image's proposals file is valid and was made as ``made_from(image_id)`` says."""
     path = WorkDir(work).proposals(image_id)
-    return Proposals.is_valid(path) and Proposals.made_from(path) == made_from(image_id)
+    if not os.path.exists(path):
+        return False
+    try:
+        Proposals.load(path)
+    except WskError as err:
+        say_recomputing(err)
+        return False
+    return Proposals.made_from(path) == made_from(image_id)
 
 
 def generated_from(root, split, max_proposals, seed, image_id):

@@ -35,7 +35,7 @@ from wsk.errors import WskError
 from wsk.io import (file_stamp, label_png_made_from, load_json, load_npz, read_label_png, save_json, save_npz,
                     write_label_png)
 from wsk.recipes import PseudoConfig
-from wsk.stages import StageReport, progress, run_per_image
+from wsk.stages import StageReport, progress, run_per_image, say_recomputing
 from wsk.workdir import WorkDir
 
 SCORES_VERSION = 1
@@ -63,12 +63,14 @@ def score_inputs(workdir, image_id):
 
 
 def _readable_npz(path, keys):
-    """The arrays of ``path``, or None when it is missing or damaged (then it is recomputed)."""
+    """The arrays of ``path``, or None when it is missing or damaged (then it is recomputed, and a
+    line says so)."""
     if not os.path.exists(path):
         return None
     try:
         return load_npz(path, required=keys)
-    except WskError:
+    except WskError as err:
+        say_recomputing(err)
         return None
 
 
