@@ -31,6 +31,17 @@ def test_demo_prints_every_row_and_stage(demo_run):
         assert row in output, row
 
 
+def test_demo_prints_the_quality_report(demo_run):
+    work, output = demo_run
+    assert "Quality of each stage on paper_train" in output
+    for row in ("proposal ceiling (IoU)", "labels with a candidate", "top proposal IoU", "candidate precision",
+                "kept precision"):
+        assert row in output, row
+    report = json.loads((work / "demo.json").read_text())["quality"]
+    assert 0 < report["overall"]["proposal_ceiling_miou"] <= 1
+    assert (work / "quality.json").is_file()
+
+
 def test_demo_rough_mask_miou_is_the_files_miou(demo_run):
     """The printed rough-mask mIoU equals an independent count over the PNGs on disk."""
     work, output = demo_run

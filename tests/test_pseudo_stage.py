@@ -76,7 +76,7 @@ def test_pseudo_outputs_and_resume(synthetic_root, work):
 
     refined = json.loads(open(wd.refined).read())
     assert sorted(refined["images"]) == sorted(ids)
-    candidates_seen = 0
+    candidates_seen = refined_away = 0
     for image_id in ids:
         labels = dataset.labels(image_id)
         scores = np.load(wd.scores(image_id))
@@ -94,7 +94,13 @@ def test_pseudo_outputs_and_resume(synthetic_root, work):
                 assert entry[label] == [int(np.argmax(scores["scores"][:, label - 1]))]
             else:
                 assert set(entry[label]) <= set(own.tolist())
-                assert len(entry[label]) in (len(own), -(-len(own) // 2))
+                images_with_label = sum(
+                    1 for i in ids if (np.load(wd.scores(i))["candidate_labels"] == label).any())
+                # refined: the top half, ceil(n / 2) (all of them only when no other image has
+                # candidates of this class to compare with, Eq. 1)
+                expected = len(own) if images_with_label == 1 else -(-len(own) // 2)
+                assert len(entry[label]) == expected
+                refined_away += len(own) - len(entry[label])
 
         locmap = np.load(wd.locmap(image_id))
         maps = locmap["maps"].astype(np.float32)
@@ -107,6 +113,7 @@ def test_pseudo_outputs_and_resume(synthetic_root, work):
             assert png.mode == "P" and png.size == (64, 64)
             assert set(np.unique(np.array(png))) <= {0, *labels}
     assert candidates_seen > 0          # the test exercises refinement, not only fallbacks
+    assert refined_away > 0             # and refinement really dropped candidates
 
     # delete part of every output folder, then resume
     victims = ids[:3]
@@ -160,7 +167,11 @@ def test_no_refine_shares_scores_and_keeps_all_candidates(synthetic_root, work):
         scores = np.load(noref.scores(image_id))
         for label, kept in refined["images"][image_id].items():
             own = scores["candidates"][scores["candidate_labels"] == int(label)].tolist()
-            assert kept == (own if own else kept) and len(kept) >= 1
+            if own:      # every candidate, in score order
+                assert kept == own
+            else:        # the fallback: the single best-scored proposal
+                assert kept == [int(np.argmax(scores["scores"][:, int(label) - 1]))]
+                assert int(label) in refined["fallback"][image_id]
         assert os.path.exists(noref.mask(image_id)) and os.path.exists(noref.locmap(image_id))
 
 
@@ -217,11 +228,19 @@ def test_retrained_model_or_new_proposals_make_scores_stale(synthetic_root, work
     run_cli(synthetic_root, copy, "--mode", "roi", "--recipe", "demo", "--jobs", "1", "--split", "train")
     assert "scoring: 0 computed" in run_cli(synthetic_root, copy, "--mode", "roi", "--recipe", "demo",
                                             "--jobs", "1", "--split", "train")
-    model = WorkDir(copy).hcp_model
-    shutil.copyfile(model, str(model) + ".tmp")     # a "retrained" model: same bytes, new file
-    os.replace(str(model) + ".tmp", model)
+    model_path = WorkDir(copy).hcp_model
+    before = np.load(WorkDir(copy).scores(ids[0]))["scores"]
+    from wsk.predict import load_model
+    from wsk.train import save_model
+
+    model = load_model(model_path)     # a really retrained model: other weights in fc8
+    kernel, bias = model.get_layer("fc8").get_weights()
+    model.get_layer("fc8").set_weights([kernel[:, ::-1], bias[::-1]])
+    save_model(model, model_path)
     out = run_cli(synthetic_root, copy, "--mode", "roi", "--recipe", "demo", "--jobs", "1", "--split", "train")
     assert f"scoring: {len(ids)} computed" in out
+    after = np.load(WorkDir(copy).scores(ids[0]))["scores"]
+    np.testing.assert_allclose(after, before[:, ::-1], rtol=1e-4, atol=1e-6)   # made by the new model
     proposals = WorkDir(copy).proposals(ids[0])
     shutil.copyfile(proposals, str(proposals) + ".tmp")
     os.replace(str(proposals) + ".tmp", proposals)
