@@ -2,6 +2,8 @@
 
 import click
 
+from wsk.recipes import RECIPES
+
 
 @click.command("pseudo")
 @click.argument("root", type=click.Path(file_okay=False))
@@ -14,7 +16,7 @@ import click
 @click.option("--mode", type=click.Choice(["crop", "roi"]), default=None,
               help="Scoring: crop each proposal (the paper) or pool regions from one trunk pass "
                    "(fast) [default: the recipe's].")
-@click.option("--recipe", type=click.Choice(["demo", "paper"]), default="paper", show_default=True,
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default="paper", show_default=True,
               help="Recipe giving the thresholds, refinement order and scoring mode.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes for maps and masks [default: the cores available].")

@@ -2,15 +2,18 @@
 
 import click
 
-RECIPE_NAMES = ("paper", "demo")
-VARIANT_NAMES = ("AN_A", "SN_A", "AN_B", "SN_B")
-STRATEGY_NAMES = ("default", "mirrored", "multiworker")
+from wsk.recipes import RECIPES
+from wsk.train import STRATEGIES, VARIANTS
+
+RECIPE_NAMES = tuple(RECIPES)
+VARIANT_NAMES = tuple(VARIANTS)
+STRATEGY_NAMES = STRATEGIES
 
 _root = click.argument("root", type=click.Path(exists=True, file_okay=False))
 _work = click.argument("work", type=click.Path(file_okay=False))
 _recipe = click.option("--recipe", type=click.Choice(RECIPE_NAMES), default="paper", show_default=True,
                        help="paper: §4.2's numbers (VGG-16 from ImageNet); "
-                            "demo: small and fast, for a CPU.")
+                            "demo: small and fast, for a CPU (the pretrained trunk); tiny: a smoke run.")
 _force = click.option("--force", is_flag=True, help="Retrain even if the final model exists.")
 _quiet = click.option("--quiet", is_flag=True, help="No per-step progress bar.")
 

@@ -102,7 +102,10 @@ def test_crf_on_a_real_photo(voc_sample):
     valid = mask != 255
     accuracy_before = (probabilities.argmax(-1) == mask)[valid].mean()
     accuracy_after = (labels == mask)[valid].mean()
-    assert accuracy_after >= accuracy_before - 0.01
+    # the CRF really acts (a no-op CRF fails here): it moves the blocky borders (0.46% of the
+    # pixels at the defaults, measured), and not at the cost of accuracy
+    assert (labels != probabilities.argmax(-1)).mean() >= 0.002
+    assert accuracy_after >= accuracy_before
 
 
 def test_refine_saved_writes_the_png_and_drops_the_npz(tmp_path):
