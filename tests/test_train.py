@@ -382,3 +382,55 @@ def test_segmentation_trunk_initialised_from_hcp(tmp_path):
         train.init_trunk_from_hcp(deeplab_largefov(num_classes=6, width=0.125), str(tmp_path / "hcp.keras"))
     with pytest.raises(WskError, match="wsk train hcp"):
         train.init_trunk_from_hcp(model, str(tmp_path / "missing.keras"))
+
+
+def test_a_backup_torn_by_a_kill_is_discarded_not_resumed(tmp_path):
+    """Keras writes the weights, then the epoch: a kill between them must not resume the new weights
+    at the old epoch. AtomicBackupAndRestore's record holds the weights' sha256."""
+    import keras
+
+    from wsk.train import AtomicBackupAndRestore
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((4, 2), np.float32), np.zeros((4, 1), np.float32)
+    folder = tmp_path / "checkpoints"
+    lines = []
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt   # a kill after epoch 2's backup
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=4, verbose=0, callbacks=[AtomicBackupAndRestore(str(folder)), Stop()])
+    record = json.loads((folder / "training_metadata.json").read_text())
+    assert record["epoch"] == 2
+    # as if the kill came after the next epoch's (other) weights but before its record
+    model.set_weights([w + 1 for w in model.get_weights()])
+    model.save_weights(str(folder / "latest.weights.h5"), overwrite=True)
+    callback = AtomicBackupAndRestore(str(folder), printer=lines.append)
+    history = model.fit(x, y, epochs=4, verbose=0, callbacks=[callback])
+    assert len(history.history["loss"]) == 4           # restarted from epoch 0, not resumed at 2
+    assert lines and "interrupted while being written" in lines[0]
+
+
+def test_an_intact_backup_resumes_at_its_epoch(tmp_path):
+    import keras
+
+    from wsk.train import AtomicBackupAndRestore
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((4, 2), np.float32), np.zeros((4, 1), np.float32)
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    folder = str(tmp_path / "checkpoints")
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=4, verbose=0, callbacks=[AtomicBackupAndRestore(folder), Stop()])
+    history = model.fit(x, y, epochs=4, verbose=0, callbacks=[AtomicBackupAndRestore(folder)])
+    assert len(history.history["loss"]) == 2           # epochs 3 and 4 only

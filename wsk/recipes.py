@@ -9,10 +9,6 @@ import dataclasses
 
 from wsk.errors import WskError
 
-# The built-in pretrained trunk (zoo card): VGG-16 at the demo's width, pretrained by `wsk pretrain`
-# on the generated corpus (image-level labels only), the demo's offline stand-in for ImageNet.
-PRETRAINED_TRUNK = "hcp_vgg16.corpus64"
-
 
 @dataclasses.dataclass(frozen=True)
 class PseudoConfig:

@@ -19,7 +19,8 @@ training images (``A``) or the single-label ones (``S``). Inputs come from
 Both run on the paper's training set (``VOCDataset(root, "paper_train")``), read every
 number from a recipe (``wsk.recipes``), and leave in their folder of the work directory:
 
-* ``checkpoints/``: the ``keras.callbacks.BackupAndRestore`` state, written after every epoch.
+* ``checkpoints/``: the ``AtomicBackupAndRestore`` state (Keras's ``BackupAndRestore``, written
+  atomically), written after every epoch.
   Rerunning an interrupted command continues from the last finished epoch with the same
   weights, optimizer state, learning rate and data order (``ResumeEpoch``); the folder is
   removed when the run finishes.
@@ -149,6 +150,12 @@ def _callback_base():
     return keras.callbacks.Callback
 
 
+def _backup_base():
+    import keras
+
+    return keras.callbacks.BackupAndRestore
+
+
 def _loss_base():
     import keras
 
@@ -215,6 +222,56 @@ class ResumeEpoch(_callback_base()):
                 state.assign(np.array([seed[0], epoch * self.EPOCH_STRIDE], dtype=seed.dtype))
 
 
+def _sha256(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class AtomicBackupAndRestore(_backup_base()):
+    """``keras.callbacks.BackupAndRestore`` whose backup survives a kill at any moment.
+
+    Keras writes the weights, then the epoch, in place: a kill between the two resumes the new
+    weights at the old epoch, and a kill during the first leaves a torn file. Here both are written
+    to temporary files and renamed, and the epoch record holds the weights' sha256: a backup whose
+    two files do not belong together is discarded with a line, and the step restarts from its
+    start (which gives the same result: data order and dropout are functions of the epoch).
+    """
+
+    def __init__(self, backup_dir, printer=print):
+        super().__init__(backup_dir)
+        self.printer = printer
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        with atomic_path(self._weights_path) as tmp_weights:
+            self.model.save_weights(tmp_weights, overwrite=True)
+            record = {"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                      "weights_sha256": _sha256(tmp_weights)}
+        save_json(self._training_metadata_path, record)
+
+    def _load_model(self):
+        from wsk.io import load_json
+
+        have_weights = os.path.exists(self._weights_path)
+        have_record = os.path.exists(self._training_metadata_path)
+        if have_weights or have_record:
+            try:
+                record = load_json(self._training_metadata_path) if have_record else {}
+            except WskError:
+                record = {}
+            if not have_weights or record.get("weights_sha256") != _sha256(self._weights_path):
+                self.printer(f"{self.backup_dir}: the last backup was interrupted while being written; "
+                             "restarting this step from its start")
+                _clear(self._weights_path, self._training_metadata_path)
+                return
+        super()._load_model()
+
+
 class _Diverged(Exception):
     """Raised by ``TerminateOnNaNKeepCheckpoint`` to leave ``fit`` at once."""
 
@@ -254,7 +311,7 @@ def _fit(model, dataset, epochs, steps, checkpoint_dir, log_dir, first_epoch, ca
 
     os.makedirs(log_dir, exist_ok=True)
     all_callbacks = [ResumeEpoch(first_epoch), TerminateOnNaNKeepCheckpoint(), *callbacks,
-                     keras.callbacks.BackupAndRestore(checkpoint_dir),
+                     AtomicBackupAndRestore(checkpoint_dir),
                      keras.callbacks.CSVLogger(os.path.join(log_dir, "history.csv"), append=True),
                      keras.callbacks.TensorBoard(log_dir, write_graph=False, update_freq="epoch",
                                                  profile_batch=0)]
@@ -580,14 +637,17 @@ def train_hcp(root, work, recipe="paper", force=False, callbacks=(), verbose=1, 
     keras.utils.set_random_seed(recipe.seed)
     if os.path.exists(image_model_path):
         printer(f"image fine-tuning already done: {image_model_path}")
-        model = load_model(image_model_path)
     else:
         model = hcp(num_classes=dataset.num_classes - 1, hypotheses=None, image_size=recipe.image_size,
                     backbone_weights=recipe.backbone_weights, width=recipe.width)
         _hcp_step(model, "image", recipe, paths, labels, None, work, root, recipe.image_lr,
                   recipe.image_last_lr, recipe.image_epochs, folder, callbacks, verbose, printer)
         save_model(model, image_model_path)
-        model = load_model(image_model_path)
+    # the hypothesis step starts from the same random state (dropout seeds are drawn when the model
+    # is loaded) whether or not the image step ran in this process: a rerun after a kill between
+    # the two steps gives the same model
+    keras.utils.set_random_seed(recipe.seed + 1)
+    model = load_model(image_model_path)
     _hcp_step(model, "hypothesis", recipe, paths, labels, boxes, work, root, recipe.hypothesis_lr,
               recipe.hypothesis_last_lr, recipe.hypothesis_epochs, folder, callbacks, verbose, printer)
     save_model(model, work.hcp_model, description)
