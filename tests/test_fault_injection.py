@@ -86,7 +86,7 @@ def test_killed_stages_resume_to_the_uninterrupted_result(tmp_path):
     from wsk.data.synthetic import generate_dataset
 
     root = tmp_path / "data"
-    generate_dataset(root, num_images=16, size=64, seed=3)
+    generate_dataset(root, num_images=8, size=64, seed=3)
     works = {"A": tmp_path / "A", "B": tmp_path / "B"}
     images = sorted(str(p) for p in (root / "JPEGImages").iterdir())[:4]
     model = lambda w: w / "seg" / "SN_B" / "model.keras"  # noqa: E731

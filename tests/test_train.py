@@ -164,6 +164,32 @@ def test_train_hcp_two_steps_end_to_end(synthetic_root, proposals_work, capsys):
         np.testing.assert_array_equal(a, b)
 
 
+def test_new_proposals_or_labels_make_hcp_stale(synthetic_root, proposals_work, tmp_path, capsys):
+    """HCP records what it was trained from: its proposals, images and labels, not only the recipe."""
+    import shutil
+
+    root, work = tmp_path / "data", tmp_path / "work"
+    shutil.copytree(synthetic_root, root)
+    shutil.copytree(proposals_work, work)
+    train.train_hcp(root, work, TINY_HCP, verbose=0)
+    assert "not retrained" in capsys.readouterr().out
+    from wsk.data.voc import VOCDataset
+    from wsk.proposals import run_proposals
+
+    first = VOCDataset(root, "paper_train").ids[0]
+    os.remove(WorkDir(work).proposals(first))
+    run_proposals(root, work, split="train", max_proposals=40, ids=[first]).raise_if_failed()
+    train.train_hcp(root, work, TINY_HCP, verbose=0)
+    assert "other targets: retraining" in capsys.readouterr().out
+    xml = root / "Annotations" / f"{first}.xml"
+    text = xml.read_text()
+    names = [n.split("</name>")[0] for n in text.split("<name>")[1:]]
+    other = next(c for c in ("disc", "square", "triangle", "ring", "cross") if c not in names)
+    xml.write_text(text.replace(f"<name>{names[0]}</name>", f"<name>{other}</name>"))
+    train.train_hcp(root, work, TINY_HCP, verbose=0)
+    assert "other targets: retraining" in capsys.readouterr().out
+
+
 def test_train_hcp_without_proposals_is_a_wsk_error(synthetic_root, tmp_path):
     with pytest.raises(WskError, match="wsk proposals"):
         train.train_hcp(synthetic_root, tmp_path, TINY_HCP, verbose=0)
