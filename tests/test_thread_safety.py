@@ -82,3 +82,19 @@ def test_load_npz_refuses_object_arrays(tmp_path):
     np.savez(path, a=np.array([{"x": 1}], dtype=object))
     with pytest.raises(WskError, match="damaged file.*object arrays"):
         load_npz(path)
+
+
+def test_in_memory_and_per_element_image_reading_give_the_same_batches(targets, monkeypatch):
+    import wsk.data.pipelines as pipelines
+
+    images, maps = targets[0][:40], targets[1][:40]
+
+    def batches():
+        data = segmentation_dataset(images, maps, "soft", 3, SIDE, batch_size=20, epochs=1, seed=0)
+        return [b for b in data.as_numpy_iterator()]
+
+    in_memory = batches()
+    monkeypatch.setattr(pipelines, "IN_MEMORY_BYTES", 0)   # every image read per element
+    for (a_x, a_y), (b_x, b_y) in zip(in_memory, batches()):
+        np.testing.assert_array_equal(a_x, b_x)
+        np.testing.assert_array_equal(a_y, b_y)

@@ -44,7 +44,7 @@ import numpy as np
 
 from wsk.classes import IGNORE_LABEL
 from wsk.errors import WskError
-from wsk.io import load_npz, read_image, read_label_png
+from wsk.io import image_size as decoded_size, load_npz, read_image, read_label_png
 
 LOGIT_STRIDE = 8          # DeepLab-LargeFOV's output stride
 SOFT, HARD = "soft", "hard"
@@ -105,6 +105,30 @@ def decode_image(path):
     tf = _tf()
     image = tf.numpy_function(lambda p: read_image(p.decode()), [path], tf.uint8, stateful=False)
     return tf.ensure_shape(image, [None, None, 3])
+
+
+IN_MEMORY_BYTES = 1 << 30   # decoded images up to this size are read once and kept in memory
+
+
+def image_reader(paths):
+    """``index -> (H, W, 3) uint8`` image tensor over ``paths``, decoded by ``wsk.io.read_image``.
+
+    When all decoded images fit in ``IN_MEMORY_BYTES`` (from their headers), each is read once
+    here and kept as one ragged table: reading through ``numpy_function`` at every step contends
+    for the GIL with the training loop (measured 3x slower epochs on 2 cores). Larger datasets are
+    read per element (``decode_image``), in bounded memory. Both give the same pixels.
+    """
+    tf = _tf()
+    paths = list(paths)
+    sizes = [decoded_size(p) for p in paths]
+    if sum(h * w * 3 for h, w in sizes) > IN_MEMORY_BYTES:
+        paths_t = tf.constant(paths)
+        return lambda index: decode_image(tf.gather(paths_t, index))
+    flat = [read_image(p).reshape(-1) for p in paths]
+    table = tf.RaggedTensor.from_row_lengths(np.concatenate(flat) if flat else np.zeros(0, np.uint8),
+                                             [len(f) for f in flat])
+    shapes = tf.constant([[h, w, 3] for h, w in sizes], tf.int32)
+    return lambda index: tf.reshape(table[index], shapes[index])
 
 
 def _preprocess(image):
@@ -193,12 +217,12 @@ def _random_flips(hypotheses, seed):
     return tf.where(flip[:, None, None, None], tf.reverse(hypotheses, axis=[2]), hypotheses)
 
 
-def _hcp_element(paths, boxes, image_size, augment):
+def _hcp_element(read, boxes, image_size, augment):
     """The map function: ``(index, seed)`` -> ``(hypotheses (M,S,S,3) preprocessed)``."""
     tf = _tf()
 
     def load(index, seed):
-        image = decode_image(tf.gather(paths, index))
+        image = read(index)
         if boxes is None:
             shape = tf.shape(image)
             box = tf.stack([[0, 0, shape[1], shape[0]]])
@@ -221,10 +245,9 @@ def hcp_training_dataset(paths, label_vectors, image_size, batch_size, epochs, s
     at random. ``label_vectors`` ``(N, c)`` come from ``hcp_label_vector``.
     """
     tf = _tf()
-    paths_t = tf.constant(list(paths))
     labels_t = tf.constant(np.asarray(label_vectors, np.float32))
     boxes_t = None if boxes is None else tf.constant(np.asarray(boxes, np.int32))
-    load = _hcp_element(paths_t, boxes_t, image_size, augment=True)
+    load = _hcp_element(image_reader(paths), boxes_t, image_size, augment=True)
     stream = epoch_stream(len(paths), batch_size, epochs, seed, first_epoch)
     return _finish(_map(stream, lambda i, s: (load(i, s), tf.gather(labels_t, i))), batch_size)
 
@@ -232,9 +255,8 @@ def hcp_training_dataset(paths, label_vectors, image_size, batch_size, epochs, s
 def hcp_eval_dataset(paths, image_size, batch_size, boxes=None):
     """HCP inputs ``(B, M, S, S, 3)`` in file order, no augmentation (for validation)."""
     tf = _tf()
-    paths_t = tf.constant(list(paths))
     boxes_t = None if boxes is None else tf.constant(np.asarray(boxes, np.int32))
-    load = _hcp_element(paths_t, boxes_t, image_size, augment=False)
+    load = _hcp_element(image_reader(paths), boxes_t, image_size, augment=False)
     indices = tf.data.Dataset.range(len(paths))
     dataset = _map(indices, lambda i: load(i, None))
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -335,7 +357,7 @@ def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size
     if len(image_paths) != len(target_paths):
         raise WskError(f"{len(image_paths)} images but {len(target_paths)} targets")
     check_crop_size(crop_size)
-    paths_t = tf.constant(list(image_paths))
+    read_image_at = image_reader(image_paths)
     targets_t = tf.constant(list(target_paths))
     loader = load_soft_target if kind == SOFT else load_hard_target
 
@@ -343,7 +365,7 @@ def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size
         return loader(path.decode(), int(height), int(width), num_classes)
 
     def element(index, seed):
-        image = decode_image(tf.gather(paths_t, index))
+        image = read_image_at(index)
         shape = tf.shape(image)
         target = tf.numpy_function(read_target, [tf.gather(targets_t, index), shape[0], shape[1]],
                                    tf.float32 if kind == SOFT else tf.int32, stateful=False)
