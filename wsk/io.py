@@ -1,6 +1,7 @@
 """File I/O shared by every stage: atomic writes, images, palette PNG label maps, JSON."""
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -38,6 +39,15 @@ def atomic_path(path):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def sha256_of(path):
+    """The sha256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def file_stamp(*paths):

@@ -45,7 +45,7 @@ import re
 import numpy as np
 
 from wsk.errors import WskError
-from wsk.io import atomic_path, save_json
+from wsk.io import atomic_path, save_json, sha256_of
 from wsk.predict import load_model  # noqa: F401  (the one loader of .keras files: safe_mode, clear errors)
 from wsk.recipes import HCPRecipe, Recipe, SegRecipe, get_recipe
 from wsk.workdir import WorkDir
@@ -222,16 +222,6 @@ class ResumeEpoch(_callback_base()):
                 state.assign(np.array([seed[0], epoch * self.EPOCH_STRIDE], dtype=seed.dtype))
 
 
-def _sha256(path):
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class AtomicBackupAndRestore(_backup_base()):
     """``keras.callbacks.BackupAndRestore`` whose backup survives a kill at any moment.
 
@@ -251,7 +241,7 @@ class AtomicBackupAndRestore(_backup_base()):
         with atomic_path(self._weights_path) as tmp_weights:
             self.model.save_weights(tmp_weights, overwrite=True)
             record = {"epoch": self._current_epoch, "batch": self._last_batch_seen,
-                      "weights_sha256": _sha256(tmp_weights)}
+                      "weights_sha256": sha256_of(tmp_weights)}
         save_json(self._training_metadata_path, record)
 
     def _load_model(self):
@@ -264,7 +254,7 @@ class AtomicBackupAndRestore(_backup_base()):
                 record = load_json(self._training_metadata_path) if have_record else {}
             except WskError:
                 record = {}
-            if not have_weights or record.get("weights_sha256") != _sha256(self._weights_path):
+            if not have_weights or record.get("weights_sha256") != sha256_of(self._weights_path):
                 self.printer(f"{self.backup_dir}: the last backup was interrupted while being written; "
                              "restarting this step from its start")
                 _clear(self._weights_path, self._training_metadata_path)

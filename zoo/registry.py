@@ -27,13 +27,12 @@ Built-in cards are the JSON files of ``wsk/zoo/cards``; user cards live in one r
 written atomically.
 """
 
-import hashlib
 import json
 import os
 import re
 
 from wsk.errors import WskError
-from wsk.io import load_json, save_json
+from wsk.io import load_json, save_json, sha256_of  # noqa: F401  (sha256_of: part of the registry API)
 
 CARD_VERSION = 1
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -82,13 +81,6 @@ def check_name(name, source=None):
     return name
 
 
-def sha256_of(path):
-    """The sha256 hex digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_filename(card, source=None):
