@@ -171,6 +171,7 @@ def test_new_proposals_or_labels_make_hcp_stale(synthetic_root, proposals_work, 
     root, work = tmp_path / "data", tmp_path / "work"
     shutil.copytree(synthetic_root, root)
     shutil.copytree(proposals_work, work)
+    train.train_hcp(root, work, TINY_HCP, verbose=0)     # trained here, or found up to date
     train.train_hcp(root, work, TINY_HCP, verbose=0)
     assert "not retrained" in capsys.readouterr().out
     from wsk.data.voc import VOCDataset
