@@ -18,6 +18,13 @@ import statistics
 import sys
 import time
 
+import cv2
+
+from wsk.data.voc import VOCDataset
+from wsk.proposals import generate
+from wsk.proposals.quality import DEFAULT_COUNTS, QualityReport
+from wsk.proposals.stage import ground_truth_objects
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "voc-sample"
 
@@ -33,12 +40,7 @@ def main(argv=None):
     parser.add_argument("--no-quality", action="store_true", help="skip ABO/recall")
     args = parser.parse_args(argv)
 
-    import cv2
 
-    from wsk.data.voc import VOCDataset
-    from wsk.proposals import generate
-    from wsk.proposals.quality import DEFAULT_COUNTS, QualityReport
-    from wsk.proposals.stage import ground_truth_objects
 
     dataset = VOCDataset(args.root, args.split)
     ids = dataset.ids[: args.limit] if args.limit else dataset.ids

@@ -20,7 +20,7 @@ from wsk.proposals.stage import ground_truth_objects
 from wsk.pseudo.candidates import select_candidates
 from wsk.pseudo.report import IOU_HIT, label_ious
 from wsk.pseudo.scoring import MODES, ProposalScorer
-from wsk.pseudo.stage import load_hcp_model
+from wsk.pseudo.score_stage import load_hcp_model
 from wsk.recipes import get_recipe
 from wsk.workdir import WorkDir
 

@@ -14,17 +14,20 @@ import sys
 
 import click
 
+import wsk.zoo
+from wsk import registry
+from wsk.data.corpus import CORPUS_CLASSES, generate_corpus
 from wsk.errors import WskError
+from wsk.io import atomic_path
+from wsk.metrics import multilabel_average_precision
+from wsk.models import preprocess_input
+from wsk.models.saving import load_weights_file
 
 TOLERANCE = 0.005
 
 
 def held_out_map(model, config):
     """Multi-label mAP of ``model`` (an HCP) on the corpus's held-out images of ``config``."""
-    from wsk.data.corpus import generate_corpus
-    from wsk.models import preprocess_input
-    from wsk.train import multilabel_average_precision
-
     images, labels = generate_corpus(config["val_images"], config["size"], config["seed"],
                                      start=config["images"])
     scores = model.predict(preprocess_input(images)[:, None], batch_size=256, verbose=0)
@@ -35,21 +38,18 @@ def held_out_map(model, config):
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.argument("name")
 def main(out, name):
-    import wsk.zoo
-    from wsk.data.corpus import CORPUS_CLASSES
-    from wsk.io import atomic_path, load_json
-    from wsk.zoo import registry
-
     registry.check_name(name)
-    record = load_json(os.path.join(out, "trunk.json"))
-    config = record["config"]
+    record = wsk.zoo.training_description(os.path.join(out, "trunk.keras"))
+    if record is None:
+        raise WskError("no trunk.json beside trunk.keras (made by `wsk pretrain`)", out)
+    config, recorded = record.recipe, record.metrics
     builder_args = {"num_classes": len(CORPUS_CLASSES), "hypotheses": 1, "image_size": config["size"],
                     "width": config["width"]}
     model = wsk.zoo.build({"name": name, "builder": "hcp", "builder_args": builder_args})
-    wsk.zoo.load_weights_file(model, os.path.join(out, "trunk.keras"), name)
+    load_weights_file(model, os.path.join(out, "trunk.keras"), name)
     measured = held_out_map(model, config)
-    if abs(measured - record["val_mAP"]) > TOLERANCE:
-        raise WskError(f"trunk.json records mAP {record['val_mAP']:.4f}, the model measures {measured:.4f}", out)
+    if abs(measured - recorded["val_mAP"]) > TOLERANCE:
+        raise WskError(f"trunk.json records mAP {recorded['val_mAP']:.4f}, the model measures {measured:.4f}", out)
     weights_path = os.path.join(registry.WEIGHTS_DIR, f"{name}.keras")
     with atomic_path(weights_path) as tmp:
         model.save(tmp)
@@ -63,15 +63,15 @@ def main(out, name):
                  "images": config["images"], "val_images": config["val_images"], "size": config["size"],
                  "seed": config["seed"], "classes": len(CORPUS_CLASSES)},
         metrics={"mAP": round(measured, 6), "split": "corpus held-out", "images": config["val_images"],
-                 "mAP_per_epoch": record["val_mAP_per_epoch"]},
-        training={"command": record["command"], "seconds": round(record["seconds"]["total"], 1),
+                 "mAP_per_epoch": recorded["val_mAP_per_epoch"]},
+        training={"command": record.command, "seconds": round(recorded["seconds"]["total"], 1),
                   "config": config, "machine": "2 CPU cores"},
         description="VGG-16 trunk (width {w}) pretrained as a multi-label classifier of wsk's generated "
                     "corpus ({k} shape/texture classes, image-level labels only): the offline stand-in "
                     "for ImageNet. Recipes start from it with backbone_weights=\"{n}\"."
                     .format(w=config["width"], k=len(CORPUS_CLASSES), n=name))
     card_path = registry.write_builtin_card(card)
-    click.echo(f"{name}: held-out mAP {measured:.4f} (recorded {record['val_mAP']:.4f})")
+    click.echo(f"{name}: held-out mAP {measured:.4f} (recorded {recorded['val_mAP']:.4f})")
     click.echo(f"wrote {weights_path} ({weights['size']} bytes, sha256 {weights['sha256']})")
     click.echo(f"wrote {card_path}")
 

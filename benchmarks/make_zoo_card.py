@@ -10,7 +10,7 @@ was trained on. The script
    ``model.json`` beside MODEL, else ``--width`` or the recipe's width) and loads the trained
    weights into it, which checks that the card's builder really reproduces the model;
 2. regenerates the synthetic dataset from those arguments and measures mIoU on ``--split``
-   (``wsk.inference.segment``, no CRF; ``wsk.metrics``). With ``--eval`` (the JSON of
+   (``wsk.models.inference.segment``, no CRF; ``wsk.metrics``). With ``--eval`` (the JSON of
    ``wsk eval --json``) the recorded mIoU and command are that evaluation's, and the two
    measurements must agree within 0.5 points;
 3. writes the clean, uncompiled model to ``zoo/weights/NAME.keras`` and the card to
@@ -20,24 +20,31 @@ was trained on. The script
 ``tests/test_zoo.py`` regenerates the same validation set from the card and checks the mIoU.
 """
 
+import hashlib
 import os
 import shlex
 import sys
 import tempfile
 
 import click
+from keras import ops
 
+import wsk.zoo
+from wsk import registry
+from wsk.data.synthetic import generate_dataset
+from wsk.data.voc import VOCDataset
 from wsk.errors import WskError
+from wsk.io import atomic_path, load_json
+from wsk.metrics import evaluate_dataset
+from wsk.models.inference import segment
+from wsk.models.saving import load_model, load_weights_file
+from wsk.recipes import get_recipe
 
 TOLERANCE = 0.005   # 0.5 mIoU points
 
 
 def measure(model, dataset):
-    """``wsk.metrics.EvalResult`` of ``model`` (through ``wsk.inference.segment``) on ``dataset``."""
-    from keras import ops
-
-    from wsk.inference import segment
-    from wsk.metrics import evaluate_dataset
+    """``wsk.metrics.EvalResult`` of ``model`` (through ``wsk.models.inference.segment``) on ``dataset``."""
 
     def predict(image_id):
         labels, _ = segment(model, dataset.image(image_id)[None])
@@ -48,8 +55,6 @@ def measure(model, dataset):
 
 def masks_fingerprint(dataset):
     """sha256 over the split's ids and decoded ground-truth masks: changes when the generator does."""
-    import hashlib
-
     digest = hashlib.sha256()
     for image_id in dataset.ids:
         digest.update(image_id.encode())
@@ -59,8 +64,6 @@ def masks_fingerprint(dataset):
 
 def eval_json_miou(path, split, num_images, result_name=None):
     """The mIoU (fraction) recorded by ``wsk eval --json`` at ``path``, checked against the split."""
-    from wsk.io import load_json
-
     report = load_json(path)
     if report.get("split") != split or report.get("num_images") != num_images:
         raise WskError(f"evaluates split {report.get('split')!r} with {report.get('num_images')} images, "
@@ -91,14 +94,6 @@ def eval_json_miou(path, split, num_images, result_name=None):
 def main(model_path, name, num_images, size, seed, split, recipe, width, eval_path, eval_command,
          eval_result, licence, description):
     """Write zoo/weights/NAME.keras and zoo/cards/NAME.json for MODEL_PATH."""
-    import wsk.zoo
-    from wsk.data.synthetic import generate_dataset
-    from wsk.data.voc import VOCDataset
-    from wsk.io import atomic_path
-    from wsk.predict import load_model
-    from wsk.recipes import get_recipe
-    from wsk.zoo import registry
-
     registry.check_name(name)
     if eval_path and not eval_command:
         raise WskError("--eval needs --eval-command (the command that measured it)")
@@ -111,17 +106,18 @@ def main(model_path, name, num_images, size, seed, split, recipe, width, eval_pa
         generate_dataset(root, num_images=num_images, size=size, seed=seed)
         dataset = VOCDataset(root, split)
         class_names = list(dataset.class_names)
-        if sidecar and sidecar.get("class_names") not in (None, class_names):
-            raise WskError(f"the model was trained on classes {sidecar['class_names']}, the dataset "
+        if sidecar is not None and list(sidecar.class_names) != class_names:
+            raise WskError(f"the model was trained on classes {list(sidecar.class_names)}, the dataset "
                            f"has {class_names}", model_path)
-        builder, builder_args = wsk.zoo.builder_from_description(sidecar)
-        if builder is None:
+        if sidecar is not None:
+            builder, builder_args = sidecar.architecture, sidecar.builder_args()
+        else:
             builder = "deeplab_largefov"
             builder_args = {"num_classes": len(class_names),
                             "width": width if width is not None else get_recipe(recipe).seg.width}
         card = {"name": name, "builder": builder, "builder_args": builder_args}
         model = wsk.zoo.build(card)
-        wsk.zoo.load_weights_file(model, model_path, name)
+        load_weights_file(model, model_path, name)
         result = measure(model, dataset)
         fingerprint = masks_fingerprint(dataset)
     measured = result.mean_iou

@@ -22,6 +22,7 @@ def check(root):
     counts (and the paper's training set when Main/trainval.txt and train_aug exist).
     Every problem is listed with its file; the exit status is non-zero if any was found.
     """
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.data.check import check_dataset
 
     report = check_dataset(root)
@@ -49,6 +50,7 @@ def synth(out, num_images, size, seed, style, force):
     image on cluttered backgrounds (or photographs: --style photo), masks with 255
     borders, XML boxes, train/val lists and classes.txt.
     """
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.data.synthetic import generate_dataset
 
     splits = generate_dataset(out, num_images=num_images, size=size, seed=seed, overwrite=force,

@@ -28,6 +28,7 @@ def demo(work, images, size, seed, style, jobs, no_crf, tiny):
     AN_A, SN_A, AN_B and SN_B, and evaluates them on val without and with dense CRF.
     CPU only, no download.
     """
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.demo import run_demo
 
     click.echo(f"wsk demo: work directory {os.path.abspath(work)}", err=True)

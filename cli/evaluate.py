@@ -15,6 +15,7 @@ def prediction_sources(pred_dirs):
     A column is named after its folder (the full path where two folders share a name).
     Other sources (a model) plug in as further ``(name, callable)`` pairs.
     """
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.metrics import PredictionFolder
 
     names = [os.path.basename(os.path.normpath(d)) for d in pred_dirs]
@@ -24,7 +25,9 @@ def prediction_sources(pred_dirs):
 
 def model_results(root, split, model_paths, crf, jobs):
     """``EvalResult`` of each model on the split: without CRF, and with it when ``crf`` is given."""
-    from wsk.predict import evaluate_model, load_model
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
+    from wsk.models.saving import load_model
+    from wsk.predict import evaluate_model
 
     results = []
     for path in model_paths:
@@ -60,6 +63,7 @@ def evaluate(root, split, pred_dirs, model_paths, json_path, jobs, **crf_setting
     With --model, the network predicts the split (padding to the 8k+1 grid, aligned-corner
     upsampling); with --crf each model gives two columns, without and with the dense CRF.
     """
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.data.voc import VOCDataset
     from wsk.io import save_json
     from wsk.metrics import evaluate_dataset, evaluation_report, format_table

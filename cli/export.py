@@ -18,6 +18,7 @@ def export(model, out, classes, overwrite):
     classes] (segmentation), or `probabilities` float32 [batch, classes] (HCP). Class names are in
     OUT/assets/classes.txt.
     """
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.export import SIGNATURE, export as export_model
 
     path = export_model(model, out, classes=classes, overwrite=overwrite)

@@ -61,7 +61,9 @@ def predict(model, images, out_dir, layout, jobs, batch_size, **crf):
     Images whose PNG already exists (and has the image's size) are skipped, so an
     interrupted run resumes where it stopped.
     """
-    from wsk.predict import image_files, load_model, predict_images
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
+    from wsk.models.saving import load_model
+    from wsk.predict import image_files, predict_images
     from wsk.stages import default_jobs
 
     params = crf_params(**crf)

@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from wsk.pretrain import PretrainConfig
+from wsk.recipes import PretrainConfig
 
 _DEFAULTS = PretrainConfig()
 
@@ -29,6 +29,7 @@ def pretrain(out, images, val_images, size, width, epochs, lr, seed, jobs):
     Image-level labels only. Writes OUT/trunk.keras and OUT/trunk.json (the held-out mAP);
     `python benchmarks/make_trunk_card.py OUT NAME` turns it into a zoo card.
     """
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.pretrain import pretrain_trunk
 
     config = PretrainConfig(images=images, val_images=val_images, size=size, width=width, epochs=epochs,

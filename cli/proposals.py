@@ -3,6 +3,7 @@
 import click
 
 from wsk.errors import WskError
+from wsk.recipes import RECIPES
 
 
 def _finish(report):
@@ -25,6 +26,13 @@ def _counts(_ctx, _param, value):
     return counts
 
 
+_recipe = click.option("--recipe", type=click.Choice(list(RECIPES)), default="paper", show_default=True,
+                       help="Recipe giving --max-proposals.")
+_max_proposals = click.option("--max-proposals", type=click.IntRange(min=1), default=None,
+                              help="Proposals kept per image, best first [default: the recipe's, 2000 "
+                                   "for paper, about what §3.1 scores].")
+
+
 @click.group("proposals")
 def proposals():
     """Segment proposals (§3.1): the regions HCP scores and the pseudo labels are built from."""
@@ -37,9 +45,8 @@ def proposals():
               help="Image list of ROOT to process (paper_train: the paper's training set, §4.1).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes [default: the cores available].")
-@click.option("--recipe", default="paper", show_default=True, help="Recipe giving --max-proposals.")
-@click.option("--max-proposals", type=click.IntRange(min=1), default=None,
-              help="Proposals kept per image [default: the recipe's, 2000 for paper].")
+@_recipe
+@_max_proposals
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the ranking's random mixing.")
 def run(root, work, split, jobs, recipe, max_proposals, seed):
     """Generate proposals for every image of a split of ROOT into WORK/proposals/<id>.npz.
@@ -48,6 +55,7 @@ def run(root, work, split, jobs, recipe, max_proposals, seed):
     measures and scales (selective-search style), ranked and capped. Images whose
     output is already valid are skipped, so an interrupted run resumes.
     """
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.proposals import run_proposals
     from wsk.recipes import get_recipe
     from wsk.stages import default_jobs
@@ -61,18 +69,21 @@ def run(root, work, split, jobs, recipe, max_proposals, seed):
 @click.argument("work", type=click.Path(file_okay=False))
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes [default: the cores available].")
-@click.option("--max-proposals", type=click.IntRange(min=1), default=None,
-              help="Keep only the best-scored proposals [default: all].")
-def import_mcg_command(mcg_dir, work, jobs, max_proposals):
+@_recipe
+@_max_proposals
+def import_mcg_command(mcg_dir, work, jobs, recipe, max_proposals):
     """Convert published MCG proposals (MCG_DIR/<id>.mat) into WORK/proposals/<id>.npz.
 
     Each file holds `superpixels` (ids from 1), `labels` (each proposal's superpixel
     ids) and `scores`, as the MCG release writes them.
     """
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.proposals import import_mcg
+    from wsk.recipes import get_recipe
     from wsk.stages import default_jobs
 
-    _finish(import_mcg(mcg_dir, work, jobs=jobs or default_jobs(), max_proposals=max_proposals))
+    limit = max_proposals or get_recipe(recipe).pseudo.max_proposals   # MCG's best-scored first
+    _finish(import_mcg(mcg_dir, work, jobs=jobs or default_jobs(), max_proposals=limit))
 
 
 @proposals.command("eval")
@@ -88,6 +99,7 @@ def evaluate(root, work, split, counts):
     each class of SegmentationClass; pixels labelled 255 are ignored. Prints a row per
     class and overall, and writes WORK/eval/proposals.json.
     """
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.io import save_json
     from wsk.proposals import evaluate_proposals
     from wsk.workdir import WorkDir

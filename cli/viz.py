@@ -23,6 +23,7 @@ def _ids(_ctx, _param, values):
 def viz(root, work, ids, split, limit, refine, out):
     """Write one PNG per image: the photo, each label's localization map and background's
     as heat overlays, and the rough mask, side by side and captioned (Fig. 4 and 5)."""
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.viz import write_figures
 
     paths = write_figures(root, work, ids=ids, out=out, split=split, refine=refine, limit=limit)

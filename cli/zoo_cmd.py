@@ -23,7 +23,8 @@ def zoo():
 @zoo.command("list")
 def list_models():
     """A table of every model: built-in cards, then those of your registry."""
-    from wsk.zoo import registry
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
+    from wsk import registry
 
     cards = registry.all_cards()
     rows = [("name", "task", "classes", "mIoU %", "source", "weights")]
@@ -41,8 +42,9 @@ def list_models():
 @click.argument("name")
 def info(name):
     """The card of model NAME, as JSON."""
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     import wsk.zoo
-    from wsk.zoo.registry import card_json
+    from wsk.registry import card_json
 
     click.echo(card_json(wsk.zoo.info(name)))
 
@@ -52,6 +54,7 @@ def info(name):
 @click.option("--force", is_flag=True, help="Download again even if a verified copy is cached.")
 def fetch(name, force):
     """Download the weights of NAME into the Keras cache (sha256-checked) and print their path."""
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     import wsk.zoo
 
     click.echo(wsk.zoo.fetch(name, force=force))
@@ -59,6 +62,7 @@ def fetch(name, force):
 
 def _parse_args(pairs):
     """``KEY=VALUE`` strings -> dict; values are JSON when they parse (0.125, 21, null), else text."""
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.errors import WskError
 
     args = {}
@@ -99,9 +103,10 @@ def add(name, source, sha256, classes, builder, builder_args, recipe, miou, miou
     The registry is $WSK_ZOO_REGISTRY or <keras home>/wsk_zoo.json; the weights are copied into
     the Keras cache. Then `wsk.zoo.load(NAME)` and `wsk export NAME OUT` work.
     """
+    # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     import wsk.zoo
     from wsk.export import class_names_from
-    from wsk.zoo.registry import registry_path
+    from wsk.registry import registry_path
 
     names = None
     if classes is not None:

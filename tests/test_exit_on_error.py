@@ -1,7 +1,7 @@
 """An error during training ends the `wsk` process at once, with its one line and a non-zero exit.
 
 The script below runs a click command through the real entry point (``wsk.cli.main.main``) that
-trains with ``wsk.train._fit`` on a tf.data pipeline whose parallel ``numpy_function`` reads fail
+trains with ``wsk.training.engine.fit`` on a tf.data pipeline whose parallel ``numpy_function`` reads fail
 on one element while others are in flight. Before ``exit_now``, the process printed its error and
 then hung in interpreter finalisation (tf.data's iterator destructor waiting on the in-flight
 calls); this test then hit its timeout.
@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent('''
     def faulty_train():
         import keras, tensorflow as tf
         from wsk.errors import WskError
-        from wsk.train import _epoch_variable, _fit
+        from wsk.training.engine import epoch_variable, fit
 
         def read(i):
             if int(i) == 40:
@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent('''
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
         model.compile(optimizer="sgd", loss="mse")
         out = sys.argv[1]
-        _fit(model, data, 2, 100, out + "/checkpoints", out + "/logs", _epoch_variable(), verbose=0)
+        fit(model, data, 2, 100, out + "/checkpoints", out + "/logs", epoch_variable(), verbose=0)
 
     cli.add_command(faulty_train)
     main(["faulty-train"])

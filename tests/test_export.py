@@ -72,7 +72,7 @@ def exported(seg_model, tmp_path_factory):
 def test_tensorflow_only_serving_matches_keras(exported, seg_model, images, tmp_path):
     from keras import ops
 
-    from wsk.inference import segment
+    from wsk.models.inference import segment
 
     served = _serve_in_tensorflow_only(exported, images, tmp_path)
     for i, batch in enumerate(images):
@@ -173,7 +173,7 @@ def test_cli_exports_a_zoo_model_by_name(seg_model, tmp_path, monkeypatch):
 
 def test_export_of_a_trained_file_takes_classes_from_its_sidecar(seg_model, tmp_path):
     from wsk.export import export
-    from wsk.train import save_model
+    from wsk.models.saving import save_model
 
     path = tmp_path / "seg" / "model.keras"
     path.parent.mkdir()

@@ -75,7 +75,7 @@ def _same_png_folder(a, b):
 
 
 def _same_weights(a, b):
-    from wsk.predict import load_model
+    from wsk.models.saving import load_model
 
     left, right = load_model(str(a)).get_weights(), load_model(str(b)).get_weights()
     for x, y in zip(left, right):

@@ -1,11 +1,11 @@
-"""wsk.inference: grid padding, Caffe-style aligned up-sampling and segment()."""
+"""wsk.models.inference: grid padding, Caffe-style aligned up-sampling and segment()."""
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from wsk.inference import grid_size, pad_to_grid, segment, upsample_aligned
+from wsk.models.inference import grid_size, pad_to_grid, segment, upsample_aligned
 
 MEAN_BGR = np.array([104.008, 116.669, 122.675], np.float32)
 

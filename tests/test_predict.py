@@ -12,7 +12,8 @@ from wsk.cli.main import cli
 from wsk.crf import CRFParams
 from wsk.errors import WskError
 from wsk.io import read_label_png, write_image
-from wsk.predict import (PENDING_DIR, evaluate_model, image_files, load_model, output_folder,
+from wsk.models.saving import load_model  # noqa: E402
+from wsk.predict import (PENDING_DIR, evaluate_model, image_files, output_folder,
                          predict_images)
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)

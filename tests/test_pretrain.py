@@ -56,8 +56,10 @@ def trunk_dir(tmp_path_factory):
 def test_pretrain_writes_the_trunk_and_its_record(trunk_dir):
     record = json.loads((trunk_dir / "trunk.json").read_text())
     assert record["architecture"] == "hcp" and record["class_names"] == list(CORPUS_CLASSES)
-    assert record["command"].startswith("wsk pretrain ") and record["seconds"]["total"] > 0
-    assert 0 < record["val_mAP"] <= 1 and len(record["val_mAP_per_epoch"]) == 1
+    metrics = record["metrics"]
+    assert record["command"].startswith("wsk pretrain ") and metrics["seconds"]["total"] > 0
+    assert 0 < metrics["val_mAP"] <= 1 and len(metrics["val_mAP_per_epoch"]) == 1
+    assert record["recipe"]["images"] == 128 and record["training_images"] == 128
 
 
 def test_builders_take_a_trunk_by_zoo_name(trunk_dir, tmp_path, monkeypatch):
@@ -74,5 +76,5 @@ def test_builders_take_a_trunk_by_zoo_name(trunk_dir, tmp_path, monkeypatch):
     for name in ("fc6", "fc7"):   # HCP's fc6/fc7 are the trunk's; fc8 (the corpus classes) is not
         np.testing.assert_array_equal(classifier.get_layer(name).get_weights()[0],
                                       trunk.get_layer(name).get_weights()[0])
-    with pytest.raises(WskError, match="build the model at the trunk's width"):
+    with pytest.raises(WskError, match="does not fit the model"):
         hcp(num_classes=5, image_size=64, width=2 * WIDTH, backbone_weights="hcp_vgg16.test_trunk")

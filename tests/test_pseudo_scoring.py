@@ -81,7 +81,7 @@ def test_crop_mode_whole_image_box_equals_hcp(tiny_hcp):
     # a box's score is the HCP score of that box cropped and resized to S x S (bilinear)
     import cv2
 
-    crop = cv2.resize(image[2:30, 4:20], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+    crop = cv2.resize(image[2:30, 4:20].astype(np.float32), (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_allclose(scores[1], hcp_softmax(tiny_hcp, crop), rtol=1e-4, atol=1e-6)
 
 

@@ -230,8 +230,8 @@ def test_retrained_model_or_new_proposals_make_scores_stale(synthetic_root, work
                                             "--jobs", "1", "--split", "train")
     model_path = WorkDir(copy).hcp_model
     before = np.load(WorkDir(copy).scores(ids[0]))["scores"]
-    from wsk.predict import load_model
-    from wsk.train import save_model
+    from wsk.models.saving import load_model
+    from wsk.models.saving import save_model
 
     model = load_model(model_path)     # a really retrained model: other weights in fc8
     kernel, bias = model.get_layer("fc8").get_weights()
@@ -253,7 +253,7 @@ def test_changing_the_number_of_rough_mask_regions_remakes_the_masks(synthetic_r
     import shutil
 
     from wsk.data.voc import VOCDataset
-    from wsk.pseudo import run_pseudo
+    from wsk.pseudo.stage import run_pseudo
     from wsk.recipes import get_recipe
 
     copy = tmp_path / "w"

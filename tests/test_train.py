@@ -1,4 +1,4 @@
-"""wsk.train: validation mAP, HCP fine-tuning, segmentation variants, resumption, distribution."""
+"""wsk.training: validation mAP, HCP fine-tuning, segmentation variants, resumption, distribution."""
 
 import dataclasses
 import json
@@ -13,7 +13,13 @@ import pytest
 pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from wsk import train  # noqa: E402
+from wsk.metrics import multilabel_average_precision  # noqa: E402
+from wsk.models.pretrained import copy_hcp_trunk  # noqa: E402
+from wsk.models.saving import load_model, sidecar_path  # noqa: E402
+from wsk.training import train_hcp, train_segmentation  # noqa: E402
+from wsk.training.callbacks import AtomicBackupAndRestore, MultiLabelMAP  # noqa: E402
+from wsk.training.engine import compile_for_training  # noqa: E402
+from wsk.training.segmentation import segmentation_training_set  # noqa: E402
 from wsk.errors import WskError  # noqa: E402
 from wsk.io import read_label_png, save_npz, write_label_png  # noqa: E402
 from wsk.recipes import HCPRecipe, SegRecipe  # noqa: E402
@@ -59,19 +65,19 @@ HAND_AP = {0: (1 + 2 / 3) / 2, 1: 0.5}
 
 
 def test_multilabel_map_against_hand_computed_average_precision():
-    value, per_class = train.multilabel_average_precision(Y_TRUE, Y_SCORE)
+    value, per_class = multilabel_average_precision(Y_TRUE, Y_SCORE)
     assert per_class.keys() == HAND_AP.keys()
     for c, ap in HAND_AP.items():
         assert per_class[c] == pytest.approx(ap)
     assert value == pytest.approx((HAND_AP[0] + HAND_AP[1]) / 2)
     with pytest.raises(WskError):
-        train.multilabel_average_precision(Y_TRUE, Y_SCORE[:, :2])
+        multilabel_average_precision(Y_TRUE, Y_SCORE[:, :2])
 
 
 def test_map_callback_reports_the_validation_map():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Identity()])   # predicts its input
     printed = []
-    callback = train.MultiLabelMAP(Y_SCORE.astype(np.float32), Y_TRUE, printer=printed.append)
+    callback = MultiLabelMAP(Y_SCORE.astype(np.float32), Y_TRUE, printer=printed.append)
     callback.set_model(model)
     logs = {}
     callback.on_epoch_end(0, logs)
@@ -92,7 +98,7 @@ def test_hcp_training_steps_decrease_the_loss():
     x = (colours[classes][:, None, None, None] + rng.normal(0, 10, (6, 2, 32, 32, 3))).astype(np.float32)
     y = np.eye(3, dtype=np.float32)[classes]
     model = hcp(num_classes=3, image_size=32, width=0.0625)
-    train.compile_for_training(model, SoftMultiLabelCrossEntropy(from_logits=False), 0.01, 0.01,
+    compile_for_training(model, SoftMultiLabelCrossEntropy(from_logits=False), 0.01, 0.01,
                                TINY_HCP, steps_per_epoch=100)
     before = model.evaluate(x, y, verbose=0)
     # The loss is Eq. 4 on the max-pooled softmax: check it by hand once.
@@ -118,7 +124,7 @@ def test_conv1_1_step_matches_its_pixel_scale_initialisation(backbone, conv1_mul
     model = keras.Model(inputs, outputs)
     recipe = dataclasses.replace(TINY_SEG, backbone_weights=backbone, weight_decay=0.01)
     lr = 0.01
-    train.compile_for_training(model, "mse", lr, lr, recipe, steps_per_epoch=10)
+    compile_for_training(model, "mse", lr, lr, recipe, steps_per_epoch=10)
     rng = np.random.default_rng(0)
     x_batch = rng.normal(0, 72, (4, 6, 6, 3)).astype(np.float32)
     y_batch = rng.normal(0, 1, (4, 2)).astype(np.float32)
@@ -143,11 +149,11 @@ def proposals_work(tmp_path_factory, synthetic_root):
 
 
 def test_train_hcp_two_steps_end_to_end(synthetic_root, proposals_work, capsys):
-    model = train.train_hcp(synthetic_root, proposals_work, TINY_HCP, verbose=0)
+    model = train_hcp(synthetic_root, proposals_work, TINY_HCP, verbose=0)
     work = WorkDir(proposals_work)
     assert os.path.exists(work.hcp_model)
     assert os.path.exists(os.path.join(work.hcp_dir, "image_finetuned.keras"))
-    description = json.load(open(train.sidecar_path(work.hcp_model)))
+    description = json.load(open(sidecar_path(work.hcp_model)))
     assert description["class_names"] == ["disc", "square", "triangle", "ring", "cross"]
     assert description["image_size"] == 32
     out = capsys.readouterr().out
@@ -158,7 +164,7 @@ def test_train_hcp_two_steps_end_to_end(synthetic_root, proposals_work, capsys):
     assert scores.shape == (2, 5)
     np.testing.assert_array_less(scores, 1 + 1e-6)
     # Finished: a rerun loads the model instead of training again.
-    again = train.train_hcp(synthetic_root, proposals_work, TINY_HCP, verbose=0)
+    again = train_hcp(synthetic_root, proposals_work, TINY_HCP, verbose=0)
     assert "not retrained" in capsys.readouterr().out
     for a, b in zip(model.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -171,8 +177,8 @@ def test_new_proposals_or_labels_make_hcp_stale(synthetic_root, proposals_work, 
     root, work = tmp_path / "data", tmp_path / "work"
     shutil.copytree(synthetic_root, root)
     shutil.copytree(proposals_work, work)
-    train.train_hcp(root, work, TINY_HCP, verbose=0)     # trained here, or found up to date
-    train.train_hcp(root, work, TINY_HCP, verbose=0)
+    train_hcp(root, work, TINY_HCP, verbose=0)     # trained here, or found up to date
+    train_hcp(root, work, TINY_HCP, verbose=0)
     assert "not retrained" in capsys.readouterr().out
     from wsk.data.voc import VOCDataset
     from wsk.proposals import run_proposals
@@ -180,20 +186,20 @@ def test_new_proposals_or_labels_make_hcp_stale(synthetic_root, proposals_work, 
     first = VOCDataset(root, "paper_train").ids[0]
     os.remove(WorkDir(work).proposals(first))
     run_proposals(root, work, split="train", max_proposals=40, ids=[first]).raise_if_failed()
-    train.train_hcp(root, work, TINY_HCP, verbose=0)
+    train_hcp(root, work, TINY_HCP, verbose=0)
     assert "other targets: retraining" in capsys.readouterr().out
     xml = root / "Annotations" / f"{first}.xml"
     text = xml.read_text()
     names = [n.split("</name>")[0] for n in text.split("<name>")[1:]]
     other = next(c for c in ("disc", "square", "triangle", "ring", "cross") if c not in names)
     xml.write_text(text.replace(f"<name>{names[0]}</name>", f"<name>{other}</name>"))
-    train.train_hcp(root, work, TINY_HCP, verbose=0)
+    train_hcp(root, work, TINY_HCP, verbose=0)
     assert "other targets: retraining" in capsys.readouterr().out
 
 
 def test_train_hcp_without_proposals_is_a_wsk_error(synthetic_root, tmp_path):
     with pytest.raises(WskError, match="wsk proposals"):
-        train.train_hcp(synthetic_root, tmp_path, TINY_HCP, verbose=0)
+        train_hcp(synthetic_root, tmp_path, TINY_HCP, verbose=0)
 
 
 # --- segmentation -------------------------------------------------------------------------------
@@ -202,15 +208,15 @@ def test_variants_pick_their_images_and_targets(synthetic_root, seg_work):
     ids = train_ids(synthetic_root)
     single = [i for i in ids if len(set(np.unique(gt_classes(synthetic_root, i))) - {0, 255}) == 1]
     assert 0 < len(single) < len(ids)
-    _, got, images, targets = train.segmentation_training_set(synthetic_root, seg_work, "SN_B")
+    _, got, images, targets = segmentation_training_set(synthetic_root, seg_work, "SN_B")
     assert sorted(got) == sorted(single)
     assert all(t.endswith(".png") for t in targets) and len(images) == len(got)
-    _, got, _, targets = train.segmentation_training_set(synthetic_root, seg_work, "AN_A")
+    _, got, _, targets = segmentation_training_set(synthetic_root, seg_work, "AN_A")
     assert sorted(got) == sorted(ids) and all(t.endswith(".npz") for t in targets)
     with pytest.raises(WskError, match="unknown variant"):
-        train.segmentation_training_set(synthetic_root, seg_work, "XN_C")
+        segmentation_training_set(synthetic_root, seg_work, "XN_C")
     with pytest.raises(WskError, match="wsk pseudo"):
-        train.segmentation_training_set(synthetic_root, seg_work, "SN_A", refine=False)
+        segmentation_training_set(synthetic_root, seg_work, "SN_A", refine=False)
 
 
 def test_changed_targets_or_recipe_retrain_an_existing_model(synthetic_root, seg_work, tmp_path):
@@ -219,19 +225,19 @@ def test_changed_targets_or_recipe_retrain_an_existing_model(synthetic_root, seg
     shutil.copytree(seg_work, tmp_path / "w")
     recipe = dataclasses.replace(TINY_SEG, epochs=1)
     lines = []
-    train.train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0, printer=lines.append)
+    train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0, printer=lines.append)
     path = WorkDir(tmp_path / "w").seg_model("SN_B")
     first = os.stat(path).st_mtime_ns
-    train.train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0, printer=lines.append)
+    train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0, printer=lines.append)
     assert os.stat(path).st_mtime_ns == first and "not retrained" in lines[-1]
-    mask = WorkDir(tmp_path / "w").mask(train.segmentation_training_set(synthetic_root, tmp_path / "w",
+    mask = WorkDir(tmp_path / "w").mask(segmentation_training_set(synthetic_root, tmp_path / "w",
                                                                         "SN_B")[1][0])
     shutil.copyfile(mask, mask + ".tmp")   # the pseudo-labels were recomputed
     os.replace(mask + ".tmp", mask)
-    train.train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0, printer=lines.append)
+    train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0, printer=lines.append)
     second = os.stat(path).st_mtime_ns
     assert second != first and any("retraining" in line for line in lines)
-    train.train_segmentation(synthetic_root, tmp_path / "w", "SN_B", dataclasses.replace(recipe, seed=1),
+    train_segmentation(synthetic_root, tmp_path / "w", "SN_B", dataclasses.replace(recipe, seed=1),
                              verbose=0, printer=lines.append)
     assert os.stat(path).st_mtime_ns != second
 
@@ -245,7 +251,7 @@ def test_damaged_targets_stop_training_before_it_starts(synthetic_root, seg_work
     with open(wd.locmap(ids[0]), "wb") as f:
         f.write(b"junk")
     with pytest.raises(WskError) as err:
-        train.train_segmentation(synthetic_root, tmp_path / "w", "AN_A", TINY_SEG, verbose=0)
+        train_segmentation(synthetic_root, tmp_path / "w", "AN_A", TINY_SEG, verbose=0)
     assert "1 training target(s) are damaged" in str(err.value) and ids[0] in str(err.value)
     assert not os.path.exists(os.path.join(wd.seg_dir("AN_A"), "checkpoints"))
 
@@ -276,12 +282,12 @@ def test_segmentation_resumes_at_the_saved_epoch_with_the_same_weights(synthetic
 
     straight_work = tmp_path / "straight"
     shutil.copytree(seg_work, straight_work)
-    straight = train.train_segmentation(synthetic_root, straight_work, variant, TINY_SEG, verbose=0)
+    straight = train_segmentation(synthetic_root, straight_work, variant, TINY_SEG, verbose=0)
 
     work = tmp_path / "interrupted"
     shutil.copytree(seg_work, work)
     with pytest.raises(KeyboardInterrupt):
-        train.train_segmentation(synthetic_root, work, variant, TINY_SEG, verbose=0,
+        train_segmentation(synthetic_root, work, variant, TINY_SEG, verbose=0,
                                  callbacks=[_Interrupt(2)])
     model_path = WorkDir(work).seg_model(variant)
     assert not os.path.exists(model_path)
@@ -289,7 +295,7 @@ def test_segmentation_resumes_at_the_saved_epoch_with_the_same_weights(synthetic
                                         "training_metadata.json")))
     assert state["epoch"] == 2
     epochs = _Epochs()
-    resumed = train.train_segmentation(synthetic_root, work, variant, TINY_SEG, verbose=0,
+    resumed = train_segmentation(synthetic_root, work, variant, TINY_SEG, verbose=0,
                                        callbacks=[epochs])
     assert epochs.seen == [2]                        # only the missing epoch ran
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
@@ -302,13 +308,13 @@ def test_saved_segmentation_model_and_sidecar(synthetic_root, seg_work, tmp_path
 
     shutil.copytree(seg_work, tmp_path / "w")
     recipe = dataclasses.replace(TINY_SEG, epochs=1)
-    train.train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0)
+    train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0)
     path = WorkDir(tmp_path / "w").seg_model("SN_B")
     description = json.load(open(os.path.join(os.path.dirname(path), "model.json")))
     assert description["class_names"] == ["background", "disc", "square", "triangle", "ring", "cross"]
-    assert description["variant"] == "SN_B" and description["ignore_label"] == 255
-    assert description["preprocessing"]["mean_bgr"] == [104.008, 116.669, 122.675]
-    model = train.load_model(path)
+    assert description["variant"] == "SN_B" and description["output_stride"] == 8
+    assert description["preprocessing"]["mean"] == [104.008, 116.669, 122.675]
+    model = load_model(path)
     assert model.predict(np.zeros((1, 41, 49, 3), np.float32), verbose=0).shape == (1, 6, 7, 6)
     # TensorBoard event files and the CSV history are written beside the checkpoints.
     logs = os.path.join(os.path.dirname(path), "logs")
@@ -322,7 +328,7 @@ def test_nan_loss_stops_training_and_keeps_no_model(synthetic_root, seg_work, tm
     shutil.copytree(seg_work, tmp_path / "w")
     recipe = dataclasses.replace(TINY_SEG, lr=1e30, last_lr=1e30, epochs=2)
     with pytest.raises(WskError, match="diverged"):
-        train.train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0)
+        train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0)
     assert not os.path.exists(WorkDir(tmp_path / "w").seg_model("SN_B"))
 
 
@@ -334,7 +340,7 @@ TWO_DEVICES = textwrap.dedent("""
     import keras, numpy as np
     from wsk.io import read_label_png, write_label_png
     from wsk.recipes import SegRecipe
-    from wsk.train import train_segmentation
+    from wsk.training import train_segmentation
     from wsk.workdir import WorkDir
 
     root, work = sys.argv[1], sys.argv[2]
@@ -400,15 +406,15 @@ def test_segmentation_trunk_initialised_from_hcp(tmp_path):
     source.save(tmp_path / "hcp.keras")
     model = deeplab_largefov(num_classes=6, width=0.0625)
     fc6_before = model.get_layer("fc6").get_weights()[0].copy()
-    train.init_trunk_from_hcp(model, str(tmp_path / "hcp.keras"))
+    copy_hcp_trunk(model, str(tmp_path / "hcp.keras"))
     for name in ["conv1_1", "conv2_2", "conv3_3", "conv4_1", "conv5_3"]:
         for got, want in zip(model.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
             np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(model.get_layer("fc6").get_weights()[0], fc6_before)
     with pytest.raises(WskError, match="does not fit"):
-        train.init_trunk_from_hcp(deeplab_largefov(num_classes=6, width=0.125), str(tmp_path / "hcp.keras"))
+        copy_hcp_trunk(deeplab_largefov(num_classes=6, width=0.125), str(tmp_path / "hcp.keras"))
     with pytest.raises(WskError, match="wsk train hcp"):
-        train.init_trunk_from_hcp(model, str(tmp_path / "missing.keras"))
+        copy_hcp_trunk(model, str(tmp_path / "missing.keras"))
 
 
 def test_a_backup_torn_by_a_kill_is_discarded_not_resumed(tmp_path):
@@ -416,7 +422,6 @@ def test_a_backup_torn_by_a_kill_is_discarded_not_resumed(tmp_path):
     at the old epoch. AtomicBackupAndRestore's record holds the weights' sha256."""
     import keras
 
-    from wsk.train import AtomicBackupAndRestore
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
@@ -445,7 +450,6 @@ def test_a_backup_torn_by_a_kill_is_discarded_not_resumed(tmp_path):
 def test_an_intact_backup_resumes_at_its_epoch(tmp_path):
     import keras
 
-    from wsk.train import AtomicBackupAndRestore
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")

@@ -189,7 +189,7 @@ def test_add_reads_the_wsk_train_sidecar(keras_home, trained, tmp_path):
     import keras
 
     import wsk.zoo
-    from wsk.train import save_model
+    from wsk.models.saving import save_model
 
     path, weights = trained
     model = keras.saving.load_model(path, compile=False)
@@ -248,7 +248,7 @@ def test_add_hcp_drops_background_of_dataset_classes(keras_home, tmp_path):
 
 # --------------------------------------------------------------------- shipped (built-in) cards
 def _shipped_cards():
-    from wsk.zoo import registry
+    from wsk import registry
 
     return [card for card in registry.builtin_cards().values() if card["weights"].get("url") is None]
 
@@ -268,7 +268,7 @@ def _naive_miou(pairs, num_classes, ignore=255):
 
 
 def test_builtin_cards_are_complete():
-    from wsk.zoo import registry
+    from wsk import registry
 
     assert registry.builtin_cards(), "the package ships no built-in card"
     for card in registry.builtin_cards().values():
@@ -290,7 +290,6 @@ def test_shipped_card_predicts_synthetic_val_at_its_miou(tmp_path, keras_home):
 
     from wsk.data.synthetic import generate_dataset
     from wsk.data.voc import VOCDataset
-    from wsk.inference import segment
 
     for card in cards:
         data = card["dataset"]
@@ -305,10 +304,49 @@ def test_shipped_card_predicts_synthetic_val_at_its_miou(tmp_path, keras_home):
         assert digest.hexdigest() == card["metrics"]["masks_sha256"], (
             f"{card['name']}: the synthetic generator changed since this card was made; remake it "
             "with benchmarks/make_zoo_card.py")
-        model = wsk.zoo.load(card["name"])
+        segmenter = wsk.zoo.load(card["name"])
         pairs = []
         for image_id in dataset.ids:
-            labels, _ = segment(model, dataset.image(image_id)[None])
-            pairs.append((dataset.mask(image_id), ops.convert_to_numpy(labels)[0]))
+            labels = segmenter.predict(dataset.image(image_id)[None], verbose=0)
+            pairs.append((dataset.mask(image_id), np.asarray(labels)[0]))
         measured = _naive_miou(pairs, len(card["class_names"]))
         assert abs(measured - card["metrics"]["miou"]) <= 0.005, (card["name"], measured)
+
+
+def test_zoo_segmenter_takes_raw_photos_like_wsk_predict(tmp_path, keras_home, voc_sample):
+    """``wsk.zoo.load(name).predict(image)`` on real VOC photos (uint8 RGB, their own sizes) gives the
+    label maps ``wsk predict`` writes with the same weights; saved and reloaded as ``.keras`` it still
+    does, and its SavedModel export serves the same maps."""
+    import tensorflow as tf
+
+    import wsk.zoo
+    from wsk.cli.main import cli
+    from wsk.export import export_savedmodel
+    from wsk.io import read_image, read_label_png
+    from wsk.models import Segmenter
+    from wsk.models.saving import load_model
+
+    name = "deeplab_largefov.synthetic_snb"
+    segmenter = wsk.zoo.load(name)
+    assert isinstance(segmenter, Segmenter) and segmenter.class_names[0] == "background"
+    photos = sorted((voc_sample / "JPEGImages").glob("*.jpg"))[:3]
+    out = tmp_path / "predicted"
+    result = CliRunner().invoke(cli, ["predict", wsk.zoo.fetch(name), *map(str, photos), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = tmp_path / "segmenter.keras"
+    segmenter.save(saved)
+    reloaded = load_model(saved)
+    assert reloaded.class_names == segmenter.class_names
+    exported = export_savedmodel(reloaded, tmp_path / "exported", reloaded.class_names)
+    served = tf.saved_model.load(exported).signatures["serving_default"]
+    sizes = set()
+    for photo in photos:
+        image = read_image(photo)
+        sizes.add(image.shape)
+        expected = read_label_png(out / f"{photo.stem}.png")
+        labels = segmenter.predict(image[None], verbose=0)[0]
+        assert labels.shape == image.shape[:2]
+        np.testing.assert_array_equal(labels, expected)
+        np.testing.assert_array_equal(reloaded.predict(image[None], verbose=0)[0], expected)
+        np.testing.assert_array_equal(served(images=tf.constant(image[None]))["labels"].numpy()[0], expected)
+    assert len(sizes) > 1   # photos of different sizes, each segmented at its own size

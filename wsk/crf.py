@@ -14,8 +14,10 @@ import dataclasses
 import os
 
 import numpy as np
+import pydensecrf.densecrf as dcrf
 
 from wsk.errors import WskError
+from wsk.io import load_npz, read_image, write_label_png
 
 # Probabilities are clipped here before the log, so that a zero never becomes an infinite unary.
 MIN_PROBABILITY = 1e-8
@@ -52,8 +54,6 @@ def dense_crf(image, probabilities, bi_w=CRFParams.bi_w, bi_xy_std=CRFParams.bi_
     probabilities (each pixel sums to one). Returns ``(labels, refined)``: ``labels`` int32
     ``(H, W)`` the argmax of ``refined``, float32 ``(H, W, C)`` the CRF's mean-field marginals.
     """
-    import pydensecrf.densecrf as dcrf
-
     params = CRFParams(bi_w, bi_xy_std, bi_rgb_std, pos_w, pos_xy_std, iterations)
     image = np.asarray(image)
     probabilities = np.asarray(probabilities, np.float32)
@@ -81,8 +81,6 @@ def refine_saved(image_id, tasks, params):
     ``tasks[image_id]`` is ``(image_path, probabilities_npz, out_png)``; the ``.npz`` holds
     ``probabilities`` (H, W, C) float. The PNG is written atomically, then the ``.npz`` removed.
     """
-    from wsk.io import load_npz, read_image, write_label_png
-
     image_path, probabilities_path, out_path = tasks[image_id]
     probabilities = load_npz(probabilities_path, required=("probabilities",))["probabilities"]
     image = read_image(image_path)

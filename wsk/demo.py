@@ -12,9 +12,19 @@ import contextlib
 import os
 import time
 
-
-from wsk.recipes import get_recipe
-from wsk.train import VARIANTS
+from wsk.crf import CRFParams
+from wsk.data.styles import get_style
+from wsk.data.synthetic import generate_dataset
+from wsk.data.voc import PAPER_TRAIN, VOCDataset
+from wsk.io import save_json
+from wsk.metrics import evaluation_report, format_table
+from wsk.predict import evaluate_model
+from wsk.proposals import run_proposals
+from wsk.pseudo.stage import run_pseudo
+from wsk.pseudo.report import format_quality, pseudo_label_results, quality_report
+from wsk.recipes import VARIANTS, get_recipe
+from wsk.stages import default_jobs
+from wsk.training import train_hcp, train_segmentation
 
 VARIANT_ORDER = tuple(VARIANTS)   # AN_A, SN_A, AN_B, SN_B: the paper's Table 1 order
 
@@ -39,19 +49,6 @@ def run_demo(work, images=480, size=64, seed=0, jobs=None, recipe="demo", tiny=F
     ``images``/``size``/``seed``/``style`` define the synthetic dataset; ``tiny`` uses the ``tiny`` recipe
     (one epoch per step: a smoke run, not a result). Prints the final table with ``printer``.
     """
-    from wsk.crf import CRFParams
-    from wsk.data.styles import get_style
-    from wsk.data.synthetic import generate_dataset
-    from wsk.data.voc import PAPER_TRAIN, VOCDataset
-    from wsk.metrics import evaluation_report, format_table
-    from wsk.io import save_json
-    from wsk.predict import evaluate_model
-    from wsk.proposals import run_proposals
-    from wsk.pseudo import run_pseudo
-    from wsk.pseudo.report import format_quality, pseudo_label_results, quality_report
-    from wsk.stages import default_jobs
-    from wsk.train import train_hcp, train_segmentation
-
     recipe = get_recipe("tiny" if tiny else recipe) if isinstance(recipe, str) else recipe
     jobs = jobs or default_jobs()
     work = os.fspath(work)

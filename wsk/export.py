@@ -4,7 +4,7 @@
 ``serving_default`` signature takes ``images``: uint8 ``[batch, height, width, 3]`` RGB of any size.
 
 * Segmentation (DeepLab-LargeFOV): DeepLab's preprocessing, padding to ``8k + 1`` and
-  aligned-corner up-sampling run inside the graph (``wsk.inference.segment``, the same code as
+  aligned-corner up-sampling run inside the graph (``wsk.models.inference.segment``, the same code as
   ``wsk predict``); outputs ``labels`` int32 ``[batch, height, width]`` and ``probabilities``
   float32 ``[batch, height, width, classes]``.
 * Classification (HCP, §3.1): each image is resized to the model's ``S x S`` inside the graph
@@ -22,8 +22,20 @@ import os
 import shutil
 import tempfile
 
+import keras
+import tensorflow as tf
+from keras import ops
+
+import wsk.zoo
+from wsk.classes import CLASS_LIST_FILE, load_class_names
 from wsk.errors import WskError
+from wsk.models.inference import segment
+from wsk.models.tasks import model_task, raw_network
 from wsk.io import save_json
+from wsk.models import hcp_hypothesis_model, preprocess_input
+from wsk.models.hcp import hcp_image_size
+from wsk.models.preprocessing import resize_hypotheses
+from wsk.models.saving import load_model
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
@@ -31,21 +43,8 @@ CLASSES_ASSET = "classes.txt"
 INFO_ASSET = "wsk_model.json"
 
 
-def model_task(model):
-    """``segmentation`` for a ``(B, H, W, 3)`` input, ``classification`` for HCP's ``(B, M, S, S, 3)``."""
-    rank = len(model.inputs[0].shape)
-    if rank == 4:
-        return "segmentation"
-    if rank == 5:
-        return "classification"
-    raise WskError(f"cannot export a model with input shape {tuple(model.inputs[0].shape)}: expected "
-                   "a segmentation (B, H, W, 3) or HCP (B, M, S, S, 3) model")
-
-
 def class_names_from(classes):
     """Class names from ``classes``: a dataset root (its ``classes.txt``) or a ``classes.txt`` file."""
-    from wsk.classes import CLASS_LIST_FILE, load_class_names
-
     classes = os.fspath(classes)
     if os.path.isfile(classes):
         if os.path.basename(classes) != CLASS_LIST_FILE:
@@ -64,18 +63,14 @@ def resolve(model_or_name, classes=None):
     ``wsk train`` sidecar beside it, else VOC's when the output count fits. The class count must
     equal the model's.
     """
-    import wsk.zoo
-
     spec = os.fspath(model_or_name)
     if os.path.exists(spec) or spec.endswith(".keras"):
-        from wsk.predict import load_model
-
-        model = load_model(spec)
+        model = raw_network(load_model(spec))
         source = {"file": os.path.abspath(spec)}
         names = wsk.zoo.class_names_of(model, spec, None if classes is None else class_names_from(classes))
     else:
         card = wsk.zoo.info(spec)
-        model = wsk.zoo.load(spec)
+        model = wsk.zoo.network(spec)
         source = {"zoo": spec, "sha256": card["weights"]["sha256"]}
         names = card["class_names"] if classes is None else wsk.zoo.classes_for(
             model, class_names_from(classes))
@@ -87,9 +82,6 @@ def resolve(model_or_name, classes=None):
 
 def segmentation_endpoint(model):
     """The serving function of a segmentation model: ``images`` uint8 -> labels, probabilities."""
-    from keras import ops
-
-    from wsk.inference import segment
 
     def serve(images):
         labels, probabilities = segment(model, images)
@@ -104,17 +96,12 @@ def classification_endpoint(model):
     Each image is resized (bilinear) to the model's ``S x S``, preprocessed, and scored as one
     hypothesis by the shared network (``hcp_hypothesis_model``).
     """
-    from keras import ops
-
-    from wsk.models import hcp_hypothesis_model, preprocess_input
-    from wsk.models.hcp import hcp_image_size
 
     hypothesis = hcp_hypothesis_model(model)
     size = hcp_image_size(model)
 
     def serve(images):
-        resized = ops.image.resize(ops.cast(images, "float32"), (size, size), interpolation="bilinear")
-        scores = hypothesis(preprocess_input(resized), training=False)["scores"]
+        scores = hypothesis(preprocess_input(resize_hypotheses(images, size)), training=False)["scores"]
         return {"probabilities": ops.cast(scores, "float32")}
 
     return serve, hypothesis
@@ -133,14 +120,12 @@ def export_savedmodel(model, out, class_names, source=None, overwrite=False):
 
     ``out`` must not exist unless ``overwrite``. See the module docstring for the signature.
     """
-    import keras
-    import tensorflow as tf
-
     if keras.backend.backend() != "tensorflow":
         raise WskError(f"SavedModel export needs KERAS_BACKEND=tensorflow, not {keras.backend.backend()}")
     out = os.path.abspath(os.fspath(out))
     if os.path.exists(out) and not overwrite:
         raise WskError("already exists (use --overwrite to replace it)", out)
+    model = raw_network(model)
     task = model_task(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -159,8 +144,6 @@ def export_savedmodel(model, out, class_names, source=None, overwrite=False):
         info = {"task": task, "class_names": list(class_names), "signature": SIGNATURE,
                 "input": INPUT_NAME, "source": source or {}}
         if task == "classification":
-            from wsk.models.hcp import hcp_image_size
-
             info["input_size"] = [hcp_image_size(model)] * 2
         _write_assets(tmp, class_names, info)
         if os.path.exists(out):

@@ -6,12 +6,16 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 import zipfile
 import zlib
 
+import cv2
 import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin
 
+from wsk.classes import voc_palette
 from wsk.errors import WskError
 
 
@@ -39,6 +43,15 @@ def atomic_path(path):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def remove_paths(*paths):
+    """Remove files or folders (those that exist)."""
+    for path in paths:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
 
 
 def sha256_of(path):
@@ -150,13 +163,13 @@ def load_json(path):
 
 
 MAX_IMAGE_PIXELS = 64 * 2**20    # larger images are refused (bounded memory), e.g. 10,000 x 8,000
+# the image files read_image reads (a dataset image is <id>.jpg unless another of these exists)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 EXIF_ORIENTATION = 0x0112         # the EXIF tag; values 5-8 turn the image by a quarter
 
 
 def _open_image(path):
     """``PIL.Image`` of ``path``, opened lazily; a missing, unreadable or oversized file is a WskError."""
-    from PIL import Image
-
     if not os.path.exists(path):
         raise WskError("image not found", path)
     try:
@@ -188,8 +201,6 @@ def read_image(path):
     truncated or damaged file is refused (never filled with grey), as is an image outside
     1 .. ``MAX_IMAGE_PIXELS`` pixels. Every refusal is a ``WskError`` naming the file.
     """
-    from PIL import Image, ImageOps
-
     with _open_image(path) as img:
         try:
             img.load()
@@ -206,8 +217,6 @@ def read_image(path):
 
 def write_image(path, rgb, quality=95):
     """Write an RGB uint8 array (JPEG or PNG by suffix), atomically."""
-    import cv2
-
     with atomic_path(path) as tmp:
         params = [cv2.IMWRITE_JPEG_QUALITY, quality] if tmp.lower().endswith((".jpg", ".jpeg")) else []
         if not cv2.imwrite(tmp, np.ascontiguousarray(np.asarray(rgb, np.uint8)[:, :, ::-1]), params):
@@ -216,8 +225,6 @@ def write_image(path, rgb, quality=95):
 
 def read_label_png(path):
     """Class indices of a palette (or grey) PNG as ``(H, W)`` uint8: the indices, never colours."""
-    from PIL import Image
-
     if not os.path.exists(path):
         raise WskError("label map not found", path)
     try:
@@ -236,8 +243,6 @@ PNG_MADE_FROM = "wsk:made_from"   # PNG text chunk: JSON of what a label map was
 
 def label_png_made_from(path):
     """The ``made_from`` record (dict) that ``write_label_png`` stored in ``path``, or None."""
-    from PIL import Image
-
     try:
         with Image.open(path) as img:
             text = img.text.get(PNG_MADE_FROM)
@@ -249,9 +254,6 @@ def label_png_made_from(path):
 def write_label_png(path, labels, palette=None, made_from=None):
     """Write ``(H, W)`` class indices as a palette PNG (VOC colours by default), atomically;
     ``made_from`` (a JSON-able dict) goes into a text chunk (``label_png_made_from``)."""
-    from PIL import Image, PngImagePlugin
-
-    from wsk.classes import voc_palette
 
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.min(initial=0) < 0 or labels.max(initial=0) > 255:

@@ -39,12 +39,12 @@ def soft_cross_entropy_terms(y_true, y_pred, from_logits=True):
     return terms * counted, counted
 
 
-def _expand_like(weights, values):
-    """Give per-image (or per-position) ``weights`` the rank of ``values`` by trailing axes."""
+def _expand_to_rank(weights, rank):
+    """Give per-image (or per-position) ``weights`` rank ``rank`` by trailing axes of size 1."""
     weights = ops.cast(weights, "float32")
-    while len(weights.shape) > len(values.shape) and weights.shape[-1] == 1:
+    while len(weights.shape) > rank and weights.shape[-1] == 1:
         weights = ops.squeeze(weights, -1)
-    while len(weights.shape) < len(values.shape):
+    while len(weights.shape) < rank:
         weights = ops.expand_dims(weights, -1)
     return weights
 
@@ -52,13 +52,21 @@ def _expand_like(weights, values):
 class _PositionAveragedLoss(keras.losses.Loss):
     """A loss averaged over the positions that count: Eq. 4 with eta = 1 / (counted positions).
 
-    Reductions: ``"sum_over_batch_size"``/``"mean"`` (the default) divide the sum of the
-    (weighted) counted terms by the number of counted positions in the batch; ``"sum"`` sums
-    them; ``"mean_with_sample_weight"`` divides by the summed weights of counted positions;
-    ``None``/``"none"`` return the per-position terms (0 where not counted).
+    The reduction is Keras's own (``keras.losses.Loss.__call__``), so sample weights, the
+    reductions and the scaling under a ``tf.distribute`` strategy (each replica's mean divided by
+    the number of replicas) behave as for any Keras loss. ``call`` returns the per-position terms;
+    for the mean reductions (``"sum_over_batch_size"``, the default, and ``"mean"``) they are
+    multiplied by ``positions / counted positions``, so that Keras's mean over all positions is the
+    mean over the counted ones. ``"sum"`` sums the terms; ``None``/``"none"`` returns them (0 where
+    not counted). A per-image ``sample_weight`` ``(B,)`` is broadcast over the positions.
     """
 
+    REDUCTIONS = (None, "none", "sum", "sum_over_batch_size", "mean")
+
     def __init__(self, from_logits=True, reduction="sum_over_batch_size", name=None, dtype=None):
+        if reduction not in self.REDUCTIONS:
+            raise ValueError(f"reduction must be one of {self.REDUCTIONS}, not {reduction!r} (Eq. 4 "
+                             "averages over the counted positions)")
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = bool(from_logits)
 
@@ -67,23 +75,18 @@ class _PositionAveragedLoss(keras.losses.Loss):
         raise NotImplementedError
 
     def call(self, y_true, y_pred):
-        return self.terms(y_true, y_pred)[0]
+        terms, counted = self.terms(y_true, y_pred)
+        if self.reduction not in ("sum_over_batch_size", "mean"):
+            return terms
+        positions = ops.cast(ops.size(counted), "float32")
+        # Eq. 4's eta = 1 / (number of counted positions), through Keras's division by all positions
+        return terms * ops.divide_no_nan(positions, ops.sum(counted))
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        with keras.name_scope(self.name):
-            terms, counted = self.terms(y_true, y_pred)
-            if sample_weight is not None:
-                weights = _expand_like(sample_weight, terms)
-                terms = terms * weights
-                if self.reduction == "mean_with_sample_weight":
-                    counted = counted * weights
-            if self.reduction in (None, "none"):
-                return terms
-            total = ops.sum(terms)
-            if self.reduction == "sum":
-                return total
-            # Eq. 4's eta = 1 / (number of counted positions).
-            return ops.divide_no_nan(total, ops.sum(counted))
+        if sample_weight is not None:
+            sample_weight = _expand_to_rank(sample_weight, len(y_pred.shape) - 1)
+            sample_weight = ops.broadcast_to(sample_weight, ops.shape(y_pred)[:-1])
+        return super().__call__(y_true, y_pred, sample_weight)
 
     def get_config(self):
         config = super().get_config()

@@ -11,9 +11,12 @@ import dataclasses
 import os
 
 import numpy as np
+from sklearn.metrics import average_precision_score
 
 from wsk.classes import IGNORE_LABEL, short_name
 from wsk.errors import WskError
+from wsk.io import read_label_png
+from wsk.stages import progress
 
 
 def confusion_matrix(gt, pred, num_classes, ignore=IGNORE_LABEL):
@@ -152,8 +155,6 @@ class PredictionFolder:
         return os.path.join(self.folder, f"{image_id}.png")
 
     def __call__(self, image_id):
-        from wsk.io import read_label_png
-
         path = self.path(image_id)
         if not os.path.exists(path):
             raise WskError("prediction missing", path)
@@ -168,8 +169,6 @@ def evaluate_dataset(dataset, predict, name="result", show_progress=True):
     A missing ground truth, a prediction of another size or with unknown classes is a ``WskError``.
     Returns an ``EvalResult``.
     """
-    from wsk.stages import progress
-
     locate = getattr(predict, "path", dataset.image_path)
     cm = ConfusionMatrix(dataset.num_classes)
 
@@ -207,3 +206,16 @@ def evaluation_report(dataset, results):
         "num_images": len(dataset.ids),
         "results": [r.to_dict() for r in results],
     }
+
+
+def multilabel_average_precision(y_true, y_score):
+    """Multi-label classification mAP (HCP): ``(mAP, {column: AP})``, AP per class by sklearn's
+    ``average_precision_score``, macro-averaged over the classes with at least one positive
+    image (mAP is NaN when there is none)."""
+    y_true = np.asarray(y_true) > 0
+    y_score = np.asarray(y_score, np.float64)
+    if y_true.shape != y_score.shape or y_true.ndim != 2:
+        raise WskError(f"labels {y_true.shape} and scores {y_score.shape} must be the same (N, C)")
+    per_class = {c: float(average_precision_score(y_true[:, c], y_score[:, c]))
+                 for c in range(y_true.shape[1]) if y_true[:, c].any()}
+    return (float(np.mean(list(per_class.values()))) if per_class else float("nan")), per_class

@@ -2,7 +2,7 @@
 
 ``predict_images`` / ``predict_dataset`` write one palette PNG per image id and resume: an id
 whose PNG already exists, is readable and has the image's size is skipped. The network runs
-in this process on batches of equally sized images (``wsk.inference.segment``); the dense CRF
+in this process on batches of equally sized images (``wsk.models.inference.segment``); the dense CRF
 (``wsk.crf``) runs in this process when ``jobs == 1``, otherwise in worker processes
 (``wsk.stages.run_per_image``) that read the softmax saved to a temporary ``.npz`` per image.
 
@@ -14,46 +14,30 @@ Output layouts (``layout``):
 """
 
 import dataclasses
+import functools
 import os
 import shutil
+import tempfile
 
 import numpy as np
+from keras import ops
+from PIL import Image
 
+from wsk.crf import dense_crf, refine_saved
+from wsk.data.voc import VOCDataset
 from wsk.errors import WskError
-from wsk.io import image_size
+from wsk.models.inference import segment
+from wsk.models.tasks import raw_network
+from wsk.io import IMAGE_SUFFIXES, image_size, read_image, save_npz, write_label_png
+from wsk.metrics import PredictionFolder, evaluate_dataset
 from wsk.stages import StageReport, progress, run_per_image
 
 LAYOUTS = {
     "png": (),
     "voc-test": ("results", "VOC2012", "Segmentation", "comp6_test_cls"),
 }
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 # Softmax maps waiting for a CRF worker live here (inside the output folder) until their PNG exists.
 PENDING_DIR = ".crf-pending"
-
-
-def load_model(path, compile=False):
-    """Load a ``.keras`` segmentation (or HCP) model with ``safe_mode=True``.
-
-    ``wsk.models``, ``wsk.losses`` and ``wsk.optimizers`` are imported first so that their
-    serialisable classes are registered. A missing, misnamed or damaged file is a ``WskError``
-    naming it.
-    """
-    import keras
-
-    import wsk.losses  # noqa: F401  (registers custom objects)
-    import wsk.models  # noqa: F401
-    import wsk.optimizers  # noqa: F401
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise WskError("model file not found", path)
-    if not path.endswith(".keras"):
-        raise WskError("a model must be a .keras file (Keras 3 format)", path)
-    try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=True)
-    except Exception as err:  # zipfile.BadZipFile, ValueError, KeyError, OSError ...
-        raise WskError(f"not a loadable Keras model ({type(err).__name__}: {err})", path) from None
 
 
 def output_folder(out_dir, layout="png"):
@@ -92,8 +76,6 @@ def image_files(paths):
 
 def _valid_png(png_path, image_path):
     """Whether ``png_path`` is a readable palette/grey PNG of the image's size."""
-    from PIL import Image
-
     if not os.path.exists(png_path):
         return False
     try:
@@ -108,12 +90,9 @@ def _valid_png(png_path, image_path):
 
 
 def _segment_arrays(model, images):
-    """``wsk.inference.segment`` on a NumPy batch; NumPy labels and probabilities back."""
-    from keras import ops
+    """``wsk.models.inference.segment`` on a NumPy batch; NumPy labels and probabilities back."""
 
-    from wsk.inference import segment
-
-    labels, probabilities = segment(model, np.stack(images))
+    labels, probabilities = segment(raw_network(model), np.stack(images))
     return ops.convert_to_numpy(labels), ops.convert_to_numpy(probabilities)
 
 
@@ -174,9 +153,6 @@ def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layou
 def _run_network(model, images, ids, sizes, out_path, folder, crf, deferred, batch_size, report,
                  name):
     """Network (and in-process CRF) over ``ids``; returns ids whose softmax awaits a CRF worker."""
-    from wsk.crf import dense_crf
-    from wsk.io import read_image, save_npz, write_label_png
-
     pending = []
     with progress(length=len(ids), label=name) as bar:
         for batch in _batches(sizes, ids, batch_size):
@@ -216,9 +192,6 @@ def _pending_path(folder, image_id):
 
 def _run_crf_workers(images, ids, folder, out_path, crf, jobs, report, name):
     """Dense CRF in ``jobs`` processes over saved softmax maps (``wsk.crf.refine_saved``)."""
-    import functools
-
-    from wsk.crf import refine_saved
 
     tasks = {image_id: (images[image_id], _pending_path(folder, image_id), out_path[image_id])
              for image_id in ids}
@@ -243,10 +216,6 @@ def evaluate_model(model, root, split, crf=None, jobs=1, out_dir=None, batch_siz
     (kept, and reused when run again) or to a temporary folder. An image without a mask, a model
     whose class count differs from the dataset's, or a failed prediction is a ``WskError``.
     """
-    import tempfile
-
-    from wsk.data.voc import VOCDataset
-    from wsk.metrics import PredictionFolder, evaluate_dataset
 
     dataset = VOCDataset(root, split)
     model_classes = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None

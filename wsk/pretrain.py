@@ -16,25 +16,22 @@ import dataclasses
 import os
 import time
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from wsk.data.corpus import CORPUS_CLASSES, generate_corpus
 from wsk.io import save_json
+from wsk.metrics import multilabel_average_precision
+from wsk.models import hcp, preprocess_input
+from wsk.models.hcp import DROPOUT, FC_CHANNELS
+from wsk.models.layers import CaffePooling2D
+from wsk.models.description import ModelDescription
+from wsk.models.saving import save_model, sidecar_path
+from wsk.models.vgg import VGG16_BLOCKS, block_conv_names, conv_names, scaled
+from wsk.recipes import PretrainConfig
 
-
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-    """How the trunk card was made (the defaults are the shipped card's)."""
-
-    images: int = 40000
-    val_images: int = 2000
-    size: int = 64
-    width: float = 0.125
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 0.001
-    warmup_steps: int = 300
-    seed: int = 0
+CORPUS = "wsk.data.corpus.generate_corpus"   # what the trunk is trained on
 
 
 def normalised_trunk(num_classes, size, width):
@@ -46,11 +43,6 @@ def normalised_trunk(num_classes, size, width):
     normalisation is then folded into the weights (``fold_into_hcp``), so the trunk that ships is
     the paper's plain VGG-16.
     """
-    import keras
-
-    from wsk.models.hcp import DROPOUT, FC_CHANNELS
-    from wsk.models.layers import CaffePooling2D
-    from wsk.models.vgg import VGG16_BLOCKS, block_conv_names, scaled
 
     inputs = keras.Input((size, size, 3), name="image")
     x = keras.layers.Rescaling(1.0 / 72.0, name="unit_scale")(inputs)
@@ -73,9 +65,6 @@ def normalised_trunk(num_classes, size, width):
 def fold_into_hcp(trained, num_classes, size, width):
     """A plain ``wsk.models.hcp`` (one hypothesis) computing what ``trained`` computes at inference:
     each batch normalisation folded into the layer before it, the 1/72 input scale into conv1_1."""
-    from wsk.models import hcp
-    from wsk.models.vgg import conv_names
-
     model = hcp(num_classes=num_classes, hypotheses=1, image_size=size, width=width)
     for name in list(conv_names()) + ["fc6", "fc7"]:
         kernel = trained.get_layer(name).get_weights()[0]
@@ -90,9 +79,6 @@ def fold_into_hcp(trained, num_classes, size, width):
 
 def _dataset(images, labels, batch_size, seed, augment):
     """tf.data over in-memory arrays: ``(B, S, S, 3)`` preprocessed images, normalised labels."""
-    import tensorflow as tf
-
-    from wsk.models import preprocess_input
 
     targets = labels / np.maximum(labels.sum(axis=1, keepdims=True), 1)
     data = tf.data.Dataset.from_tensor_slices((images, targets.astype(np.float32)))
@@ -111,9 +97,6 @@ def _dataset(images, labels, batch_size, seed, augment):
 
 def held_out_map(model, images, labels, hypotheses_axis):
     """Multi-label mAP of ``model`` on preprocessed ``images`` (an HCP takes a hypotheses axis)."""
-    from wsk.models import preprocess_input
-    from wsk.train import multilabel_average_precision
-
     inputs = preprocess_input(images)
     scores = model.predict(inputs[:, None] if hypotheses_axis else inputs, batch_size=256, verbose=0)
     return multilabel_average_precision(labels, scores)[0]
@@ -121,9 +104,6 @@ def held_out_map(model, images, labels, hypotheses_axis):
 
 def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2, printer=print):
     """Train the trunk into ``out`` (see the module docstring); return the path of ``trunk.keras``."""
-    import keras
-
-    from wsk.train import save_model
 
     os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
@@ -161,11 +141,13 @@ def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2
                     callbacks=[KeepBest(), keras.callbacks.CSVLogger(os.path.join(out, "history.csv"))])
     trunk = keras.saving.load_model(best_path, compile=False, safe_mode=True)
     val_map = held_out_map(trunk, val_x, val_y, hypotheses_axis=True)   # the folded, plain VGG-16
-    save_json(os.path.join(out, "trunk.json"), {
-        "architecture": "hcp", "class_names": list(CORPUS_CLASSES), "image_size": config.size,
-        "width": config.width, "hypotheses": 1, "config": dataclasses.asdict(config), "command": command,
-        "corpus": "wsk.data.corpus.generate_corpus", "val_mAP": val_map, "val_mAP_per_epoch": history,
-        "train_loss_per_epoch": [float(v) for v in fit.history["loss"]],
-        "seconds": {"corpus": generated, "total": time.perf_counter() - start}})
+    description = ModelDescription(
+        "hcp", CORPUS_CLASSES, config.width, image_size=config.size, hypotheses=1,
+        output="softmax over the corpus classes", recipe=dict(dataclasses.asdict(config), corpus=CORPUS),
+        training_images=config.images, command=command,
+        metrics={"val_mAP": val_map, "val_mAP_per_epoch": history,
+                 "train_loss_per_epoch": [float(v) for v in fit.history["loss"]],
+                 "seconds": {"corpus": generated, "total": time.perf_counter() - start}})
+    save_json(sidecar_path(best_path), description.to_json())
     printer(f"trunk: held-out mAP {val_map:.4f} over {k} classes; {best_path}")
     return best_path

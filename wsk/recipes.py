@@ -10,6 +10,10 @@ import dataclasses
 from wsk.errors import WskError
 
 
+ORDERS = ("closest", "farthest")   # §3.2's refinement keeps the candidates closest or farthest first
+SCORE_MODES = ("crop", "roi")      # proposal scoring: crop each box (the paper) or pool from one pass
+
+
 @dataclasses.dataclass(frozen=True)
 class PseudoConfig:
     """§3.1–§3.3: how proposals become localization maps and rough masks."""
@@ -17,7 +21,7 @@ class PseudoConfig:
     candidate_threshold: float = 0.5   # §3.1: softmax score above which a proposal is a candidate
     pca_energy: float = 0.98           # §3.2: PCA keeps 98% of the feature energy
     refine_keep: float = 0.5           # §3.2: the top half of the re-ranked candidates is kept
-    refine_order: str = "closest"      # §3.2 vs Fig. 3: "closest" (caption) or "farthest" (text)
+    refine_order: str = "closest"      # §3.2: "closest" or "farthest" first (wsk.pseudo.refinement)
     rough_top_regions: int = 10        # §3.3.2: top 10 regions form a class's rough mask
     score_mode: str = "crop"           # "crop" (paper) or "roi" (fast)
     max_proposals: int = 2000          # §3.1: about 2,000 MCG proposals per image
@@ -59,11 +63,17 @@ class SegRecipe:
     epochs: int = 15
     momentum: float = 0.9
     weight_decay: float = 0.0005
-    scale_range: tuple = (0.5, 1.5)
+    # random scaling of the training images: none in DeepLab-LargeFOV (v1, [7]: 321 crops and
+    # mirroring only); (0.5, 1.5) is DeepLab v2's, kept as an option (wsk train seg --scale-range)
+    scale_range: tuple = (1.0, 1.0)
     # "imagenet", a VGG-16 weights file, None (from scratch), or "hcp": conv1_1..conv5_3 of the
     # HCP trained in stage 2 (the demo's stand-in for ImageNet, which cannot be downloaded offline)
     backbone_weights: str | None = "imagenet"
     seed: int = 0
+
+
+HCP_BACKBONE = "hcp"   # SegRecipe.backbone_weights: start from the trained HCP's conv layers (demo)
+STRATEGIES = ("default", "mirrored", "multiworker")   # how training is distributed (wsk.training.engine)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +92,7 @@ RECIPES = {
                   image_lr=0.01, image_last_lr=0.01, hypothesis_lr=0.0001, hypothesis_last_lr=0.001,
                   lr_step_epochs=45, backbone_weights=None),
         SegRecipe(width=0.125, crop_size=65, batch_size=8, lr=0.01, last_lr=0.01, lr_step_epochs=24,
-                  epochs=30, backbone_weights="hcp", scale_range=(1.0, 1.0)),
+                  epochs=30, backbone_weights="hcp"),
         PseudoConfig(max_proposals=500, score_mode="roi"),
     ),
 }
@@ -95,6 +105,45 @@ RECIPES["tiny"] = Recipe(
     dataclasses.replace(RECIPES["demo"].seg, width=0.0625, epochs=1),
     dataclasses.replace(RECIPES["demo"].pseudo, max_proposals=100),
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One segmentation network of §4.2: its supervision and its training images."""
+
+    name: str
+    target: str          # "soft": localization maps (Network_A); "hard": rough masks (Network_B)
+    single_label: bool   # S*: single-label images only; A*: all training images
+
+
+VARIANTS = {
+    "AN_A": Variant("AN_A", "soft", False),
+    "SN_A": Variant("SN_A", "soft", True),
+    "AN_B": Variant("AN_B", "hard", False),
+    "SN_B": Variant("SN_B", "hard", True),
+}
+
+
+def get_variant(name):
+    """The ``Variant`` called ``name``; an unknown name is a ``WskError`` listing the four."""
+    if name not in VARIANTS:
+        raise WskError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """``wsk pretrain``: how a trunk card is made (``wsk.pretrain``; the defaults are the card's)."""
+
+    images: int = 40000
+    val_images: int = 2000
+    size: int = 64
+    width: float = 0.125
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 0.001
+    warmup_steps: int = 300
+    seed: int = 0
 
 
 def get_recipe(name):

@@ -14,6 +14,7 @@ import sys
 import click
 
 from wsk.errors import WskError
+from wsk.io import load_npz
 
 
 @dataclasses.dataclass
@@ -98,3 +99,15 @@ def default_jobs():
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+def readable_npz(path, keys):
+    """The arrays of a stage output ``path``, or None when it is missing or damaged (then the stage
+    recomputes it, and a line says so)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        return load_npz(path, required=keys)
+    except WskError as err:
+        say_recomputing(err)
+        return None

@@ -7,10 +7,14 @@ each panel captioned with its class name.
 
 import os
 
+import cv2
 import numpy as np
 
 from wsk.classes import voc_palette
+from wsk.data.voc import VOCDataset
 from wsk.errors import WskError
+from wsk.io import load_npz, read_label_png, write_image
+from wsk.workdir import WorkDir
 
 CAPTION_HEIGHT = 22
 MIN_PANEL_SIDE = 160     # small images are enlarged so that captions stay readable
@@ -19,8 +23,6 @@ GAP = 4
 
 def heat_overlay(image, prob, alpha=0.55):
     """RGB uint8: ``prob`` (H, W) in [0, 1] as a JET heat map blended over ``image``."""
-    import cv2
-
     heat = cv2.applyColorMap(np.clip(np.asarray(prob, np.float32) * 255.0, 0, 255).astype(np.uint8),
                              cv2.COLORMAP_JET)[:, :, ::-1]
     blended = alpha * heat.astype(np.float32) + (1.0 - alpha) * image.astype(np.float32)
@@ -34,8 +36,6 @@ def colour_mask(mask):
 
 def captioned(panel, text):
     """``panel`` with a white caption strip holding ``text`` above it."""
-    import cv2
-
     strip = np.full((CAPTION_HEIGHT, panel.shape[1], 3), 255, np.uint8)
     scale = 0.45
     (width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
@@ -52,8 +52,6 @@ def figure(image, maps, labels, mask, class_names):
     ``maps`` are the ``(C+1, H, W)`` localization maps, ``labels`` the image's classes,
     ``mask`` the ``(H, W)`` rough mask (or None to leave it out).
     """
-    import cv2
-
     image = np.asarray(image, np.uint8)
     height, width = image.shape[:2]
     if np.asarray(maps).shape[1:] != (height, width):
@@ -86,10 +84,6 @@ def write_figures(root, work, ids=None, out=None, split="paper_train", refine=Tr
     ``ids`` default to the first ``limit`` images of ``split`` that have localization maps.
     Returns the written paths.
     """
-    from wsk.data.voc import VOCDataset
-    from wsk.io import load_npz, read_label_png, write_image
-    from wsk.workdir import WorkDir
-
     workdir = WorkDir(work, refine)
     if ids is None:
         ids = [i for i in VOCDataset(root, split).ids if os.path.exists(workdir.locmap(i))][:limit]

@@ -25,8 +25,11 @@ coincide with an image of a ``wsk data synth`` dataset, whatever the seeds.
 """
 
 import math
+import multiprocessing
 
+import cv2
 import numpy as np
+import skimage.data
 
 from wsk.data import synthetic
 from wsk.errors import WskError
@@ -120,7 +123,6 @@ def corpus_texture(name, u, v, size, rng):
         return np.clip(u / span + 0.5, 0, 1).astype(np.float32)
     if name == "spots":   # sparse random blobs
         cells = (rng.random((size // 4 + 2, size // 4 + 2)) < 0.3).astype(np.float32)
-        import cv2
 
         return cv2.resize(cells, (size, size), interpolation=cv2.INTER_NEAREST)[:u.shape[0], :u.shape[1]]
     raise ValueError(name)
@@ -133,8 +135,6 @@ _PHOTO_CACHE = {}
 def _photo(name):
     """A photograph shipped with scikit-image as float32 RGB (grey ones stacked)."""
     if name not in _PHOTO_CACHE:
-        import skimage.data
-
         image = np.asarray(getattr(skimage.data, name)())
         if image.ndim == 2:
             image = np.stack([image] * 3, axis=-1)
@@ -144,8 +144,6 @@ def _photo(name):
 
 def photo_background(size, rng, photos=PHOTOS):
     """A random crop of a random ``skimage.data`` photograph, resized, tinted, maybe mirrored."""
-    import cv2
-
     photo = _photo(photos[int(rng.integers(len(photos)))])
     h, w = photo.shape[:2]
     side = int(rng.uniform(0.2, 1.0) * min(h, w))
@@ -267,8 +265,6 @@ def generate_corpus(num_images, size=64, seed=0, start=0, jobs=1):
     tasks = [(size, seed, s, min(s + chunk, start + num_images))
              for s in range(start, start + num_images, chunk)]
     if jobs > 1 and len(tasks) > 1:
-        import multiprocessing
-
         with multiprocessing.get_context("spawn").Pool(jobs) as pool:
             parts = pool.map(_render_range, tasks)
     else:

@@ -41,24 +41,21 @@ class indices with 255 ignored.
 """
 
 import numpy as np
+import tensorflow as tf
 
 from wsk.classes import IGNORE_LABEL
 from wsk.errors import WskError
 from wsk.io import image_size as decoded_size, load_npz, read_image, read_label_png
+from wsk.models import preprocess_input
+from wsk.models.preprocessing import crop_hypothesis
+from wsk.models.deeplab import OUTPUT_STRIDE
 
-LOGIT_STRIDE = 8          # DeepLab-LargeFOV's output stride
 SOFT, HARD = "soft", "hard"
-
-
-def _tf():
-    import tensorflow as tf
-
-    return tf
 
 
 # --- small pieces (pure functions, tested on their own) --------------------------------------
 
-def check_crop_size(crop_size, stride=LOGIT_STRIDE):
+def check_crop_size(crop_size, stride=OUTPUT_STRIDE):
     """The number of logits per side for a ``crop_size`` crop; a crop that is not
     ``stride * k + 1`` is a ``WskError`` (its labels would not sit on the logits' centres)."""
     if crop_size < 1 or (crop_size - 1) % stride:
@@ -84,7 +81,7 @@ def hcp_label_vector(labels, num_object_classes):
     return vector / vector.sum()
 
 
-def shrink_to_logits(target, stride=LOGIT_STRIDE):
+def shrink_to_logits(target, stride=OUTPUT_STRIDE):
     """``target[::stride, ::stride]``: a ``(H, W, ...)`` target picked on the logits' grid."""
     return target[::stride, ::stride]
 
@@ -92,7 +89,6 @@ def shrink_to_logits(target, stride=LOGIT_STRIDE):
 def normalise_soft_target(maps):
     """Localization maps ``(..., C+1)`` divided by their sum over channels where it is positive
     (§3.3.1, "normalized with cross-channel information"); positions without mass stay zero."""
-    tf = _tf()
     maps = tf.cast(maps, tf.float32)
     total = tf.reduce_sum(maps, axis=-1, keepdims=True)
     return tf.math.divide_no_nan(maps, total)
@@ -102,7 +98,6 @@ def decode_image(path):
     """``(H, W, 3)`` uint8 RGB of the image file ``path`` (a string tensor), decoded by wsk's one
     reader ``wsk.io.read_image`` (EXIF orientation, strict about truncation), so that training
     sees every image exactly as proposals, scoring and prediction do."""
-    tf = _tf()
     image = tf.numpy_function(lambda p: read_image(p.decode()), [path], tf.uint8, stateful=False)
     return tf.ensure_shape(image, [None, None, 3])
 
@@ -118,7 +113,6 @@ def image_reader(paths):
     for the GIL with the training loop (measured 3x slower epochs on 2 cores). Larger datasets are
     read per element (``decode_image``), in bounded memory. Both give the same pixels.
     """
-    tf = _tf()
     paths = list(paths)
     sizes = [decoded_size(p) for p in paths]
     if sum(h * w * 3 for h, w in sizes) > IN_MEMORY_BYTES:
@@ -132,14 +126,12 @@ def image_reader(paths):
 
 
 def _preprocess(image):
-    from wsk.models import preprocess_input
-
     return preprocess_input(image)
 
 
 def _seeds(seed, n):
     """``n`` independent stateless seeds ``(2,)`` from one."""
-    return _tf().random.experimental.stateless_split(seed, num=n)
+    return tf.random.experimental.stateless_split(seed, num=n)
 
 
 # --- the epoch stream ------------------------------------------------------------------------
@@ -159,7 +151,6 @@ def epoch_stream(num_items, batch_size, epochs, seed, first_epoch=None):
     position)``. ``first_epoch`` is an int or a scalar ``tf.Variable`` read when iteration
     reaches each epoch (``ResumeEpoch`` sets it when ``fit`` resumes).
     """
-    tf = _tf()
     per_epoch = steps_per_epoch(num_items, batch_size) * batch_size
     epochs_ds = tf.data.Dataset.range(epochs)
     if first_epoch is not None:
@@ -178,12 +169,10 @@ def epoch_stream(num_items, batch_size, epochs, seed, first_epoch=None):
 
 
 def _finish(dataset, batch_size):
-    tf = _tf()
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def _map(dataset, fn):
-    tf = _tf()
     return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -193,7 +182,6 @@ def crop_hypotheses(image, boxes, size):
     """``(M, size, size, 3)`` float32: each box ``x0, y0, x1, y1`` (exclusive ends) of
     ``image`` resized to ``size`` (bilinear, half-pixel centres). Boxes are clipped to the
     image and kept at least one pixel wide."""
-    tf = _tf()
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
     boxes = tf.cast(boxes, tf.int32)
@@ -201,25 +189,18 @@ def crop_hypotheses(image, boxes, size):
     y0 = tf.clip_by_value(boxes[:, 1], 0, height - 1)
     x1 = tf.clip_by_value(boxes[:, 2], x0 + 1, width)
     y1 = tf.clip_by_value(boxes[:, 3], y0 + 1, height)
-    image = tf.cast(image, tf.float32)
-
-    def one(box):
-        crop = image[box[1]:box[3], box[0]:box[2]]
-        return tf.image.resize(crop, [size, size], method="bilinear")
-
-    return tf.map_fn(one, tf.stack([x0, y0, x1, y1], axis=1), fn_output_signature=tf.float32)
+    return tf.map_fn(lambda box: crop_hypothesis(image, box, size), tf.stack([x0, y0, x1, y1], axis=1),
+                     fn_output_signature=tf.float32)
 
 
 def _random_flips(hypotheses, seed):
     """Flip each hypothesis ``(M, S, S, 3)`` left-right with probability 1/2."""
-    tf = _tf()
     flip = tf.random.stateless_uniform([tf.shape(hypotheses)[0]], seed=seed) < 0.5
     return tf.where(flip[:, None, None, None], tf.reverse(hypotheses, axis=[2]), hypotheses)
 
 
 def _hcp_element(read, boxes, image_size, augment):
     """The map function: ``(index, seed)`` -> ``(hypotheses (M,S,S,3) preprocessed)``."""
-    tf = _tf()
 
     def load(index, seed):
         image = read(index)
@@ -244,7 +225,6 @@ def hcp_training_dataset(paths, label_vectors, image_size, batch_size, epochs, s
     ``boxes`` ``(N, M, 4)``: hypothesis fine-tuning with those boxes. Hypotheses are flipped
     at random. ``label_vectors`` ``(N, c)`` come from ``hcp_label_vector``.
     """
-    tf = _tf()
     labels_t = tf.constant(np.asarray(label_vectors, np.float32))
     boxes_t = None if boxes is None else tf.constant(np.asarray(boxes, np.int32))
     load = _hcp_element(image_reader(paths), boxes_t, image_size, augment=True)
@@ -254,7 +234,6 @@ def hcp_training_dataset(paths, label_vectors, image_size, batch_size, epochs, s
 
 def hcp_eval_dataset(paths, image_size, batch_size, boxes=None):
     """HCP inputs ``(B, M, S, S, 3)`` in file order, no augmentation (for validation)."""
-    tf = _tf()
     boxes_t = None if boxes is None else tf.constant(np.asarray(boxes, np.int32))
     load = _hcp_element(image_reader(paths), boxes_t, image_size, augment=False)
     indices = tf.data.Dataset.range(len(paths))
@@ -302,7 +281,6 @@ def augment_segmentation(image, target, seed, crop_size, scale_range, kind, flip
     stateless seed. Returns the ``crop_size`` crop of both (steps 1, 3, 4 of the module
     docstring), before shrinking.
     """
-    tf = _tf()
     scale_seed, y_seed, x_seed, flip_seed = tf.unstack(_seeds(seed, 4))
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
@@ -342,7 +320,7 @@ def augment_segmentation(image, target, seed, crop_size, scale_range, kind, flip
 
 
 def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size, batch_size,
-                         epochs, seed, scale_range=(0.5, 1.5), flip=True, first_epoch=None):
+                         epochs, seed, scale_range=(1.0, 1.0), flip=True, first_epoch=None):
     """Segmentation training batches over all epochs (module docstring, steps 1-5).
 
     ``kind="soft"`` (Network_A): ``target_paths`` are localization-map ``.npz`` files; batches
@@ -351,7 +329,6 @@ def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size
     ``target_paths`` are rough-mask PNGs; targets are ``(B, g, g)`` int32 with 255 ignored.
     ``g = (crop_size - 1) // 8 + 1``, the side of the logits.
     """
-    tf = _tf()
     if kind not in (SOFT, HARD):
         raise WskError(f"target kind must be {SOFT!r} or {HARD!r}, not {kind!r}")
     if len(image_paths) != len(target_paths):

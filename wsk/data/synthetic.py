@@ -26,7 +26,9 @@ import os
 import shutil
 import xml.etree.ElementTree as ET
 
+import cv2
 import numpy as np
+from scipy import ndimage
 
 from wsk.classes import CLASS_LIST_FILE, IGNORE_LABEL, voc_palette
 from wsk.errors import WskError
@@ -56,8 +58,6 @@ def _blend(image, alpha, colour):
 
 def _background(size, rng):
     """A cluttered background ``(S, S, 3)`` float32: smooth colours, waves, thin lines, soft blobs."""
-    import cv2
-
     x, y = _grid(size)
     k = int(rng.integers(3, 7))
     base = rng.uniform(70, 185, 3)
@@ -161,8 +161,6 @@ def _colours(background_mean, rng, tries=50):
 
 def border_band(instances, radius):
     """Pixels within ``radius`` of a border between two regions of ``instances`` (VOC's ignore band)."""
-    from scipy import ndimage
-
     footprint = np.ones((2 * radius + 1, 2 * radius + 1), bool)
     high = ndimage.maximum_filter(instances, footprint=footprint, mode="nearest")
     low = ndimage.minimum_filter(instances, footprint=footprint, mode="nearest")

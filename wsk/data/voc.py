@@ -20,16 +20,16 @@ import os
 import xml.etree.ElementTree as ET
 
 import numpy as np
+from scipy import ndimage
 
 from wsk.classes import IGNORE_LABEL, load_class_names
 from wsk.errors import WskError
-from wsk.io import read_image, read_label_png
+from wsk.io import IMAGE_SUFFIXES, read_image, read_label_png
 
 IMAGE_DIR = "JPEGImages"
 ANNOTATION_DIR = "Annotations"
 MASK_DIRS = ("SegmentationClass", "SegmentationClassAug")
 OBJECT_DIR = "SegmentationObject"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Where split lists are looked for, first match wins.
 SPLIT_DIRS = (("ImageSets", "Segmentation"), ("ImageSets", "SegmentationAug"), ("ImageSets", "Main"))
 # Classification trainval and SBD's train_aug list (DeepLab keeps it at the root or beside the others).
@@ -200,8 +200,6 @@ def count_mask_objects(class_mask, instance_mask=None):
     specks under ``MIN_REGION_SHARE`` of the image (a class present only as specks counts once).
     VOC's ignore borders separate touching objects; an occluded object cut in two counts twice.
     """
-    from scipy import ndimage
-
     counts = {}
     if instance_mask is not None:
         for inst in np.unique(instance_mask):
@@ -247,7 +245,7 @@ class VOCDataset:
         return f"VOCDataset({self.root!r}, {self.split!r}, {len(self.ids)} images)"
 
     def image_path(self, image_id):
-        """JPEGImages/<id>.jpg (or .jpeg/.png where that exists)."""
+        """JPEGImages/<id>.jpg (or another image suffix where that exists)."""
         for suffix in IMAGE_SUFFIXES:
             path = os.path.join(self.root, IMAGE_DIR, image_id + suffix)
             if os.path.exists(path):

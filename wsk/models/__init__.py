@@ -3,11 +3,13 @@
 * ``deeplab_largefov``: the segmentation network (§3.3, DeepLab-LargeFOV [7]).
 * ``hcp``, ``hcp_hypothesis_model``, ``hcp_parts``: the HCP classifier (§3.1, [30]).
 * ``preprocess_input``: RGB -> BGR minus DeepLab's mean, for training, inference and export.
+* ``segment``, ``Segmenter``: test-time segmentation of raw images (``wsk.models.inference``).
 """
 
 from wsk.models.deeplab import deeplab_largefov, deeplab_output_size
 from wsk.models.hcp import (CrossHypothesisMaxPooling, FoldHypotheses, hcp, hcp_hypothesis_model,
                             hcp_image_size, hcp_parts)
+from wsk.models.inference import Segmenter, segment
 from wsk.models.layers import CaffePooling2D
 from wsk.models.preprocessing import MEAN_BGR, preprocess_input
 
@@ -16,6 +18,7 @@ __all__ = [
     "CrossHypothesisMaxPooling",
     "FoldHypotheses",
     "MEAN_BGR",
+    "Segmenter",
     "deeplab_largefov",
     "deeplab_output_size",
     "hcp",
@@ -23,4 +26,5 @@ __all__ = [
     "hcp_image_size",
     "hcp_parts",
     "preprocess_input",
+    "segment",
 ]

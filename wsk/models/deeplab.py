@@ -19,11 +19,14 @@ The logits are at output stride 8: 321 -> 41, 353 -> 45, 513 -> 65.
 
 import keras
 
+from wsk.models.imagenet import load_into_deeplab
 from wsk.models.layers import CaffePooling2D, caffe_pool_size
+from wsk.models.pretrained import apply_weights
 from wsk.models.vgg import conv_blocks, scaled
 
 # (stride, pad) of the 3x3 max pools pool1..pool5.
 POOLS = ((2, 1), (2, 1), (2, 1), (1, 1), (1, 1))
+OUTPUT_STRIDE = 8   # the product of the pool strides: one logit per 8 input pixels
 BLOCK_DILATIONS = (1, 1, 1, 1, 2)
 FC6_DILATION = 12
 FC_CHANNELS = 1024
@@ -71,6 +74,4 @@ def deeplab_largefov(num_classes=21, input_shape=(None, None, 3), backbone_weigh
                                  kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                  name="fc8")(x)
     model = keras.Model(inputs, logits, name="deeplab_largefov")
-    from wsk.models.imagenet import apply_weights, load_into_deeplab
-
     return apply_weights(model, backbone_weights, weights, load_into_deeplab)

@@ -15,7 +15,9 @@ import keras
 from keras import ops
 
 from wsk.errors import WskError
+from wsk.models.imagenet import load_into_hcp
 from wsk.models.layers import CaffePooling2D
+from wsk.models.pretrained import apply_weights
 from wsk.models.vgg import block_conv_names, conv_blocks, scaled
 
 FC_CHANNELS = 4096
@@ -107,8 +109,6 @@ def hcp(num_classes=20, hypotheses=None, image_size=224, backbone_weights=None, 
     scores = _head(_trunk(folded, layers.__getitem__), layers.__getitem__)["scores"]
     outputs = CrossHypothesisMaxPooling(name="cross_hypothesis_max_pooling")([scores, inputs])
     model = keras.Model(inputs, outputs, name="hcp")
-    from wsk.models.imagenet import apply_weights, load_into_hcp
-
     return apply_weights(model, backbone_weights, weights, load_into_hcp)
 
 

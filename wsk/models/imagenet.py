@@ -14,6 +14,7 @@ cache (downloaded on first use) or a saved VGG-16 weights file. Its layers map a
 
 import os
 
+import keras
 import numpy as np
 
 from wsk.errors import WskError
@@ -31,8 +32,6 @@ def keras_vgg16_name(name):
 
 def load_vgg16(weights):
     """The Keras VGG-16 with its top, with ``weights``: ``"imagenet"`` or a weights file path."""
-    import keras
-
     if weights == "imagenet":
         try:
             return keras.applications.VGG16(weights="imagenet", include_top=True)
@@ -119,40 +118,3 @@ def is_vgg16_source(backbone_weights):
     path = os.fspath(backbone_weights)
     return (path == "imagenet" or os.path.exists(path) or os.sep in path
             or path.endswith((".h5", ".keras")))
-
-
-def load_trunk(model, name):
-    """Copy conv1_1 ... conv5_3 of the zoo model ``name`` (a pretrained trunk card such as
-    ``hcp_vgg16.corpus64``) into ``model``, and fc6/fc7 too when ``model`` is an HCP of the same
-    shapes (DeepLab's fc6 is a dilated convolution, not HCP's dense layer: it keeps its init).
-    The trunk's fc8 (its corpus classes) is never copied. Returns ``model``."""
-    from wsk.zoo import load as zoo_load
-
-    source = zoo_load(name)
-    names = list(conv_names())
-    if "fc6" in {layer.name for layer in model.layers} and len(model.inputs[0].shape) == 5:
-        names += ["fc6", "fc7"]
-    for layer_name in names:
-        arrays = source.get_layer(layer_name).get_weights()
-        have = [tuple(w.shape) for w in model.get_layer(layer_name).weights]
-        if have != [a.shape for a in arrays]:
-            raise WskError(f"layer {layer_name} of trunk {name} has shapes {[a.shape for a in arrays]}, "
-                           f"the model {have} (build the model at the trunk's width and image size)")
-        model.get_layer(layer_name).set_weights(arrays)
-    return model
-
-
-def apply_weights(model, backbone_weights, weights, convert):
-    """The builders' two weight options, in order: ``backbone_weights`` ("imagenet" or a saved
-    VGG-16 file through ``convert``, ``load_into_deeplab``/``load_into_hcp``; any other string is a
-    pretrained trunk in the zoo, ``load_trunk``), then ``weights``, a ``wsk.zoo`` card name whose
-    trained weights replace them all. Returns ``model``."""
-    if is_vgg16_source(backbone_weights):
-        convert(model, backbone_weights)
-    elif backbone_weights is not None:
-        load_trunk(model, backbone_weights)
-    if weights is not None:
-        from wsk.zoo import load_weights
-
-        load_weights(model, weights)
-    return model

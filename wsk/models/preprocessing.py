@@ -38,3 +38,18 @@ def _tensorflow_of(x):
     if type(x).__module__.split(".")[0] != "tensorflow":
         return None
     return sys.modules.get("tensorflow")
+
+
+def resize_hypotheses(images, size):
+    """Images ``(..., H, W, 3)`` resized to ``(..., size, size, 3)`` float32: bilinear with half-pixel
+    centres, no antialiasing. HCP's hypotheses are made this way wherever they are made (training
+    crops, proposal scoring, the exported classifier)."""
+    return ops.image.resize(ops.cast(images, "float32"), (size, size), interpolation="bilinear",
+                            antialias=False)
+
+
+def crop_hypothesis(image, box, size):
+    """Box ``(x0, y0, x1, y1)`` (end exclusive, inside the image) of ``image`` ``(H, W, 3)``, resized to
+    ``(size, size, 3)`` by ``resize_hypotheses``: one HCP hypothesis (§3.1)."""
+    x0, y0, x1, y1 = box[0], box[1], box[2], box[3]
+    return resize_hypotheses(image[y0:y1, x0:x1], size)

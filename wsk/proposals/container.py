@@ -23,6 +23,7 @@ File format (``WORK/proposals/<id>.npz``, version ``FORMAT_VERSION``):
 import json
 
 import numpy as np
+from scipy.sparse import csr_matrix
 
 from wsk.errors import WskError
 from wsk.io import load_npz, save_npz
@@ -141,8 +142,6 @@ class Proposals:
 
     def sparse_membership(self):
         """``scipy.sparse.csr_matrix`` ``(P, S)`` of ones: region-by-superpixel incidence."""
-        from scipy.sparse import csr_matrix
-
         data = np.ones(len(self.region_sp), np.float64)
         return csr_matrix((data, self.region_sp, self.region_ptr), shape=(len(self), self.num_superpixels))
 

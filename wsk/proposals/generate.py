@@ -23,13 +23,14 @@ All randomness comes from ``seed``, so the result is deterministic.
 import dataclasses
 import heapq
 
+import cv2
 import numpy as np
+from skimage.segmentation import felzenszwalb
 
 from wsk.proposals.container import Proposals, superpixel_boxes
+from wsk.proposals.features import (COLOUR_BINS, MAGNITUDE_BINS, ORIENTATIONS, adjacency, colour_bins,
+                                    colour_space, region_histograms, texture_bins, unique_pairs)
 
-COLOUR_BINS = 25
-ORIENTATIONS = 8
-MAGNITUDE_BINS = 10
 REFERENCE_AREA = 500 * 375  # image size the Felzenszwalb scales below are tuned for
 
 # Similarity measures as weights of (colour, texture, size, fill).
@@ -67,83 +68,6 @@ COARSE_AREA = REFERENCE_AREA // 4  # coarser over-segmentations run at most at t
 
 
 # ---------------------------------------------------------------------------------------------
-# image features
-# ---------------------------------------------------------------------------------------------
-def colour_space(image, name):
-    """The image in colour space ``name`` as float32 ``(H, W, 3)`` with every channel in [0, 1].
-
-    ``hsv``, ``lab`` (OpenCV's 8-bit encodings), ``rgb``, ``rgi`` (normalised r, g and intensity).
-    """
-    import cv2
-
-    if name == "rgb":
-        return image.astype(np.float32) / 255.0
-    if name == "hsv":
-        hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(np.float32)
-        return hsv / np.array([180.0, 255.0, 255.0], np.float32)
-    if name == "lab":
-        return cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32) / 255.0
-    if name == "rgi":
-        rgb = image.astype(np.float32)
-        total = rgb.sum(axis=2, keepdims=True) + 1e-6
-        out = np.empty_like(rgb)
-        out[..., :2] = rgb[..., :2] / total
-        out[..., 2] = total[..., 0] / (3 * 255.0)
-        return np.clip(out, 0.0, 1.0)
-    raise ValueError(f"unknown colour space {name!r}")
-
-
-def colour_bins(channels):
-    """Per-pixel colour-histogram bin ``(H, W, 3)`` int64, channel ``c`` offset by ``c * 25``."""
-    bins = np.minimum((channels * COLOUR_BINS).astype(np.int64), COLOUR_BINS - 1)
-    return bins + np.arange(3) * COLOUR_BINS
-
-
-def texture_bins(channels):
-    """Per-pixel texture-histogram bin ``(H, W, 3)``: gradient orientation (8) x magnitude (10)
-    of the Gaussian-smoothed channel, channel ``c`` offset by ``c * 80``."""
-    import cv2
-
-    out = np.empty(channels.shape, np.int64)
-    per_channel = ORIENTATIONS * MAGNITUDE_BINS
-    for c in range(3):
-        smooth = cv2.GaussianBlur(channels[..., c], (0, 0), 1.0)
-        gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
-        gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
-        magnitude = np.sqrt(gx * gx + gy * gy)
-        angle = np.arctan2(gy, gx)  # -pi..pi
-        orientation = ((angle + np.pi) * (ORIENTATIONS / (2 * np.pi))).astype(np.int64) % ORIENTATIONS
-        top = float(magnitude.max())
-        level = np.minimum((magnitude * (MAGNITUDE_BINS / top)).astype(np.int64), MAGNITUDE_BINS - 1) \
-            if top > 0 else np.zeros(magnitude.shape, np.int64)
-        out[..., c] = c * per_channel + orientation * MAGNITUDE_BINS + level
-    return out
-
-
-def region_histograms(labels, bins, num_labels, num_bins):
-    """Histogram counts ``(num_labels, num_bins)`` float64 of per-pixel ``bins`` (H, W, 3) per label."""
-    codes = (labels.ravel()[:, None] * num_bins + bins.reshape(-1, bins.shape[-1])).ravel()
-    return np.bincount(codes, minlength=num_labels * num_bins).reshape(num_labels, num_bins).astype(np.float64)
-
-
-def adjacency(labels):
-    """Distinct pairs ``(a, b)``, ``a < b``, of labels that touch (4-connectivity), ``(M, 2)`` int64."""
-    count = int(labels.max()) + 1
-    codes = []
-    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
-        differ = a != b
-        first, second = a[differ].astype(np.int64), b[differ].astype(np.int64)
-        codes.append(np.minimum(first, second) * count + np.maximum(first, second))
-    return unique_pairs(np.concatenate(codes), count)
-
-
-def unique_pairs(codes, count):
-    """Decode distinct ``a * count + b`` codes into sorted ``(M, 2)`` pairs."""
-    codes = np.unique(codes)
-    return np.stack([codes // count, codes % count], axis=1)
-
-
-# ---------------------------------------------------------------------------------------------
 # over-segmentation
 # ---------------------------------------------------------------------------------------------
 def oversegment(image, scale, sigma=0.8, max_area=None):
@@ -154,9 +78,6 @@ def oversegment(image, scale, sigma=0.8, max_area=None):
     With ``max_area``, a larger image is segmented at a reduced size (same relative scale)
     and the labels are enlarged back with nearest-neighbour interpolation.
     """
-    import cv2
-    from skimage.segmentation import felzenszwalb
-
     height, width = image.shape[:2]
     if max_area is not None and height * width > max_area:
         shrink = (max_area / (height * width)) ** 0.5
@@ -205,6 +126,41 @@ class Hierarchy:
     boxes: np.ndarray
 
 
+def _region_table(colour, texture, sizes, boxes, weights, total):
+    """Room for all ``total`` regions, the first ``n`` filled: ``(hist, size, box)``.
+
+    The weighted histogram intersections add up to one intersection of the joined (weighted)
+    histograms; boxes are kept as ``(x0, y0, -x1, -y1)`` so that the box around two regions is
+    their element-wise minimum.
+    """
+    n = len(sizes)
+    w_colour, w_texture = weights[:2]
+    parts = [w * h for w, h in ((w_colour, colour), (w_texture, texture)) if w]
+    hist = np.zeros((total, sum(p.shape[1] for p in parts)), np.float32)
+    if parts:
+        hist[:n] = np.concatenate(parts, axis=1)
+    size = np.zeros(total, np.float64)
+    size[:n] = sizes
+    box = np.zeros((total, 4), np.float64)
+    box[:n] = np.asarray(boxes) * np.array([1, 1, -1, -1])
+    return hist, size, box
+
+
+def _merge_neighbours(neighbours, i, j, t):
+    """Regions ``i`` and ``j`` become region ``t``: its neighbours are theirs, who now neighbour ``t``."""
+    nbrs = neighbours[i] | neighbours[j]
+    nbrs.discard(i)
+    nbrs.discard(j)
+    for k in nbrs:
+        nk = neighbours[k]
+        nk.discard(i)
+        nk.discard(j)
+        nk.add(t)
+    neighbours.append(nbrs)
+    neighbours[i] = neighbours[j] = None
+    return nbrs
+
+
 def group(colour, texture, sizes, boxes, pairs, weights, image_area):
     """Greedy hierarchical grouping of ``n`` initial regions; returns ``(left, right)`` children
     of each merged region ``n + k`` and the boxes ``(T, 4)`` of all regions.
@@ -217,21 +173,13 @@ def group(colour, texture, sizes, boxes, pairs, weights, image_area):
     """
     n = len(sizes)
     total = 2 * n - 1
-    w_colour, w_texture, w_size, w_fill = weights
-    # the weighted histogram intersections add up to one intersection of the joined histograms
-    parts = [w * h for w, h in ((w_colour, colour), (w_texture, texture)) if w]
-    hist = np.zeros((total, sum(p.shape[1] for p in parts)), np.float32)
-    if parts:
-        hist[:n] = np.concatenate(parts, axis=1)
-    size = np.zeros(total, np.float64)
-    size[:n] = sizes
-    # boxes as (x0, y0, -x1, -y1): the box around two regions is their element-wise minimum
-    box = np.zeros((total, 4), np.float64)
-    box[:n] = np.asarray(boxes) * np.array([1, 1, -1, -1])
+    _, _, w_size, w_fill = weights
+    hist, size, box = _region_table(colour, texture, sizes, boxes, weights, total)
     inv_area = 1.0 / image_area
     constant = w_size + w_fill
 
     def similarity(i, others):
+        """s of region(s) ``i`` with each of ``others`` (index arrays, or one index and an array)."""
         score = constant - (w_size + w_fill) * (size[i] + size[others]) * inv_area
         if hist.shape[1]:
             score += np.minimum(hist[i], hist[others]).sum(axis=1)
@@ -241,13 +189,7 @@ def group(colour, texture, sizes, boxes, pairs, weights, image_area):
         return score
 
     a, b = pairs[:, 0], pairs[:, 1]
-    score = constant - (w_size + w_fill) * (size[a] + size[b]) * inv_area
-    if hist.shape[1]:
-        score += np.minimum(hist[a], hist[b]).sum(axis=1)
-    if w_fill:
-        union = np.minimum(box[a], box[b])
-        score -= w_fill * ((union[:, 2] + union[:, 0]) * (union[:, 3] + union[:, 1])) * inv_area
-    heap = list(zip((-score).tolist(), a.tolist(), b.tolist()))
+    heap = list(zip((-similarity(a, b)).tolist(), a.tolist(), b.tolist()))
     heapq.heapify(heap)
     neighbours = [set() for _ in range(n)]
     for i, j in zip(a.tolist(), b.tolist()):
@@ -270,16 +212,7 @@ def group(colour, texture, sizes, boxes, pairs, weights, image_area):
         box[t] = np.minimum(box[i], box[j])
         alive[i] = alive[j] = False
         alive[t] = True
-        nbrs = neighbours[i] | neighbours[j]
-        nbrs.discard(i)
-        nbrs.discard(j)
-        for k in nbrs:
-            nk = neighbours[k]
-            nk.discard(i)
-            nk.discard(j)
-            nk.add(t)
-        neighbours.append(nbrs)
-        neighbours[i] = neighbours[j] = None
+        nbrs = _merge_neighbours(neighbours, i, j, t)
         left[t - n], right[t - n] = i, j
         if nbrs:
             others = list(nbrs)

@@ -9,6 +9,7 @@ each cluster is kept.
 import warnings
 
 import numpy as np
+from sklearn.cluster import SpectralClustering
 
 MIN_AREA_FRACTION = 900 / (500 * 375)  # HCP drops boxes under 900 pixels on ~500 x 375 images
 MAX_ASPECT = 4.0                       # ... and boxes more than 4 times longer than wide
@@ -40,8 +41,6 @@ def usable_hypotheses(boxes, image_shape, min_area_fraction=MIN_AREA_FRACTION, m
 
 def cluster_boxes(boxes, m, seed=0):
     """Normalised-cut clusters (spectral clustering on the precomputed IoU affinity): ``(K,)`` labels."""
-    from sklearn.cluster import SpectralClustering
-
     affinity = box_iou(boxes, boxes)
     model = SpectralClustering(n_clusters=m, affinity="precomputed", random_state=seed,
                                assign_labels="discretize")

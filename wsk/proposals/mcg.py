@@ -9,6 +9,7 @@ ids become 0-based, regions are ordered by descending score.
 import os
 
 import numpy as np
+from scipy.io import loadmat
 
 from wsk.errors import WskError
 from wsk.proposals.container import Proposals
@@ -22,8 +23,6 @@ def load_mcg(path, max_proposals=None):
     A missing key, a superpixel map that is not 2-D, a count of ``labels`` different from
     the count of ``scores`` or a superpixel id outside the map is a ``WskError`` naming the file.
     """
-    from scipy.io import loadmat
-
     try:
         data = loadmat(path)
     except FileNotFoundError:

@@ -8,6 +8,7 @@ IoUs of thousands of proposals with every object cost one sparse product.
 """
 
 import numpy as np
+from scipy import ndimage
 
 from wsk.classes import IGNORE_LABEL
 
@@ -44,8 +45,6 @@ def objects_from_classes(class_map, min_fraction=0.002, ignore=IGNORE_LABEL):
     Components smaller than ``min_fraction`` of the image are dropped: without instance maps,
     slivers cut off an object by its ignore border (or by resizing) are not objects.
     """
-    from scipy import ndimage
-
     class_map = np.asarray(class_map)
     minimum = min_fraction * class_map.size
     masks, classes = [], []

@@ -8,6 +8,8 @@ output is skipped), failures collected with their file instead of stopping the r
 import functools
 import os
 
+from wsk.classes import IGNORE_LABEL
+from wsk.data.voc import MIN_REGION_SHARE, VOCDataset
 from wsk.errors import WskError
 from wsk.io import file_stamp, read_label_png
 from wsk.proposals.container import Proposals
@@ -33,8 +35,6 @@ def _is_done(work, made_from, image_id):
 
 def generated_from(root, split, max_proposals, seed, image_id):
     """The ``made_from`` record of generated proposals: method, settings and the image's stamp."""
-    from wsk.data.voc import VOCDataset
-
     image_path = VOCDataset(root, split, ids=[image_id]).image_path(image_id)
     return {"method": "wsk.proposals.generate", "max_proposals": max_proposals, "seed": seed,
             "image": file_stamp(image_path)}
@@ -42,8 +42,6 @@ def generated_from(root, split, max_proposals, seed, image_id):
 
 def _propose_image(root, split, work, max_proposals, seed, image_id):
     """Generate and save the proposals of one image (a worker of ``run_proposals``)."""
-    from wsk.data.voc import VOCDataset
-
     image = VOCDataset(root, split, ids=[image_id]).image(image_id)
     generate(image, max_proposals=max_proposals, seed=seed).save(
         WorkDir(work).proposals(image_id), generated_from(root, split, max_proposals, seed, image_id))
@@ -52,8 +50,6 @@ def _propose_image(root, split, work, max_proposals, seed, image_id):
 def run_proposals(root, work, split="train", jobs=1, max_proposals=2000, ids=None, seed=0):
     """Generate proposals (``wsk.proposals.generate``) for every image of ``split`` (or ``ids``)
     into ``WorkDir(work).proposals(id)``; returns the ``StageReport`` (skipped, done, failed)."""
-    from wsk.data.voc import VOCDataset
-
     root, work = os.fspath(root), os.fspath(work)
     image_ids = VOCDataset(root, split).ids if ids is None else list(ids)
     worker = functools.partial(_propose_image, root, split, work, int(max_proposals), int(seed))
@@ -87,9 +83,6 @@ def ground_truth_objects(dataset, image_id, min_fraction=None):
     """``(masks, classes, valid)`` of one image: ``SegmentationObject`` instances where present,
     else connected components of ``SegmentationClass``; ``valid`` excludes the 255 pixels.
     Returns None when the image has no ground-truth mask."""
-    from wsk.classes import IGNORE_LABEL
-    from wsk.data.voc import MIN_REGION_SHARE
-
     class_map = dataset.mask(image_id)
     if class_map is None:
         return None
@@ -112,8 +105,6 @@ def evaluate_proposals(root, work, split="val", counts=DEFAULT_COUNTS, ids=None,
 
     Images without a mask are skipped; a missing proposals file is a ``WskError``.
     """
-    from wsk.data.voc import VOCDataset
-
     dataset = VOCDataset(root, split, ids=ids)
     workdir = WorkDir(work)
     report = QualityReport(dataset.class_names, counts)

@@ -4,17 +4,16 @@
 * ``select_candidates``: proposals scoring above 0.5 for a ground-truth label (§3.1);
 * ``reduce_features``, ``cross_image_refinement``: PCA to 98% energy and Eq. 1 (§3.2);
 * ``localization_maps``: Eq. 2 (§3.3.1); ``rough_masks``: Eq. 5 (§3.3.2);
-* ``run_pseudo``: all of it over a dataset split, resumable (``wsk pseudo``).
+* ``wsk.pseudo.stage.run_pseudo``: all of it over a dataset split, resumable (``wsk pseudo``).
 
-Keras is imported only when a model is used.
+The package itself imports no Keras (the per-image workers of the maps and masks import it):
+``ProposalScorer`` is in ``wsk.pseudo.scoring``, ``run_pseudo`` in ``wsk.pseudo.stage``.
 """
 
 from wsk.pseudo.candidates import select_candidates
 from wsk.pseudo.localization import localization_maps
 from wsk.pseudo.refinement import cross_image_refinement, reduce_features
 from wsk.pseudo.rough_masks import rough_masks
-from wsk.pseudo.scoring import ProposalScorer, score_proposals
-from wsk.pseudo.stage import run_pseudo
 
-__all__ = ["ProposalScorer", "cross_image_refinement", "localization_maps", "reduce_features",
-           "rough_masks", "run_pseudo", "score_proposals", "select_candidates"]
+__all__ = ["cross_image_refinement", "localization_maps", "reduce_features", "rough_masks",
+           "select_candidates"]

@@ -15,10 +15,11 @@ image's own: the cost is linear in the number of candidates, not quadratic.
 import math
 
 import numpy as np
+from sklearn.decomposition import PCA
 
 from wsk.errors import WskError
+from wsk.recipes import ORDERS
 
-ORDERS = ("closest", "farthest")
 
 
 def reduce_features(features, energy=0.98):
@@ -31,8 +32,6 @@ def reduce_features(features, energy=0.98):
     nothing to fit and the features are returned as they are (distances, all Eq. 1 needs,
     are then unchanged).
     """
-    from sklearn.decomposition import PCA
-
     features = np.asarray(features)
     if features.dtype != np.float32:
         features = features.astype(np.float64)
@@ -89,9 +88,15 @@ def eq1_distances(features_by_image):
 def rank_and_keep(distances, keep=0.5, order="closest"):
     """Indices of the ``ceil(keep * n)`` best of ``n`` distances, best first.
 
-    ``order="closest"`` ranks small distances first (tight proposals on top, as the caption
-    of Fig. 3 says); ``"farthest"`` ranks large ones first (the literal "descending order" of
-    §3.2). Ties keep the lower index first.
+    The paper says, in §3.2: "We re-rank the proposals of the i-th image following the
+    calculated average distance in a descending order. After the re-ranking, the top half of
+    proposals are selected", and in the caption of Fig. 3: "we rank the selected proposals in a
+    descending order according to the calculated distances". Read literally, both keep the
+    proposals *farthest* from the other images' (``order="farthest"``). The same paragraph wants
+    "those proposals which tightly include an object [...] ranked on the top", and tight
+    proposals of one class are the ones that resemble each other across images, i.e. the
+    *closest* (``order="closest"``, the recipes' default: small distances first).
+    Ties keep the lower index first.
     """
     if order not in ORDERS:
         raise WskError(f"refinement order must be one of {', '.join(ORDERS)}, got {order!r}")

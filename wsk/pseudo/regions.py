@@ -9,6 +9,7 @@ to pixels, never by stacking ``P`` full-size masks.
 import numpy as np
 
 from wsk.errors import WskError
+from wsk.proposals.container import Proposals
 
 
 def mean_mask(proposals, indices):
@@ -55,8 +56,6 @@ def proposals_from_masks(masks, scores=None):
     Pixels covered by exactly the same set of masks form one superpixel, so every mask is
     an exact union of superpixels. Used for hand-made or imported mask proposals.
     """
-    from wsk.proposals.container import Proposals
-
     masks = np.asarray(masks, dtype=bool)
     if masks.ndim != 3:
         raise WskError(f"masks must be (regions, height, width), got shape {masks.shape}")

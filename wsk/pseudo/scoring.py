@@ -12,16 +12,19 @@ fc7 feature of each proposal. Two modes:
 """
 
 
+import cv2
+import keras
 import numpy as np
 
+from wsk import models
 from wsk.errors import WskError
+from wsk.models.hcp import TRUNK_STRIDE
+from wsk.models.preprocessing import crop_hypothesis
+from wsk.recipes import SCORE_MODES
 
-MODES = ("crop", "roi")
 
 
 def _to_numpy(tensor):
-    import keras
-
     return np.asarray(keras.ops.convert_to_numpy(tensor))
 
 
@@ -45,13 +48,8 @@ def check_boxes(boxes, shape):
 
 
 def crop_boxes(image, boxes, size):
-    """``(P, size, size, 3)`` float32 crops: each box of ``image`` resized (bilinear) to ``size``."""
-    import cv2
-
-    out = np.empty((len(boxes), size, size, 3), np.float32)
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        out[i] = cv2.resize(image[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_LINEAR)
-    return out
+    """``(P, size, size, 3)`` float32 crops: each box of ``image`` resized to ``size`` (``crop_hypothesis``)."""
+    return np.stack([_to_numpy(crop_hypothesis(image, box, size)) for box in boxes])
 
 
 def roi_max_pool(features, boxes, grid, stride=16):
@@ -89,11 +87,8 @@ class ProposalScorer:
     """
 
     def __init__(self, model, mode="crop", batch_size=64, roi_scale=2.0):
-        from wsk import models
-        from wsk.models.hcp import TRUNK_STRIDE
-
-        if mode not in MODES:
-            raise WskError(f"scoring mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode not in SCORE_MODES:
+            raise WskError(f"scoring mode must be one of {', '.join(SCORE_MODES)}, got {mode!r}")
         self.mode = mode
         self.batch_size = int(batch_size)
         self.roi_scale = float(roi_scale)
@@ -134,8 +129,6 @@ class ProposalScorer:
         return self._score_roi(image, boxes)
 
     def _score_roi(self, image, boxes):
-        import cv2
-
         height, width = image.shape[:2]
         scale = self.roi_scale * self.image_size / min(height, width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))

@@ -24,27 +24,38 @@ A *card* is a JSON object describing one named model (``arch.tag``, e.g.
 
 Built-in cards are the JSON files of ``wsk/zoo/cards``; user cards live in one registry file,
 ``$WSK_ZOO_REGISTRY`` or ``<keras home>/wsk_zoo.json`` (``{"version": 1, "models": {name: card}}``),
-written atomically.
+written atomically. ``fetch`` gives a card's weights file (shipped, or downloaded with
+``keras.utils.get_file`` and checked against the card's sha256).
+
+This is the lowest layer of the zoo: it knows cards and files, never networks, so that the
+builders of ``wsk.models`` can take a zoo name (``weights=``, ``backbone_weights=``) and
+``wsk.zoo``, which builds networks, sits above both.
 """
 
+import importlib.util
 import json
 import os
 import re
 
+import keras
+
 from wsk.errors import WskError
-from wsk.io import load_json, save_json, sha256_of  # noqa: F401  (sha256_of: part of the registry API)
+from wsk.io import load_json, save_json, sha256_of
 
 CARD_VERSION = 1
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# the installed wsk.zoo package's folder, found without importing it (it imports wsk.models)
+PACKAGE_DIR = os.path.dirname(os.path.abspath(importlib.util.find_spec("wsk.zoo").origin))
 CARDS_DIR = os.path.join(PACKAGE_DIR, "cards")
 WEIGHTS_DIR = os.path.join(PACKAGE_DIR, "weights")
 REGISTRY_ENV = "WSK_ZOO_REGISTRY"
 REGISTRY_FILE = "wsk_zoo.json"
 CACHE_SUBDIR = os.path.join("models", "wsk")
 
-# Only these builders of wsk.models may be named by a card (a card never names arbitrary code).
+# Only these builders of wsk.models may be named by a card (a card never names arbitrary code),
+# each with the task it does.
 BUILDERS = {"deeplab_largefov": "segmentation", "hcp": "classification"}
-TASKS = ("segmentation", "classification")
+TASKS = tuple(dict.fromkeys(BUILDERS.values()))
+URL_PATTERN = re.compile(r"^(https?|file)://")
 
 NAME_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
@@ -79,8 +90,6 @@ def check_name(name, source=None):
         raise WskError(f"model name {name!r} must look like 'arch.tag' (lower case letters, digits, "
                        "'_', parts joined by '.')", source)
     return name
-
-
 
 
 def weights_filename(card, source=None):
@@ -122,7 +131,7 @@ def validate_card(card, source=None):
     if not isinstance(weights, dict) or not SHA256_PATTERN.match(str(weights.get("sha256", ""))):
         raise WskError(f"model {name}: weights need a sha256 (64 lower-case hex digits)", source)
     url = weights.get("url")
-    if url is not None and not (isinstance(url, str) and re.match(r"^(https?|file)://", url)):
+    if url is not None and not (isinstance(url, str) and URL_PATTERN.match(url)):
         raise WskError(f"model {name}: weights url must be http(s):// or file://, got {url!r}", source)
     file = weights_filename(card, source)
     if url is None and not os.path.isfile(os.path.join(WEIGHTS_DIR, file)):
@@ -217,3 +226,55 @@ def write_builtin_card(card):
 def card_json(card):
     """A card as indented JSON text (for ``wsk zoo info``)."""
     return json.dumps(card, indent=2, sort_keys=True)
+
+
+def download(url, sha256, file, force=False):
+    """Fetch ``url`` into the cache as ``file`` with ``keras.utils.get_file``; verify its sha256.
+
+    A file whose sha256 differs is deleted and the download refused with a ``WskError``.
+    """
+    folder = cache_dir()
+    os.makedirs(folder, exist_ok=True)  # get_file falls back to /tmp/.keras when it is missing
+    target = os.path.join(folder, file)
+    try:
+        path = keras.utils.get_file(fname=file, origin=url, file_hash=sha256, hash_algorithm="sha256",
+                                    cache_dir=keras_home(), cache_subdir=CACHE_SUBDIR,
+                                    extract=False, force_download=force)
+    except ValueError as err:  # get_file: hash mismatch after the download
+        if os.path.exists(target):
+            found = sha256_of(target)
+            os.remove(target)
+            raise WskError(f"downloaded weights have sha256 {found}, not {sha256}; the file was deleted",
+                           url) from None
+        raise WskError(f"download failed ({err})", url) from None
+    except Exception as err:  # URL errors, interrupted transfers (get_file removes partial files)
+        raise WskError(f"download failed ({err})", url) from None
+    path = os.path.normpath(path)
+    if path != os.path.normpath(target):
+        raise WskError(f"keras.utils.get_file wrote {path}, outside the cache folder {folder}", url)
+    found = sha256_of(path)
+    if found != sha256:  # never trust a cache hit blindly
+        os.remove(path)
+        raise WskError(f"weights have sha256 {found}, not {sha256}; the file was deleted", path)
+    return path
+
+
+def fetch(name, force=False):
+    """The local path of model ``name``'s weights, downloaded into the Keras cache if needed.
+
+    Shipped weights (cards without a url) are read in place from ``wsk/zoo/weights``. Either way the
+    file's sha256 must equal the card's, else ``WskError`` (a mismatching download is deleted).
+    """
+    card = get_card(name)
+    weights = card["weights"]
+    file = weights_filename(card)
+    if weights.get("url") is None:
+        path = os.path.join(WEIGHTS_DIR, file)
+        if not os.path.isfile(path):
+            raise WskError(f"the shipped weights of {name} are missing (reinstall wsk)", path)
+        found = sha256_of(path)
+        if found != weights["sha256"]:
+            raise WskError(f"shipped weights of {name} have sha256 {found}, not {weights['sha256']} "
+                           "(reinstall wsk)", path)
+        return path
+    return download(weights["url"], weights["sha256"], file, force=force)

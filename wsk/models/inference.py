@@ -1,6 +1,7 @@
 """Dense prediction with DeepLab-LargeFOV at test time, the way DeepLab's Caffe models do it.
 
-One implementation shared by ``wsk predict``, ``wsk eval --model`` and the SavedModel export,
+One implementation shared by ``wsk predict``, ``wsk eval --model``, the SavedModel export and
+``Segmenter``, the zoo's model for raw images (``wsk.zoo.load(name).predict(images)``),
 so it uses ``keras.ops`` only (no TensorFlow import) and accepts dynamic image sizes: on the
 TensorFlow backend every size below may be a scalar tensor inside a traced graph.
 
@@ -16,11 +17,12 @@ The test-time procedure (DeepLab [7], the segmentation network of §3.3 of the p
 5. softmax over classes and argmax.
 """
 
+import keras
 from keras import ops
 
-from wsk.models import preprocess_input
+from wsk.models.deeplab import OUTPUT_STRIDE
+from wsk.models.preprocessing import preprocess_input
 
-OUTPUT_STRIDE = 8
 
 
 def grid_size(size, multiple=OUTPUT_STRIDE):
@@ -105,3 +107,37 @@ def segment(model, images, stride=OUTPUT_STRIDE):
     labels = ops.cast(ops.argmax(logits, axis=-1), "int32")
     return labels, probabilities
 
+
+@keras.saving.register_keras_serializable(package="wsk")
+class Segmenter(keras.Model):
+    """A segmentation network that takes raw images: uint8 RGB ``(B, H, W, 3)`` of any size in,
+    int32 label maps ``(B, H, W)`` out, as keras-hub's ``ImageSegmenter`` does.
+
+    Preprocessing, padding to ``8k + 1`` and aligned-corner up-sampling run inside (``segment``,
+    the same code as ``wsk predict`` and the SavedModel export). ``network`` is the raw
+    DeepLab-LargeFOV (preprocessed input, stride-8 logits); ``class_names`` name the outputs.
+    ``segmenter.segment(images)`` gives ``(labels, probabilities)``.
+    """
+
+    def __init__(self, network, class_names=None, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.class_names = None if class_names is None else tuple(class_names)
+        self.built = network.built   # nothing of its own to build: saved at once with the network's weights
+
+    def call(self, images):
+        return segment(self.network, images)[0]
+
+    def segment(self, images):
+        """``(labels int32 (B, H, W), probabilities float32 (B, H, W, C))`` of raw RGB images."""
+        return segment(self.network, images)
+
+    def get_config(self):
+        return {**super().get_config(), "network": keras.saving.serialize_keras_object(self.network),
+                "class_names": None if self.class_names is None else list(self.class_names)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        return cls(**config)

@@ -1,0 +1,85 @@
+"""The paper recipe is the paper: every number pinned to the sentence of Wei et al. (2016) it comes
+from, and the CLI options that depart from a recipe reach the stage they change."""
+
+import dataclasses
+
+from click.testing import CliRunner
+
+from wsk.cli.main import cli
+from wsk.recipes import ORDERS, RECIPES, SCORE_MODES, STRATEGIES, VARIANTS, get_recipe
+
+PAPER = get_recipe("paper")
+
+
+def test_hcp_numbers_are_section_4_2s():
+    hcp = PAPER.hcp
+    # "In the image-fine-tuning step, the initial learning rates of the last layer and other layers
+    # are set as 0.01 and 0.0001"
+    assert (hcp.image_last_lr, hcp.image_lr) == (0.01, 0.0001)
+    # "In the hypothesis-fine-tuning step, ... 0.001 and 0.0001"
+    assert (hcp.hypothesis_last_lr, hcp.hypothesis_lr) == (0.001, 0.0001)
+    # "a mini-batch size of 30 images and multiply the learning rate by 0.1 after every 10 epochs"
+    assert (hcp.batch_size, hcp.lr_gamma, hcp.lr_step_epochs) == (30, 0.1, 10)
+    # "We take the momentum of 0.9 and the weight decay of 0.0005."
+    assert (hcp.momentum, hcp.weight_decay) == (0.9, 0.0005)
+    # "The HCP network training is performed for about 30 epochs."
+    assert hcp.image_epochs + hcp.hypothesis_epochs == 30
+    # §3.1: "only 10 specific proposals are selected"; VGG-16 from ImageNet at 224 x 224, full width
+    assert (hcp.hypotheses, hcp.backbone_weights, hcp.image_size, hcp.width) == (10, "imagenet", 224, 1.0)
+
+
+def test_segmentation_numbers_are_section_4_2s():
+    seg = PAPER.seg
+    # "we use a mini-batch size of 8 images. The initial learning rate is set as 0.001 (0.01 for the
+    # final layer) and divided by 10 after every 5 epochs."
+    assert (seg.batch_size, seg.lr, seg.last_lr, seg.lr_gamma, seg.lr_step_epochs) == (8, 0.001, 0.01, 0.1, 5)
+    # "The momentum and the weight decay are set as 0.9 and 0.0005. ... about 15 epochs."
+    assert (seg.momentum, seg.weight_decay, seg.epochs) == (0.9, 0.0005, 15)
+    # DeepLab-LargeFOV [7] (v1) from ImageNet VGG-16: 321 x 321 crops, mirroring, no random scaling
+    assert (seg.crop_size, seg.backbone_weights, seg.width) == (321, "imagenet", 1.0)
+    assert seg.scale_range == (1.0, 1.0)
+
+
+def test_pseudo_label_numbers_are_section_3s():
+    pseudo = PAPER.pseudo
+    # §3.1: "about 2,000 proposals per image"; "the confidences larger than 0.5 are ... candidates"
+    assert (pseudo.max_proposals, pseudo.candidate_threshold) == (2000, 0.5)
+    # §3.1: HCP takes the proposals themselves as its hypotheses (crops), not pooled regions
+    assert pseudo.score_mode == "crop"
+    # §3.2: "PCA to reserve 98% energy"; "the top half of proposals are selected"
+    assert (pseudo.pca_energy, pseudo.refine_keep) == (0.98, 0.5)
+    assert pseudo.refine_order == "closest"   # the reading of §3.2 (see wsk.pseudo.refinement)
+    # §3.3.2: "combine the top 10 candidate regions as the segmentation mask"
+    assert pseudo.rough_top_regions == 10
+
+
+def test_names_are_the_papers_and_the_clis_choices_come_from_them():
+    assert list(VARIANTS) == ["AN_A", "SN_A", "AN_B", "SN_B"]   # §4.2's list, in Table 1's order
+    assert [v.target for v in VARIANTS.values()] == ["soft", "soft", "hard", "hard"]
+    assert [v.single_label for v in VARIANTS.values()] == [False, True, False, True]
+    assert {"paper", "demo", "tiny"} <= set(RECIPES)
+    for command, names in ((["train", "seg", "--help"], list(VARIANTS) + list(STRATEGIES)),
+                           (["train", "hcp", "--help"], list(RECIPES)),
+                           (["pseudo", "--help"], list(ORDERS) + list(SCORE_MODES))):
+        text = CliRunner().invoke(cli, command).output
+        assert all(name in text for name in names), (command, names)
+
+
+def test_refine_order_and_scale_range_options_reach_their_stage(monkeypatch, tmp_path):
+    import wsk.pseudo.stage
+    import wsk.training
+
+    seen = {}
+    monkeypatch.setattr(wsk.pseudo.stage, "run_pseudo", lambda *a, **k: seen.update(pseudo=k) or {})
+    monkeypatch.setattr(wsk.training, "train_segmentation", lambda *a, **k: seen.update(seg=(a, k)))
+    root = tmp_path / "root"
+    root.mkdir()
+    result = CliRunner().invoke(cli, ["pseudo", str(root), str(tmp_path / "w"), "--refine-order", "farthest",
+                                      "--no-report"])
+    assert result.exit_code == 0, result.output
+    assert seen["pseudo"]["config"] == dataclasses.replace(PAPER.pseudo, refine_order="farthest")
+    result = CliRunner().invoke(cli, ["train", "seg", str(root), str(tmp_path / "w"), "--scale-range", "0.5",
+                                      "1.5", "--split", "mine"])
+    assert result.exit_code == 0, result.output
+    args, kwargs = seen["seg"]
+    assert args[3] == dataclasses.replace(PAPER.seg, scale_range=(0.5, 1.5)) and kwargs["split"] == "mine"

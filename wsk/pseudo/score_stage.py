@@ -1,0 +1,72 @@
+"""Stage 1 of the pseudo labels (§3.1): every proposal of an image scored by the trained HCP,
+``WORK/scores/<id>.npz`` (softmax, candidates above the threshold, their fc7 features)."""
+
+import os
+
+import numpy as np
+
+from wsk.errors import WskError
+from wsk.io import file_stamp, save_npz
+from wsk.models.saving import load_model
+from wsk.proposals.container import Proposals
+from wsk.pseudo.candidates import select_candidates
+from wsk.pseudo.files import SCORE_KEYS, SCORES_VERSION
+from wsk.pseudo.scoring import ProposalScorer
+from wsk.stages import readable_npz, run_per_image
+
+
+def load_hcp_model(path):
+    """The trained HCP model saved at ``path`` (``WorkDir.hcp_model``, by ``wsk train hcp``)."""
+    if not os.path.isfile(path):
+        raise WskError("HCP model not found (train it first: `wsk train hcp ROOT WORK`)", path)
+
+    return load_model(path)
+
+
+def score_inputs(workdir, image_id):
+    """The stamp of what an image's scores are made from: the HCP model and its proposals."""
+    return file_stamp(workdir.hcp_model, workdir.proposals(image_id))
+
+
+def scores_valid(path, mode, threshold, inputs):
+    """Whether ``path`` holds a scores file of this version, scoring mode and threshold, computed
+    from the inputs stamped ``inputs`` (a retrained HCP or new proposals make it stale)."""
+    arrays = readable_npz(path, SCORE_KEYS)
+    return arrays is not None and (int(arrays["version"]) == SCORES_VERSION and str(arrays["mode"]) == mode
+            and bool(np.isclose(float(arrays["threshold"]), threshold)) and str(arrays["inputs"]) == inputs)
+
+
+def score_image(scorer, dataset, workdir, image_id, threshold):
+    """Score every proposal of one image and write ``WORK/scores/<id>.npz`` (§3.1)."""
+    proposals_path = workdir.proposals(image_id)
+    proposals = Proposals.load(proposals_path)
+    image = dataset.image(image_id)
+    if tuple(image.shape[:2]) != tuple(proposals.shape):
+        raise WskError(f"proposals of size {proposals.shape} do not fit the {image.shape[:2]} image "
+                       "(recompute the proposals)", proposals_path)
+    scores, features = scorer(image, proposals.boxes)
+    candidates, candidate_labels = select_candidates(scores, dataset.labels(image_id), threshold)
+    save_npz(workdir.scores(image_id), version=np.int32(SCORES_VERSION), scores=scores,
+             candidates=candidates, candidate_labels=candidate_labels,
+             features=features[candidates].astype(np.float32), mode=np.array(scorer.mode),
+             threshold=np.float32(threshold), inputs=np.array(score_inputs(workdir, image_id)))
+
+
+def scoring_stage(dataset, workdir, mode, config, model=None, batch_size=32):
+    """Stage 1: ``scores/<id>.npz`` for every image of ``dataset`` (loads the model only if needed)."""
+    threshold = config.candidate_threshold
+    done = {i for i in dataset.ids
+            if scores_valid(workdir.scores(i), mode, threshold, score_inputs(workdir, i))}
+    scorer = None
+    if len(done) < len(dataset.ids):
+        net = model if model is not None else load_hcp_model(workdir.hcp_model)
+        classes = int(net.output_shape[-1])
+        if classes != dataset.num_classes - 1:
+            raise WskError(f"the HCP model has {classes} classes, the dataset "
+                           f"{dataset.num_classes - 1} object classes", workdir.hcp_model)
+        scorer = ProposalScorer(net, mode, batch_size=batch_size)
+    report = run_per_image("scoring", dataset.ids,
+                           lambda image_id: score_image(scorer, dataset, workdir, image_id, threshold),
+                           is_done=done.__contains__)
+    report.raise_if_failed()
+    return report

@@ -1,0 +1,80 @@
+"""Stages 3 and 4 of the pseudo labels, one image at a time (worker processes run these; nothing
+here imports Keras): localization maps (§3.3.1, Eq. 2) ``locmaps/<id>.npz`` and rough masks
+(§3.3.2, Eq. 5) ``masks/<id>.png``, each recording what it was made from."""
+
+import json
+import os
+
+import numpy as np
+
+from wsk.errors import WskError
+from wsk.io import file_stamp, label_png_made_from, load_npz, read_label_png, save_npz, write_label_png
+from wsk.proposals.container import Proposals
+from wsk.pseudo.files import LOCMAP_KEYS, LOCMAP_VERSION, refined_images
+from wsk.pseudo.localization import localization_maps
+from wsk.pseudo.rough_masks import rough_masks
+from wsk.stages import readable_npz
+from wsk.workdir import WorkDir
+
+
+def locmap_made_from(workdir, image_id):
+    """What an image's localization maps are made from: its kept proposals (``refined.json``)
+    and the stamp of its proposals file."""
+    entry = refined_images(workdir.refined).get(image_id)
+    if entry is None:
+        raise WskError(f"image {image_id} is not in the refinement file", workdir.refined)
+    return {"kept": entry, "proposals": file_stamp(workdir.proposals(image_id))}
+
+
+def locmap_valid(path, made_from=None):
+    """Whether ``path`` holds maps of this version (made from ``made_from``, when given)."""
+    arrays = readable_npz(path, LOCMAP_KEYS)
+    if arrays is None or int(arrays["version"]) != LOCMAP_VERSION:
+        return False
+    if made_from is None:
+        return True
+    return "made_from" in arrays and json.loads(str(arrays["made_from"])) == made_from
+
+
+def map_image(work, refine, num_classes, image_id):
+    """Write ``locmaps/<id>.npz``: the image's Eq. 2 maps from its kept proposals."""
+    workdir = WorkDir(work, refine)
+    made_from = locmap_made_from(workdir, image_id)
+    entry = made_from["kept"]
+    proposals = Proposals.load(workdir.proposals(image_id))
+    kept = {int(label): np.asarray(indices, np.int64) for label, indices in entry.items()}
+    for label, indices in kept.items():
+        if len(indices) and indices.max() >= len(proposals):
+            raise WskError(f"proposal {indices.max()} kept for class {label} is beyond the "
+                           f"{len(proposals)} proposals (rerun scoring)", workdir.proposals(image_id))
+    maps = localization_maps(proposals, kept, num_classes)
+    save_npz(workdir.locmap(image_id), version=np.int32(LOCMAP_VERSION),
+             maps=maps.astype(np.float16), labels=np.array(sorted(kept), np.int32),
+             made_from=np.array(json.dumps(made_from, sort_keys=True)))
+
+
+def mask_made_from(workdir, top, image_id):
+    """What an image's rough mask is made from: its maps, its scores and Eq. 5's region count."""
+    return {"locmap": file_stamp(workdir.locmap(image_id)), "scores": file_stamp(workdir.scores(image_id)),
+            "top": int(top)}
+
+
+def mask_valid(path, made_from=None):
+    """Whether ``path`` is a readable mask (made from ``made_from``, when given)."""
+    if not os.path.exists(path):
+        return False
+    try:
+        read_label_png(path)
+    except WskError:
+        return False
+    return made_from is None or label_png_made_from(path) == made_from
+
+
+def mask_image(work, refine, top, image_id):
+    """Write ``masks/<id>.png``: the image's Eq. 5 rough mask as a palette PNG."""
+    workdir = WorkDir(work, refine)
+    proposals = Proposals.load(workdir.proposals(image_id))
+    scores = load_npz(workdir.scores(image_id), required=("scores",))["scores"]
+    locmap = load_npz(workdir.locmap(image_id), required=LOCMAP_KEYS)
+    mask = rough_masks(proposals, scores, locmap["maps"], locmap["labels"], top)
+    write_label_png(workdir.mask(image_id), mask, made_from=mask_made_from(workdir, top, image_id))

@@ -1,0 +1,123 @@
+"""The callbacks every wsk training run uses: validation mAP, epoch-exact resumption, atomic backups,
+and a NaN stop that keeps the last good epoch."""
+
+import os
+
+import keras
+import numpy as np
+
+from wsk.errors import WskError
+from wsk.io import atomic_path, load_json, remove_paths, save_json, sha256_of
+from wsk.metrics import multilabel_average_precision
+
+
+class MultiLabelMAP(keras.callbacks.Callback):
+    """After every epoch: predict ``inputs`` (a dataset of HCP inputs), print the validation
+    mAP against ``labels`` ``(N, C)`` and add it to the logs as ``val_mAP`` (so TensorBoard
+    and History record it). The per-class APs are kept in ``self.history``."""
+
+    def __init__(self, inputs, labels, printer=print, newline=False):
+        super().__init__()
+        self.newline = newline      # end Keras's progress bar line first
+        self.inputs = inputs
+        self.labels = np.asarray(labels)
+        self.printer = printer
+        self.history = []
+
+    def evaluate(self):
+        """``(mAP, per-class AP)`` of the current model on the validation inputs."""
+        scores = self.model.predict(self.inputs, verbose=0)
+        return multilabel_average_precision(self.labels, scores)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value, per_class = self.evaluate()
+        self.history.append((value, per_class))
+        if logs is not None:
+            logs["val_mAP"] = value
+        line = f"epoch {epoch + 1}: validation mAP {value:.4f} over {len(per_class)} classes"
+        self.printer(("\n" if self.newline else "") + line)
+
+
+class ResumeEpoch(keras.callbacks.Callback):
+    """Make the randomness of epoch ``e`` a function of ``e``, so a resumed ``fit`` repeats it.
+
+    ``BackupAndRestore`` makes a resumed ``fit`` start at a later epoch with the saved weights
+    and optimizer state; two things it does not restore are handled here:
+
+    * the data: the first ``on_epoch_begin`` writes the starting epoch into ``variable``,
+      which ``wsk.data.pipelines.epoch_stream`` reads before producing its first element;
+    * dropout: at every epoch the counter of each seed-generator state (``[seed, counter]``,
+      not part of the backup) is set to ``epoch * EPOCH_STRIDE``.
+    """
+
+    EPOCH_STRIDE = 1_000_003   # more draws than any epoch takes
+
+    def __init__(self, variable):
+        super().__init__()
+        self.variable = variable
+        self._started = False
+
+    def on_train_begin(self, logs=None):
+        self._started = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._started:
+            self.variable.assign(epoch)
+            self._started = True
+        for state in self.model.variables:
+            if state.path.endswith("seed_generator_state"):
+                seed = np.asarray(state.numpy() if hasattr(state, "numpy") else state.value)
+                state.assign(np.array([seed[0], epoch * self.EPOCH_STRIDE], dtype=seed.dtype))
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``keras.callbacks.BackupAndRestore`` whose backup survives a kill at any moment.
+
+    Keras writes the weights, then the epoch, in place: a kill between the two resumes the new
+    weights at the old epoch, and a kill during the first leaves a torn file. Here both are written
+    to temporary files and renamed, and the epoch record holds the weights' sha256: a backup whose
+    two files do not belong together is discarded with a line, and the step restarts from its
+    start (which gives the same result: data order and dropout are functions of the epoch).
+    """
+
+    def __init__(self, backup_dir, printer=print):
+        super().__init__(backup_dir)
+        self.printer = printer
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        with atomic_path(self._weights_path) as tmp_weights:
+            self.model.save_weights(tmp_weights, overwrite=True)
+            record = {"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                      "weights_sha256": sha256_of(tmp_weights)}
+        save_json(self._training_metadata_path, record)
+
+    def _load_model(self):
+        have_weights = os.path.exists(self._weights_path)
+        have_record = os.path.exists(self._training_metadata_path)
+        if have_weights or have_record:
+            try:
+                record = load_json(self._training_metadata_path) if have_record else {}
+            except WskError:
+                record = {}
+            if not have_weights or record.get("weights_sha256") != sha256_of(self._weights_path):
+                self.printer(f"{self.backup_dir}: the last backup was interrupted while being written; "
+                             "restarting this step from its start")
+                remove_paths(self._weights_path, self._training_metadata_path)
+                return
+        super()._load_model()
+
+
+class Diverged(Exception):
+    """Raised by ``TerminateOnNaNKeepCheckpoint`` to leave ``fit`` at once."""
+
+
+class TerminateOnNaNKeepCheckpoint(keras.callbacks.Callback):
+    """Stop training at a NaN/inf loss, as ``keras.callbacks.TerminateOnNaN`` does, but by
+    raising: the epoch is not ended, so ``BackupAndRestore`` keeps the last good epoch instead
+    of backing up broken weights, and nothing is saved as the final model."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            raise Diverged(f"the loss became {float(loss)} at batch {batch}")

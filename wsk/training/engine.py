@@ -1,0 +1,127 @@
+"""The training engine both stages share: distribution strategies, the paper's optimizer, and a
+resumable ``fit`` (``AtomicBackupAndRestore`` checkpoints, epoch-exact data and dropout, the NaN
+stop, CSV and TensorBoard logs)."""
+
+import contextlib
+import os
+import re
+
+import keras
+import tensorflow as tf
+
+from wsk.errors import WskError
+from wsk.models.imagenet import is_vgg16_source
+from wsk.models.vgg import from_scratch_multipliers
+from wsk.optimizers import CaffeSGD, deeplab_multipliers, step_schedule
+from wsk.recipes import STRATEGIES, HCPRecipe, Recipe, SegRecipe, get_recipe
+from wsk.training.callbacks import (AtomicBackupAndRestore, Diverged, ResumeEpoch,
+                                    TerminateOnNaNKeepCheckpoint)
+
+
+
+def recipe_part(recipe, kind):
+    """The ``HCPRecipe``/``SegRecipe`` of ``recipe`` (a name, a ``Recipe`` or the part itself)."""
+    if isinstance(recipe, str):
+        recipe = get_recipe(recipe)
+    if isinstance(recipe, Recipe):
+        return getattr(recipe, kind)
+    expected = HCPRecipe if kind == "hcp" else SegRecipe
+    if not isinstance(recipe, expected):
+        raise WskError(f"expected a recipe name, a Recipe or a {expected.__name__}, got {recipe!r}")
+    return recipe
+
+
+def require_tensorflow_backend():
+    """Training uses tf.data and tf.distribute: refuse any other Keras backend, in one line."""
+    if keras.backend.backend() != "tensorflow":
+        raise WskError("training uses tf.data and tf.distribute: set KERAS_BACKEND=tensorflow "
+                       f"(the backend is {keras.backend.backend()!r})")
+
+
+def make_strategy(name="default"):
+    """The ``tf.distribute`` strategy called ``name`` (a strategy object is returned as is).
+
+    ``default``: the current (single-device) strategy; ``mirrored``: ``MirroredStrategy`` over
+    the local GPUs (or CPUs); ``multiworker``: ``MultiWorkerMirroredStrategy`` over the machines
+    named by the ``TF_CONFIG`` environment variable (create it before any other TF work).
+    """
+    if not isinstance(name, str):
+        return name
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise WskError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def is_chief(strategy):
+    """Whether this process writes the outputs (always, except on non-chief workers)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def compile_for_training(model, loss, base_lr, last_lr, recipe, steps_per_epoch):
+    """Compile ``model`` with the paper's optimizer: Caffe SGD (momentum, L2 decay), the last
+    layer ``fc8`` at ``last_lr`` and the others at ``base_lr`` (biases x2, no decay), both
+    multiplied by ``lr_gamma`` every ``lr_step_epochs`` epochs. Unless the trunk is Keras's
+    VGG-16 (trained on pixel-scale inputs), conv1_1 is in wsk's from-scratch scale (trained from
+    scratch, from HCP, or from a wsk-pretrained trunk, which was trained that way) and its kernel
+    gets the matching multipliers (``wsk.models.vgg.from_scratch_multipliers``)."""
+    schedule = step_schedule(base_lr, recipe.lr_step_epochs * steps_per_epoch, recipe.lr_gamma)
+    multipliers = deeplab_multipliers("fc8", last_lr / base_lr)
+    if not is_vgg16_source(recipe.backbone_weights):   # conv1_1 in the from-scratch scale
+        multipliers = from_scratch_multipliers() + multipliers
+    optimizer = CaffeSGD(schedule, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                         multipliers=multipliers)
+    model.compile(optimizer=optimizer, loss=loss)
+    return model
+
+
+def epoch_variable():
+    """The variable ``ResumeEpoch`` sets to a (resumed) run's first epoch; the data pipeline reads it."""
+    with tf.device("/cpu:0"):
+        return tf.Variable(0, dtype=tf.int64, trainable=False, name="first_epoch")
+
+
+@contextlib.contextmanager
+def _data_errors():
+    """Turn a ``WskError`` raised inside the tf.data pipeline back into a ``WskError``."""
+    try:
+        yield
+    except tf.errors.OpError as err:
+        found = re.search(r"WskError: ([^\n]*)", str(err))
+        if found:
+            raise WskError(found.group(1)) from None
+        raise
+
+
+def fit(model, dataset, epochs, steps, checkpoint_dir, log_dir, first_epoch, callbacks=(), verbose=1):
+    """``model.fit`` over the all-epoch ``dataset``, resumable; returns the History.
+
+    ``checkpoint_dir`` holds the ``AtomicBackupAndRestore`` state (removed at the end), and
+    ``log_dir`` the TensorBoard logs and ``history.csv`` (appended on resume). A NaN loss
+    stops the run with a ``WskError``, the last finished epoch kept.
+    """
+    os.makedirs(log_dir, exist_ok=True)
+    all_callbacks = [ResumeEpoch(first_epoch), TerminateOnNaNKeepCheckpoint(), *callbacks,
+                     AtomicBackupAndRestore(checkpoint_dir),
+                     keras.callbacks.CSVLogger(os.path.join(log_dir, "history.csv"), append=True),
+                     keras.callbacks.TensorBoard(log_dir, write_graph=False, update_freq="epoch",
+                                                 profile_batch=0)]
+    try:
+        with _data_errors():
+            history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False,
+                                callbacks=all_callbacks, verbose=verbose)
+        if os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
+            os.rmdir(checkpoint_dir)   # BackupAndRestore removes its files at the end, not the folder
+        return history
+    except Diverged as err:
+        raise WskError(f"training diverged: {err}; the last finished epoch is kept here "
+                       "(lower the learning rate, or rerun to resume)", checkpoint_dir) from None

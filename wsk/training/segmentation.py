@@ -1,0 +1,141 @@
+"""Stage 4 (§4.2): DeepLab-LargeFOV trained as one of the paper's four variants.
+
+``AN_A``/``SN_A`` learn from the localization maps (Eq. 2) with ``SoftMultiLabelCrossEntropy``
+(Eq. 4), ``AN_B``/``SN_B`` from the rough masks (Eq. 5) with ``SparseCrossEntropyIgnore``, on
+all training images (``A*``) or the single-label ones (``S*``). Inputs come from
+``wsk.data.pipelines`` (scale, pad, crop, flip, targets on the stride-8 grid). The model goes to
+``WORK/seg/<name>/model.keras`` with its description; checkpoints and logs sit beside it.
+"""
+
+import os
+
+import keras
+
+from wsk.classes import IGNORE_LABEL
+from wsk.data.pipelines import (check_crop_size, load_hard_target, load_soft_target, segmentation_dataset,
+                                steps_per_epoch)
+from wsk.data.voc import PAPER_TRAIN, VOCDataset, single_label_ids
+from wsk.errors import WskError
+from wsk.io import image_size, remove_paths
+from wsk.losses import SoftMultiLabelCrossEntropy, SparseCrossEntropyIgnore
+from wsk.models import deeplab_largefov
+from wsk.models.description import segmentation_description
+from wsk.models.pretrained import copy_hcp_trunk
+from wsk.models.saving import load_model, save_model
+from wsk.recipes import HCP_BACKBONE, get_variant
+from wsk.stages import progress
+from wsk.training.digest import inputs_digest, up_to_date
+from wsk.training.engine import (compile_for_training, epoch_variable, fit, is_chief, make_strategy,
+                                 recipe_part, require_tensorflow_backend)
+from wsk.workdir import WorkDir
+
+
+def segmentation_name(variant, refine=True):
+    """The folder name of a segmentation network: the variant, ``-noref`` without refinement."""
+    return variant if refine else f"{variant}-noref"
+
+
+def segmentation_training_set(root, work, variant, refine=True, check=True, split=PAPER_TRAIN):
+    """``(dataset, ids, image paths, target paths)`` of a variant (§4.2).
+
+    All ``split`` images (``A*``) or the single-label ones (``S*``); targets are the
+    localization maps (``*_A``) or the rough masks (``*_B``) of ``WorkDir(work, refine)``.
+    A missing target is a ``WskError`` (run ``wsk pseudo`` first); with ``check`` every target
+    is also read once (``check_targets``).
+    """
+    spec = get_variant(variant)
+    dataset = VOCDataset(root, split)
+    ids = single_label_ids(dataset) if spec.single_label else list(dataset.ids)
+    if not ids:
+        raise WskError(f"{variant}: no training image "
+                       f"({'single-label ' if spec.single_label else ''}{split} is empty)", root)
+    wd = WorkDir(work, refine=refine)
+    targets = [wd.locmap(i) if spec.target == "soft" else wd.mask(i) for i in ids]
+    missing = [p for p in targets if not os.path.exists(p)]
+    if missing:
+        raise WskError(f"{len(missing)} of {len(ids)} training targets are missing "
+                       f"(run `wsk pseudo` first), e.g. this one", missing[0])
+    images = [dataset.image_path(i) for i in ids]
+    if check:
+        check_targets(images, targets, spec.target, dataset.num_classes, variant)
+    return dataset, ids, images, targets
+
+
+def check_targets(images, targets, kind, num_classes, name):
+    """Read every training target once before training, so a damaged file stops the run at the
+    start (listing every bad file) rather than epochs into it."""
+    load = load_soft_target if kind == "soft" else load_hard_target
+    bad = []
+    with progress(list(zip(images, targets)), label=f"{name}: checking targets") as pairs:
+        for image_path, target in pairs:
+            try:
+                load(target, *image_size(image_path), num_classes)
+            except WskError as err:
+                bad.append(err)
+    if bad:
+        listed = "; ".join(str(err) for err in bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise WskError(f"{len(bad)} training target(s) are damaged (rerun `wsk pseudo`): {listed}")
+
+
+def segmentation_loss(variant):
+    """The loss of a variant: Eq. 4 on localization maps, or cross-entropy on rough masks."""
+    if get_variant(variant).target == "soft":
+        return SoftMultiLabelCrossEntropy(from_logits=True)
+    return SparseCrossEntropyIgnore(ignore_label=IGNORE_LABEL, from_logits=True)
+
+
+def _network(recipe, num_classes, hcp_model_path):
+    """DeepLab-LargeFOV with the recipe's starting trunk (ImageNet, a file, a zoo card or the HCP)."""
+    from_hcp = recipe.backbone_weights == HCP_BACKBONE
+    model = deeplab_largefov(num_classes=num_classes, backbone_weights=None if from_hcp else recipe.backbone_weights,
+                             width=recipe.width)
+    return copy_hcp_trunk(model, hcp_model_path) if from_hcp else model
+
+
+def train_segmentation(root, work, variant, recipe="paper", strategy="default", pseudo_dir_refine=True,
+                       force=False, callbacks=(), verbose=1, printer=print, split=PAPER_TRAIN):
+    """Train DeepLab-LargeFOV as ``variant`` (AN_A, SN_A, AN_B, SN_B) on ``split`` and save it.
+
+    The model goes to ``WorkDir(work).seg_model(name)`` with ``name`` the variant (``-noref``
+    appended when ``pseudo_dir_refine`` is False, i.e. trained on the targets computed without
+    cross-image refinement), with its ``model.json`` description. ``strategy``: ``default``,
+    ``mirrored``, ``multiworker`` or a ``tf.distribute.Strategy``; ``recipe.batch_size`` is the
+    global batch. Returns the trained Keras model.
+    """
+    require_tensorflow_backend()
+    recipe, spec, strategy, wd = recipe_part(recipe, "seg"), get_variant(variant), make_strategy(strategy), WorkDir(work)
+    name = segmentation_name(variant, pseudo_dir_refine)
+    model_path = wd.seg_model(name)
+    check_crop_size(recipe.crop_size)
+    dataset, ids, images, targets = segmentation_training_set(root, work, variant, pseudo_dir_refine,
+                                                              check=False, split=split)
+    from_hcp = recipe.backbone_weights == HCP_BACKBONE
+    digest = inputs_digest(recipe, list(targets) + ([wd.hcp_model] if from_hcp else []))
+    if not force and up_to_date(model_path, digest, printer):
+        return load_model(model_path)
+    check_targets(images, targets, spec.target, dataset.num_classes, variant)
+    batch = min(recipe.batch_size, len(ids))
+    steps = steps_per_epoch(len(ids), batch)
+    folder = wd.seg_dir(name)
+    if not is_chief(strategy):   # other workers keep their own state apart from the chief's
+        folder = os.path.join(folder, f"worker-{strategy.cluster_resolver.task_id}")
+    if force or os.path.exists(model_path):   # trained from other inputs: start afresh
+        remove_paths(os.path.join(folder, "checkpoints"), os.path.join(folder, "logs"))
+    keras.utils.set_random_seed(recipe.seed)
+    first_epoch = epoch_variable()
+    data = segmentation_dataset(images, targets, spec.target, dataset.num_classes, recipe.crop_size,
+                                batch, recipe.epochs, recipe.seed, scale_range=recipe.scale_range,
+                                first_epoch=first_epoch)
+    with strategy.scope():
+        model = _network(recipe, dataset.num_classes, wd.hcp_model)
+        compile_for_training(model, segmentation_loss(variant), recipe.lr, recipe.last_lr, recipe, steps)
+    printer(f"{name}: {len(ids)} images, batch {batch}, {recipe.epochs} epochs, "
+            f"{strategy.num_replicas_in_sync} replica(s)")
+    fit(model, data, recipe.epochs, steps, os.path.join(folder, "checkpoints"), os.path.join(folder, "logs"),
+        first_epoch, callbacks, verbose)
+    if is_chief(strategy):
+        save_model(model, model_path, segmentation_description(
+            dataset.class_names, variant, spec.target == "soft", spec.single_label, pseudo_dir_refine,
+            recipe, len(ids), digest))
+        printer(f"saved {model_path}")
+    return model
