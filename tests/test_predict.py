@@ -164,8 +164,13 @@ def two_colour_image(path, height, width, edge):
     return truth
 
 
-def test_crf_in_workers_matches_crf_in_process(tmp_path):
+def test_crf_in_workers_matches_crf_in_process(tmp_path, monkeypatch):
     # Edges between the stride-8 grid points: the network alone blurs them, the CRF snaps back.
+    import wsk.predict
+
+    calls = []
+    run_workers = wsk.predict._run_crf_workers
+    monkeypatch.setattr(wsk.predict, "_run_crf_workers", lambda *a: calls.append(a[1]) or run_workers(*a))
     truths = {"a": two_colour_image(tmp_path / "img" / "a.png", 33, 45, 13),
               "b": two_colour_image(tmp_path / "img" / "b.png", 26, 30, 21),
               "c": two_colour_image(tmp_path / "img" / "c.png", 33, 45, 27)}
@@ -173,8 +178,12 @@ def test_crf_in_workers_matches_crf_in_process(tmp_path):
     model = colour_model()
     plain = predict_images(model, images, tmp_path / "plain")
     serial = predict_images(model, images, tmp_path / "serial", crf=CRFParams(), jobs=1)
+    small = predict_images(model, images, tmp_path / "small", crf=CRFParams(), jobs=2)
+    assert calls == []   # three small images: workers would cost more than they save
+    monkeypatch.setattr(wsk.predict, "CRF_WORKERS_MIN_PIXELS", 0)
     parallel = predict_images(model, images, tmp_path / "parallel", crf=CRFParams(), jobs=2, batch_size=2)
-    for report in (plain, serial, parallel):
+    assert sorted(i for ids in calls for i in ids) == ["a", "b", "c"]
+    for report in (plain, serial, small, parallel):
         assert report.done == ["a", "b", "c"] and not report.failed
     assert not os.path.exists(tmp_path / "parallel" / PENDING_DIR)
     for image_id, truth in truths.items():

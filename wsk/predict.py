@@ -30,12 +30,15 @@ from wsk.models.inference import segment
 from wsk.models.tasks import raw_network
 from wsk.io import IMAGE_SUFFIXES, image_size, read_image, save_npz, write_label_png
 from wsk.metrics import PredictionFolder, evaluate_dataset
-from wsk.stages import StageReport, progress, run_per_image
+from wsk.stages import StageReport, progress, run_per_image, worker_pool
 
 LAYOUTS = {
     "png": (),
     "voc-test": ("results", "VOC2012", "Segmentation", "comp6_test_cls"),
 }
+# Below this many pixels in all, the dense CRF runs in this process: starting workers costs more
+# than they save (measured on the demo's 120 val images of 64 x 64: 17 s here, 40 s with 2 workers).
+CRF_WORKERS_MIN_PIXELS = 16 * 2**20
 # Softmax maps waiting for a CRF worker live here (inside the output folder) until their PNG exists.
 PENDING_DIR = ".crf-pending"
 
@@ -110,9 +113,10 @@ def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layou
                    name="predict"):
     """Segment ``images`` (``{id: image path}``) with ``model`` and write ``<id>.png`` label maps.
 
-    ``crf``: ``None`` (argmax of the network's softmax) or a ``wsk.crf.CRFParams``. With a CRF
-    and ``jobs > 1`` the softmax of each image is saved to ``OUT/.crf-pending/<id>.npz`` and the
-    CRF runs in ``jobs`` worker processes, a chunk of images at a time. Images of different
+    ``crf``: ``None`` (argmax of the network's softmax) or a ``wsk.crf.CRFParams``. With a CRF,
+    ``jobs > 1`` and at least ``CRF_WORKERS_MIN_PIXELS`` pixels in all, the softmax of each image
+    is saved to ``OUT/.crf-pending/<id>.npz`` and the CRF runs in ``jobs`` worker processes
+    (started once), a chunk of images at a time. Images of different
     sizes go through the network in separate batches of at most ``batch_size``.
     Returns the ``StageReport`` (computed, already done, failed ids with their messages).
     """
@@ -134,15 +138,17 @@ def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layou
         except WskError as err:
             report.failed.append((image_id, str(err)))
     todo = [image_id for image_id in todo if image_id in sizes]
-    deferred = crf is not None and jobs > 1
+    pixels = sum(height * width for height, width in sizes.values())
+    deferred = crf is not None and jobs > 1 and pixels >= CRF_WORKERS_MIN_PIXELS
     # Deferred CRF: bound the softmax maps on disk by running the workers a chunk at a time.
     chunk = max(8 * jobs, 32) if deferred else len(todo) or 1
-    for start in range(0, len(todo), chunk):
-        ids = todo[start:start + chunk]
-        pending = _run_network(model, images, ids, sizes, out_path, folder, crf, deferred,
-                               batch_size, report, name)
-        if pending:
-            _run_crf_workers(images, pending, folder, out_path, crf, jobs, report, name)
+    with worker_pool(jobs if deferred and todo else 1) as pool:   # started once, for every chunk
+        for start in range(0, len(todo), chunk):
+            ids = todo[start:start + chunk]
+            pending = _run_network(model, images, ids, sizes, out_path, folder, crf, deferred,
+                                   batch_size, report, name)
+            if pending:
+                _run_crf_workers(images, pending, folder, out_path, crf, pool, report, name)
     pending_dir = os.path.join(folder, PENDING_DIR)
     if os.path.isdir(pending_dir) and not os.listdir(pending_dir):
         os.rmdir(pending_dir)
@@ -190,13 +196,13 @@ def _pending_path(folder, image_id):
     return os.path.join(folder, PENDING_DIR, f"{image_id}.npz")
 
 
-def _run_crf_workers(images, ids, folder, out_path, crf, jobs, report, name):
-    """Dense CRF in ``jobs`` processes over saved softmax maps (``wsk.crf.refine_saved``)."""
+def _run_crf_workers(images, ids, folder, out_path, crf, pool, report, name):
+    """Dense CRF in the worker ``pool`` over saved softmax maps (``wsk.crf.refine_saved``)."""
 
     tasks = {image_id: (images[image_id], _pending_path(folder, image_id), out_path[image_id])
              for image_id in ids}
     crf_report = run_per_image(f"{name} (dense CRF)", ids, functools.partial(
-        refine_saved, tasks=tasks, params=crf), jobs=jobs)
+        refine_saved, tasks=tasks, params=crf), pool=pool)
     report.done.extend(crf_report.done)
     report.failed.extend(crf_report.failed)
 

@@ -6,6 +6,7 @@ and collects failures instead of stopping, so nothing already computed is lost.
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -59,11 +60,24 @@ def _call(work, item):
         return item, f"{item}: {type(err).__name__}: {err}"
 
 
-def run_per_image(name, items, work, is_done=None, jobs=1):
+@contextlib.contextmanager
+def worker_pool(jobs):
+    """``jobs`` worker processes (spawned: safe beside TensorFlow's threads) for several
+    ``run_per_image`` calls, so that they start once; None when ``jobs <= 1``."""
+    if jobs <= 1:
+        yield None
+        return
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs,
+                                                mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
+def run_per_image(name, items, work, is_done=None, jobs=1, pool=None):
     """Apply ``work(item)`` to every item not yet done; return a ``StageReport``.
 
-    ``work`` writes the item's output itself (atomically) and must be picklable when
-    ``jobs > 1`` (a module-level function or a ``functools.partial`` of one).
+    ``work`` writes the item's output itself (atomically) and must be picklable when it runs
+    in worker processes: those of ``pool`` (a ``worker_pool``), or ``jobs > 1`` started for this
+    call (a module-level function or a ``functools.partial`` of one).
     ``is_done(item)`` says whether a valid output already exists.
     """
     report = StageReport(name)
@@ -76,14 +90,14 @@ def run_per_image(name, items, work, is_done=None, jobs=1):
     if not todo:
         return report
     with progress(length=len(todo), label=name) as bar:
-        if jobs <= 1:
+        if pool is None and jobs <= 1:
             results = (_call(work, item) for item in todo)
             for item, error in results:
                 (report.failed.append((item, error)) if error else report.done.append(item))
                 bar.update(1)
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            with contextlib.ExitStack() as stack:
+                pool = pool or stack.enter_context(worker_pool(jobs))
                 futures = [pool.submit(_call, work, item) for item in todo]
                 for future in concurrent.futures.as_completed(futures):
                     item, error = future.result()

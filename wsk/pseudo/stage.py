@@ -33,7 +33,7 @@ from wsk.pseudo.refine_stage import refinement_stage
 from wsk.pseudo.score_stage import scoring_stage
 from wsk.pseudo.targets import locmap_made_from, locmap_valid, map_image, mask_image, mask_made_from, mask_valid
 from wsk.recipes import PseudoConfig
-from wsk.stages import run_per_image
+from wsk.stages import run_per_image, worker_pool
 from wsk.workdir import WorkDir
 
 
@@ -58,14 +58,15 @@ def run_pseudo(root, work, split="train", refine=True, mode=None, config=PseudoC
     # an output is reused only when it records exactly the inputs it would be made from now, so
     # a rerun after any change or kill (even between two stages) redoes exactly what is stale
     maps_done = lambda i: locmap_valid(workdir.locmap(i), locmap_made_from(workdir, i))  # noqa: E731
-    reports["locmaps"] = run_per_image(
-        "localization maps", dataset.ids,
-        functools.partial(map_image, workdir.root, refine, dataset.num_classes),
-        is_done=maps_done, jobs=jobs)
-    reports["locmaps"].raise_if_failed()
     top = config.rough_top_regions
-    reports["masks"] = run_per_image(
-        "rough masks", dataset.ids, functools.partial(mask_image, workdir.root, refine, top),
-        is_done=lambda i: mask_valid(workdir.mask(i), mask_made_from(workdir, top, i)), jobs=jobs)
-    reports["masks"].raise_if_failed()
+    with worker_pool(jobs) as pool:   # one set of workers for maps and masks
+        reports["locmaps"] = run_per_image(
+            "localization maps", dataset.ids,
+            functools.partial(map_image, workdir.root, refine, dataset.num_classes),
+            is_done=maps_done, pool=pool)
+        reports["locmaps"].raise_if_failed()
+        reports["masks"] = run_per_image(
+            "rough masks", dataset.ids, functools.partial(mask_image, workdir.root, refine, top),
+            is_done=lambda i: mask_valid(workdir.mask(i), mask_made_from(workdir, top, i)), pool=pool)
+        reports["masks"].raise_if_failed()
     return reports
