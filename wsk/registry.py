@@ -32,6 +32,7 @@ builders of ``wsk.models`` can take a zoo name (``weights=``, ``backbone_weights
 ``wsk.zoo``, which builds networks, sits above both.
 """
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -104,38 +105,80 @@ def weights_filename(card, source=None):
     return file
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
+    """A card's fields, typed and checked (the table in this module's docstring); cards travel as
+    the dicts ``to_json`` gives, and ``validate_card`` reads one back through this."""
+
+    name: str
+    task: str
+    builder: str | None
+    builder_args: dict
+    class_names: list
+    weights: dict
+    preprocessing: dict | None = None
+    input_size: list | None = None
+    recipe: object = None
+    dataset: dict | None = None
+    metrics: dict | None = None
+    licence: str | None = None
+    description: str = ""
+    training: dict | None = None
+    card_version: int = CARD_VERSION
+
+    def __post_init__(self):
+        name = check_name(self.name)
+        if self.task not in TASKS:
+            raise WskError(f"model {name}: task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.builder is not None:
+            if self.builder not in BUILDERS:
+                raise WskError(f"model {name}: unknown builder {self.builder!r}; known: {', '.join(BUILDERS)}")
+            if BUILDERS[self.builder] != self.task:
+                raise WskError(f"model {name}: builder {self.builder} does not do {self.task}")
+        if not isinstance(self.builder_args, dict):
+            raise WskError(f"model {name}: builder_args must be an object")
+        names = self.class_names
+        if not isinstance(names, list) or len(names) < 1 or not all(isinstance(n, str) for n in names):
+            raise WskError(f"model {name}: class_names must be a list of strings")
+        if self.task == "segmentation" and names[0] != "background":
+            raise WskError(f"model {name}: a segmentation model's first class must be 'background'")
+        weights = self.weights
+        if not isinstance(weights, dict) or not SHA256_PATTERN.match(str(weights.get("sha256", ""))):
+            raise WskError(f"model {name}: weights need a sha256 (64 lower-case hex digits)")
+        url = weights.get("url")
+        if url is not None and not (isinstance(url, str) and URL_PATTERN.match(url)):
+            raise WskError(f"model {name}: weights url must be http(s):// or file://, got {url!r}")
+        file = weights_filename(dataclasses.asdict(self))
+        if url is None and not os.path.isfile(os.path.join(WEIGHTS_DIR, file)):
+            raise WskError(f"model {name}: no weights url and no shipped file {file}")
+
+    @classmethod
+    def from_json(cls, card, source=None):
+        """The card a JSON object holds; a missing, unknown or ill-typed field is a ``WskError``
+        naming ``source``."""
+        if not isinstance(card, dict):
+            raise WskError("a model card must be a JSON object", source)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        missing = [key for key in REQUIRED if key not in card]
+        if missing:
+            raise WskError(f"model card {card.get('name', '?')!r} lacks {', '.join(missing)}", source)
+        unknown = sorted(set(card) - set(fields))
+        if unknown:
+            raise WskError(f"model card {card.get('name', '?')!r} has unknown fields {', '.join(unknown)}",
+                           source)
+        try:
+            return cls(**card)
+        except WskError as err:
+            raise WskError(err.problem, source) from None
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+
 def validate_card(card, source=None):
-    """Check a card's fields and types; return it. Problems are a ``WskError`` naming ``source``."""
-    if not isinstance(card, dict):
-        raise WskError("a model card must be a JSON object", source)
-    missing = [key for key in REQUIRED if key not in card]
-    if missing:
-        raise WskError(f"model card {card.get('name', '?')!r} lacks {', '.join(missing)}", source)
-    name = check_name(card["name"], source)
-    if card["task"] not in TASKS:
-        raise WskError(f"model {name}: task must be one of {', '.join(TASKS)}, got {card['task']!r}", source)
-    builder = card["builder"]
-    if builder is not None:
-        if builder not in BUILDERS:
-            raise WskError(f"model {name}: unknown builder {builder!r}; known: {', '.join(BUILDERS)}", source)
-        if BUILDERS[builder] != card["task"]:
-            raise WskError(f"model {name}: builder {builder} does not do {card['task']}", source)
-    if not isinstance(card["builder_args"], dict):
-        raise WskError(f"model {name}: builder_args must be an object", source)
-    names = card["class_names"]
-    if not isinstance(names, list) or len(names) < 1 or not all(isinstance(n, str) for n in names):
-        raise WskError(f"model {name}: class_names must be a list of strings", source)
-    if card["task"] == "segmentation" and names[0] != "background":
-        raise WskError(f"model {name}: a segmentation model's first class must be 'background'", source)
-    weights = card["weights"]
-    if not isinstance(weights, dict) or not SHA256_PATTERN.match(str(weights.get("sha256", ""))):
-        raise WskError(f"model {name}: weights need a sha256 (64 lower-case hex digits)", source)
-    url = weights.get("url")
-    if url is not None and not (isinstance(url, str) and URL_PATTERN.match(url)):
-        raise WskError(f"model {name}: weights url must be http(s):// or file://, got {url!r}", source)
-    file = weights_filename(card, source)
-    if url is None and not os.path.isfile(os.path.join(WEIGHTS_DIR, file)):
-        raise WskError(f"model {name}: no weights url and no shipped file {file}", source)
+    """Check a card (a dict) through ``ModelCard``; return it. Problems are a ``WskError`` naming
+    ``source``."""
+    ModelCard.from_json(card, source)
     return card
 
 
