@@ -17,9 +17,11 @@ def test_cli_and_zoo_are_subpackages_of_wsk_only():
         assert spec is None or REPO not in pathlib.Path(spec.origin or "").parents, spec
 
 
-def test_wsk_help_lists_every_command():
+def test_wsk_help_lists_every_command(tmp_path):
+    # run from an empty folder: from the checkout's parent, a checkout folder named "wsk" would be
+    # imported as a namespace package in place of the installed one
     out = subprocess.run([sys.executable, "-m", "wsk.cli", "--help"], capture_output=True, text=True,
-                         cwd=REPO.parent)
+                         cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     for command in ("data", "demo", "eval", "export", "predict", "proposals", "pseudo", "train", "viz", "zoo"):
         assert f"  {command} " in out.stdout, (command, out.stdout)
