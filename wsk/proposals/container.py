@@ -189,14 +189,21 @@ class Proposals:
     @classmethod
     def load(cls, path):
         """Read a file written by ``save``; a damaged or foreign file is a ``WskError`` naming it."""
+        return cls.load_recorded(path)[0]
+
+    @classmethod
+    def load_recorded(cls, path):
+        """``(proposals, made_from)`` from one read of the file (``made_from`` None when it has none);
+        a damaged or foreign file is a ``WskError`` naming it."""
         arrays = load_npz(path, required=_KEYS)
         version = arrays["version"]
         if version.shape != () or int(version) != FORMAT_VERSION:
             raise WskError(f"proposals format version {version.tolist()} is not {FORMAT_VERSION} "
                            "(recompute with `wsk proposals run`)", path)
         try:
+            record = json.loads(str(arrays["made_from"])) if "made_from" in arrays else None
             return cls(arrays["superpixels"], arrays["region_ptr"], arrays["region_sp"],
-                       arrays["boxes"], arrays["scores"])
+                       arrays["boxes"], arrays["scores"]), record
         except WskError as err:
             problem = err.problem.removeprefix("inconsistent proposals: ")
             raise WskError(f"damaged proposals file: {problem}", path) from None

@@ -26,11 +26,11 @@ def _is_done(work, made_from, image_id):
     if not os.path.exists(path):
         return False
     try:
-        Proposals.load(path)
+        _, record = Proposals.load_recorded(path)   # one read: valid, and what made it
     except WskError as err:
         say_recomputing(err)
         return False
-    return Proposals.made_from(path) == made_from(image_id)
+    return record == made_from(image_id)
 
 
 def generated_from(root, split, max_proposals, seed, image_id):
