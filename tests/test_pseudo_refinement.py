@@ -7,7 +7,7 @@ import pytest
 
 from wsk.errors import WskError
 from wsk.pseudo import cross_image_refinement, reduce_features
-from wsk.pseudo.refinement import eq1_distances
+from wsk.pseudo.refinement import Moments, eq1_distances, pca_from_moments, refine_image, refinement_statistics
 
 
 def naive_eq1(per_image):
@@ -141,3 +141,81 @@ def test_pca_degenerate_inputs_pass_through():
     np.testing.assert_array_equal(reduce_features(one), one)
     flat = np.ones((4, 5))
     np.testing.assert_array_equal(reduce_features(flat), flat)
+
+
+# --- streaming refinement (flat memory): the same PCA and Eq. 1 from accumulated statistics ------
+
+def naive_pca(features, energy):
+    """PCA by SVD of the centred rows: the fewest leading axes keeping more than ``energy``."""
+    centred = features - features.mean(axis=0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    ratio = np.cumsum(singular ** 2) / np.sum(singular ** 2)
+    d = int(np.searchsorted(ratio, energy, side="right")) + 1
+    return centred @ vt[:d].T
+
+
+def test_pca_from_moments_equals_svd_of_the_stacked_rows():
+    rng = np.random.default_rng(6)
+    spectrum = 0.7 ** np.arange(30)
+    chunks = [rng.normal(size=(n, 30)) * spectrum + 3.0 for n in (5, 40, 1, 0, 60)]
+    moments = Moments()
+    for chunk in chunks:
+        moments.add(chunk)
+    stacked = np.concatenate(chunks)
+    projection = pca_from_moments(moments, 0.98)
+    expected = naive_pca(stacked, 0.98)
+    assert projection.dims == expected.shape[1]
+    assert 1 < projection.dims < 30
+    got = projection(stacked)   # equal up to the sign of each axis: compare Gram matrices
+    np.testing.assert_allclose(got @ got.T, expected @ expected.T, atol=1e-8)
+    # merged partial moments (a Beam-style combine) give the same statistics
+    merged = Moments().add(np.concatenate(chunks[:2])).merge(Moments().add(np.concatenate(chunks[2:])))
+    np.testing.assert_allclose(merged.outer, moments.outer)
+    assert merged.count == len(stacked) == 106
+
+
+def test_pca_from_moments_degenerate_inputs_give_no_projection():
+    assert pca_from_moments(Moments().add(np.ones((1, 4)))) is None
+    assert pca_from_moments(Moments().add(np.ones((5, 4)))) is None   # no variance
+    assert pca_from_moments(Moments()) is None
+    with pytest.raises(WskError, match="dimension"):
+        Moments().add(np.ones((2, 3))).add(np.ones((2, 4)))
+
+
+@pytest.mark.parametrize("order", ["closest", "farthest"])
+def test_streaming_refinement_keeps_what_naive_eq1_on_naive_pca_keeps(order):
+    rng = np.random.default_rng(7)
+    dim = 12
+    images = {}
+    for n in range(9):
+        count = int(rng.integers(0, 7))
+        images[f"im{n}"] = (rng.normal(size=(count, dim)) * (0.6 ** np.arange(dim)) + rng.normal(size=dim),
+                            rng.choice([2, 5, 9], size=count))
+    images["alone"] = (rng.normal(size=(3, dim)), np.array([7, 7, 7]))   # class 7: one image only
+    reads = []
+
+    def read(image_id):
+        reads.append(image_id)
+        return images[image_id]
+
+    projection, totals, dims = refinement_statistics(read, list(images), energy=0.98)
+    assert sorted(reads) == sorted(list(images) * 2)
+    # the reference: PCA of all candidates stacked, then Eq. 1 literally, class by class
+    ids = list(images)
+    stacked = np.concatenate([images[i][0] for i in ids])
+    reduced = naive_pca(stacked, 0.98)
+    assert dims == reduced.shape[1]
+    offsets = np.cumsum([0] + [len(images[i][1]) for i in ids])
+    for label in (2, 5, 9, 7):
+        per_image = {}
+        for n, image_id in enumerate(ids):
+            rows = np.flatnonzero(images[image_id][1] == label)
+            if len(rows):
+                per_image[image_id] = reduced[offsets[n]:offsets[n + 1]][rows]
+        expected = naive_kept(per_image, 0.5, order)
+        for image_id in per_image:
+            got = refine_image(*images[image_id], projection, totals, 0.5, order)[label]
+            rows = np.flatnonzero(images[image_id][1] == label)
+            assert set(got.tolist()) == {int(rows[j]) for j in expected[image_id]}, (label, image_id)
+    assert refine_image(*images["alone"], projection, totals)[7].tolist() == [0, 1, 2]
+    assert refine_image(np.zeros((0, dim)), np.zeros(0, int), projection, totals) == {}

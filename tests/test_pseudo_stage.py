@@ -82,6 +82,7 @@ def test_pseudo_outputs_and_resume(synthetic_root, work):
         scores = np.load(wd.scores(image_id))
         assert scores["scores"].shape == (len(grid_proposals(64, 64)), dataset.num_classes - 1)
         assert scores["features"].shape[0] == len(scores["candidates"])
+        assert scores["features"].dtype == np.float16   # stored compactly (wsk.pseudo.score_stage)
         entry = {int(k): v for k, v in refined["images"][image_id].items()}
         assert sorted(entry) == sorted(labels)
         for label in labels:

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -465,3 +467,92 @@ def test_an_intact_backup_resumes_at_its_epoch(tmp_path):
         model.fit(x, y, epochs=4, verbose=0, callbacks=[AtomicBackupAndRestore(folder), Stop()])
     history = model.fit(x, y, epochs=4, verbose=0, callbacks=[AtomicBackupAndRestore(folder)])
     assert len(history.history["loss"]) == 2           # epochs 3 and 4 only
+
+
+MULTI_WORKER = textwrap.dedent("""
+    import json, os, sys
+    import tensorflow as tf
+    import keras
+    from wsk.recipes import SegRecipe
+    from wsk.training import train_segmentation
+
+    root, work, strategy = sys.argv[1], sys.argv[2], sys.argv[3]
+    if strategy == "multiworker":   # TF_CONFIG names this worker: create the strategy first
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+
+    class NoDropout(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            for layer in self.model.layers:
+                if isinstance(layer, keras.layers.Dropout):
+                    layer.rate = 0.0
+
+    class Losses(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.values = []
+        def on_train_batch_end(self, batch, logs=None):
+            self.values.append(float(logs["loss"]))
+
+    recipe = SegRecipe(width=0.0625, crop_size=33, batch_size=4, lr=0.01, last_lr=0.01, epochs=1,
+                       scale_range=(1.0, 1.0), backbone_weights=None)
+    losses = Losses()
+    train_segmentation(root, work, "SN_B", recipe, strategy=strategy, verbose=0,
+                       callbacks=[NoDropout(), losses])
+    print("RESULT" + json.dumps({"losses": losses.values,
+                                 "replicas": getattr(strategy, "num_replicas_in_sync", 1)}))
+""")
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _result(done):
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert lines, done.stdout[-2000:] + done.stderr[-4000:]
+    return json.loads(lines[0][len("RESULT"):])
+
+
+def test_multi_worker_strategy_on_two_local_processes_matches_one_process(synthetic_root, seg_work, tmp_path):
+    # Two worker processes on localhost (TF_CONFIG, 127.0.0.1 ports), one CPU replica each,
+    # sharing the work directory as a cluster shares its storage; hard labels without ignore
+    # pixels so that every replica averages over as many positions.
+    base = WorkDir(tmp_path / "base")
+    for image_id in train_ids(synthetic_root):
+        mask = read_label_png(WorkDir(seg_work).mask(image_id))
+        write_label_png(base.mask(image_id), np.where(mask == 255, 0, mask))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    shutil.copytree(tmp_path / "base", tmp_path / "single")
+    shutil.copytree(tmp_path / "base", tmp_path / "cluster")
+    single = _result(subprocess.run([sys.executable, "-c", MULTI_WORKER, str(synthetic_root),
+                                     str(tmp_path / "single"), "default"],
+                                    capture_output=True, text=True, env=env, timeout=600))
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", MULTI_WORKER, str(synthetic_root), str(tmp_path / "cluster"), "multiworker"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(env, TF_CONFIG=json.dumps(config))))
+    outputs = []
+    for process in processes:
+        try:
+            stdout, stderr = process.communicate(timeout=600)
+        finally:
+            for other in processes:
+                if other.poll() is None and process.returncode is None:
+                    other.kill()
+        outputs.append(_result(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)))
+    chief, other = outputs
+    assert chief["replicas"] == other["replicas"] == 2
+    assert len(single["losses"]) >= 2
+    np.testing.assert_allclose(chief["losses"], single["losses"], rtol=1e-5)
+    np.testing.assert_allclose(other["losses"], single["losses"], rtol=1e-5)
+    assert os.path.exists(WorkDir(tmp_path / "cluster").seg_model("SN_B"))   # written by the chief

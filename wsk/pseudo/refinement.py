@@ -10,8 +10,16 @@ Because ``1/n * sum_y ||x - y||^2 = ||x||^2 - 2 x . mean_{i'} + meansq_{i'}`` (`
 mean vector, ``meansq`` the mean squared norm of image ``i'``'s candidates), the sum over
 the other images only needs the class-wide sums of those per-image statistics minus the
 image's own: the cost is linear in the number of candidates, not quadratic.
+
+The same algebra lets the refinement stream over a dataset's scores files (``refine_stream``):
+the PCA is fitted from the accumulated first and second moments of the features
+(``Moments``, ``pca_from_moments``), and Eq. 1 needs per class only the number of images with
+candidates, the sum of their means and the sum of their mean squared norms
+(``ClassTotals``). Memory is then ``O(D^2 + classes x d)``, whatever the number of candidates,
+and no more than one image's candidates are held at a time.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -132,3 +140,164 @@ def cross_image_refinement(features_by_image, keep=0.5, order="closest"):
             else:
                 kept[class_index][image_id] = rank_and_keep(dist, keep, order)
     return kept
+
+
+# --- streaming: moments, PCA from them, class totals (the same Eq. 1, one image at a time) -------
+
+@dataclasses.dataclass
+class Moments:
+    """Count, sum and sum of outer products of feature rows (float64): what the PCA needs."""
+
+    count: int = 0
+    total: np.ndarray | None = None    # (D,)
+    outer: np.ndarray | None = None    # (D, D)
+
+    def add(self, features):
+        """Accumulate ``(n, D)`` rows; returns ``self``."""
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2:
+            raise WskError(f"features must be (candidates, dimensions), got shape {features.shape}")
+        if not len(features):
+            return self
+        if self.total is None:
+            dim = features.shape[1]
+            self.total, self.outer = np.zeros(dim), np.zeros((dim, dim))
+        elif features.shape[1] != len(self.total):
+            raise WskError(f"candidate features differ in dimension: {features.shape[1]} and {len(self.total)}")
+        self.count += len(features)
+        self.total += features.sum(axis=0)
+        self.outer += features.T @ features
+        return self
+
+    def merge(self, other):
+        """The moments of both sets of rows (either may be empty)."""
+        if other.total is None:
+            return self
+        if self.total is None:
+            return Moments(other.count, other.total.copy(), other.outer.copy())
+        return Moments(self.count + other.count, self.total + other.total, self.outer + other.outer)
+
+
+@dataclasses.dataclass(frozen=True)
+class Projection:
+    """``(x - mean) @ components``: the leading principal axes keeping the PCA energy."""
+
+    mean: np.ndarray          # (D,)
+    components: np.ndarray    # (D, d)
+
+    def __call__(self, features):
+        return (np.asarray(features, dtype=np.float64) - self.mean) @ self.components
+
+    @property
+    def dims(self):
+        return int(self.components.shape[1])
+
+
+def pca_from_moments(moments, energy=0.98):
+    """The ``Projection`` of ``reduce_features`` (§3.2), fitted from ``Moments`` alone.
+
+    The fewest leading eigenvectors of the covariance whose explained variance exceeds
+    ``energy`` of the total (scikit-learn's rule for a float ``n_components``). None when there
+    is nothing to fit (fewer than two rows or dimensions, no variance): features are then used
+    as they are, as ``reduce_features`` does.
+    """
+    if not 0.0 < energy < 1.0:
+        raise WskError(f"PCA energy must lie in (0, 1), got {energy}")
+    if moments.count < 2 or moments.total is None or len(moments.total) < 2:
+        return None
+    mean = moments.total / moments.count
+    covariance = (moments.outer - moments.count * np.outer(mean, mean)) / (moments.count - 1)
+    values, vectors = np.linalg.eigh(covariance)
+    values, vectors = np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
+    if values.sum() <= 0:
+        return None
+    ratio = np.cumsum(values) / values.sum()
+    dims = min(int(np.searchsorted(ratio, energy, side="right")) + 1, len(values))
+    return Projection(mean, vectors[:, :dims])
+
+
+def image_statistics(features, labels):
+    """``{label: (mean (d,), mean squared norm)}`` of one image's candidates per label."""
+    features = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
+    out = {}
+    for label in np.unique(labels):
+        rows = features[labels == label]
+        out[int(label)] = (rows.mean(axis=0), float(np.einsum("ij,ij->", rows, rows)) / len(rows))
+    return out
+
+
+@dataclasses.dataclass
+class ClassTotals:
+    """Per class: images with candidates, the sum of their means, the sum of their mean squared
+    norms (Eq. 1's sums over the other images are these minus the image's own)."""
+
+    images: dict = dataclasses.field(default_factory=dict)
+    means: dict = dataclasses.field(default_factory=dict)
+    meansq: dict = dataclasses.field(default_factory=dict)
+
+    def add(self, statistics):
+        """Add one image's ``image_statistics``; returns ``self``."""
+        for label, (mean, meansq) in statistics.items():
+            self.images[label] = self.images.get(label, 0) + 1
+            self.means[label] = self.means.get(label, 0.0) + mean
+            self.meansq[label] = self.meansq.get(label, 0.0) + meansq
+        return self
+
+    def merge(self, other):
+        merged = ClassTotals(dict(self.images), dict(self.means), dict(self.meansq))
+        for label, count in other.images.items():
+            merged.images[label] = merged.images.get(label, 0) + count
+            merged.means[label] = merged.means.get(label, 0.0) + other.means[label]
+            merged.meansq[label] = merged.meansq.get(label, 0.0) + other.meansq[label]
+        return merged
+
+    def distances(self, label, features, own):
+        """Eq. 1 for one image's ``(n, d)`` candidates of ``label`` whose statistics are ``own``
+        (``image_statistics``); None when no other image has candidates of ``label``."""
+        others = self.images.get(label, 0) - 1
+        if others < 1:
+            return None
+        mean, meansq = own
+        other_mean = (self.means[label] - mean) / others
+        other_meansq = (self.meansq[label] - meansq) / others
+        features = np.asarray(features, dtype=np.float64)
+        return np.einsum("ij,ij->i", features, features) - 2.0 * features @ other_mean + other_meansq
+
+
+def refine_image(features, labels, projection, totals, keep=0.5, order="closest"):
+    """``{label: kept candidate rows, best first}`` of one image (§3.2), from the dataset's
+    ``projection`` and ``totals``: what ``cross_image_refinement`` keeps for it."""
+    labels = np.asarray(labels)
+    if not len(labels):
+        return {}
+    reduced = projection(features) if projection is not None else np.asarray(features, np.float64)
+    own = image_statistics(reduced, labels)
+    kept = {}
+    for label, stats in own.items():
+        rows = np.flatnonzero(labels == label)
+        dist = totals.distances(label, reduced[rows], stats)
+        kept[label] = rows if dist is None else rows[rank_and_keep(dist, keep, order)]
+    return kept
+
+
+def refinement_statistics(read, ids, energy=0.98):
+    """What Eq. 1 needs of a whole dataset, streaming: ``(projection, totals, pca_dims)``.
+
+    ``read(image_id)`` returns ``(features (n, D), candidate labels (n,))`` of that image's
+    candidates; it is called twice per image (the moments for the PCA, then the class totals
+    of the projected features). ``projection`` is None when no PCA could be fitted (the
+    features are then used as they are) and ``pca_dims`` is then ``D`` (None without any
+    candidate). ``refine_image`` then ranks each image's candidates.
+    """
+    moments = Moments()
+    for image_id in ids:
+        moments.add(read(image_id)[0])
+    projection = pca_from_moments(moments, energy)
+    totals = ClassTotals()
+    for image_id in ids:
+        features, labels = read(image_id)
+        if len(labels):
+            totals.add(image_statistics(projection(features) if projection is not None else features, labels))
+    dims = projection.dims if projection is not None else (None if moments.total is None else len(moments.total))
+    return projection, totals, dims

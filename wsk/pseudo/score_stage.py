@@ -1,5 +1,11 @@
 """Stage 1 of the pseudo labels (§3.1): every proposal of an image scored by the trained HCP,
-``WORK/scores/<id>.npz`` (softmax, candidates above the threshold, their fc7 features)."""
+``WORK/scores/<id>.npz`` (softmax, candidates above the threshold, their fc7 features).
+
+The candidates' features are stored as float16 (half the disk of float32, which older files
+hold; both read alike). Measured on the demo's 360 training images (20,934 candidates): the
+streamed refinement keeps the same proposals for 562 of 580 image labels as from float32, the
+others swap near-tied candidates; float32 PCA (wsk 0.1) itself differed from float64 on 28.
+"""
 
 import os
 
@@ -13,6 +19,8 @@ from wsk.pseudo.candidates import select_candidates
 from wsk.pseudo.files import SCORE_KEYS, SCORES_VERSION
 from wsk.pseudo.scoring import ProposalScorer
 from wsk.stages import readable_npz, run_per_image
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)   # fc7 features are ReLU outputs: only the top can overflow
 
 
 def load_hcp_model(path):
@@ -48,7 +56,7 @@ def score_image(scorer, dataset, workdir, image_id, threshold):
     candidates, candidate_labels = select_candidates(scores, dataset.labels(image_id), threshold)
     save_npz(workdir.scores(image_id), version=np.int32(SCORES_VERSION), scores=scores,
              candidates=candidates, candidate_labels=candidate_labels,
-             features=features[candidates].astype(np.float32), mode=np.array(scorer.mode),
+             features=np.minimum(features[candidates], FLOAT16_MAX).astype(np.float16), mode=np.array(scorer.mode),
              threshold=np.float32(threshold), inputs=np.array(score_inputs(workdir, image_id)))
 
 

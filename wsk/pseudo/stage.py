@@ -55,18 +55,29 @@ def run_pseudo(root, work, split="train", refine=True, mode=None, config=PseudoC
     reports["scoring"] = scoring_stage(dataset, workdir, mode, config, model, batch_size)
     reports["refinement"] = refinement_stage(
         dataset, workdir, config, mode, rescored=bool(reports["scoring"].done))
+    with worker_pool(jobs) as pool:   # one set of workers for maps and masks
+        reports["locmaps"] = locmap_stage(dataset, workdir, pool)
+        reports["masks"] = mask_stage(dataset, workdir, config.rough_top_regions, pool)
+    return reports
+
+
+def locmap_stage(dataset, workdir, pool=None):
+    """Stage 3 (Eq. 2): ``locmaps/<id>.npz`` of every image whose map is missing or stale."""
     # an output is reused only when it records exactly the inputs it would be made from now, so
     # a rerun after any change or kill (even between two stages) redoes exactly what is stale
-    maps_done = lambda i: locmap_valid(workdir.locmap(i), locmap_made_from(workdir, i))  # noqa: E731
-    top = config.rough_top_regions
-    with worker_pool(jobs) as pool:   # one set of workers for maps and masks
-        reports["locmaps"] = run_per_image(
-            "localization maps", dataset.ids,
-            functools.partial(map_image, workdir.root, refine, dataset.num_classes),
-            is_done=maps_done, pool=pool)
-        reports["locmaps"].raise_if_failed()
-        reports["masks"] = run_per_image(
-            "rough masks", dataset.ids, functools.partial(mask_image, workdir.root, refine, top),
-            is_done=lambda i: mask_valid(workdir.mask(i), mask_made_from(workdir, top, i)), pool=pool)
-        reports["masks"].raise_if_failed()
-    return reports
+    report = run_per_image(
+        "localization maps", dataset.ids,
+        functools.partial(map_image, workdir.root, workdir.refine, dataset.num_classes),
+        is_done=lambda i: locmap_valid(workdir.locmap(i), locmap_made_from(workdir, i)), pool=pool)
+    report.raise_if_failed()
+    return report
+
+
+def mask_stage(dataset, workdir, top, pool=None):
+    """Stage 4 (Eq. 5, ``top`` regions): ``masks/<id>.png`` of every image whose mask is missing
+    or stale."""
+    report = run_per_image(
+        "rough masks", dataset.ids, functools.partial(mask_image, workdir.root, workdir.refine, top),
+        is_done=lambda i: mask_valid(workdir.mask(i), mask_made_from(workdir, top, i)), pool=pool)
+    report.raise_if_failed()
+    return report

@@ -102,6 +102,26 @@ def _data_errors():
         raise
 
 
+def prepare_multi_worker_fit(model, dataset):
+    """Work around two faults of Keras 3's ``fit`` under ``MultiWorkerMirroredStrategy``
+    (keras-team/keras#20585):
+
+    * it builds the model from a first batch that it all-reduces across the workers, eagerly,
+      which fails ("Attempt to convert a value (PerReplica ...)") and only needs the batch's
+      shapes: the model is built here from the dataset's element spec and ``fit``'s own build
+      step is skipped;
+    * it averages each step's logs over the workers along axis 0, which fails for the scalar
+      loss: the logs (the metrics' results, already synchronised across the replicas, so the
+      same on every worker) are given that axis, of length one, and the mean over it and the
+      workers is the value itself.
+    """
+    with model.distribute_strategy.scope():
+        model._symbolic_build(data_batch=dataset.element_spec)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    train_step = model.train_step
+    model.train_step = lambda data: {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
+
+
 def fit(model, dataset, epochs, steps, checkpoint_dir, log_dir, first_epoch, callbacks=(), verbose=1):
     """``model.fit`` over the all-epoch ``dataset``, resumable; returns the History.
 
@@ -115,6 +135,8 @@ def fit(model, dataset, epochs, steps, checkpoint_dir, log_dir, first_epoch, cal
                      keras.callbacks.CSVLogger(os.path.join(log_dir, "history.csv"), append=True),
                      keras.callbacks.TensorBoard(log_dir, write_graph=False, update_freq="epoch",
                                                  profile_batch=0)]
+    if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        prepare_multi_worker_fit(model, dataset)
     try:
         with _data_errors():
             history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False,
