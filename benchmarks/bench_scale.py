@@ -112,12 +112,19 @@ def table(sizes, results):
 
 
 def verdicts(sizes, results):
+    """Growth from the smallest to the largest N: seconds per image (total / N, and the marginal
+    cost of the images added between the two largest sizes, which leaves out start-up costs such
+    as spawning workers and loading models) and peak RSS between the two largest sizes."""
     small, large = sizes[0], sizes[-1]
-    lines = [f"{'stage':<12} s/img N={large} / N={small}   RSS N={large} / N={sizes[-2] if len(sizes) > 1 else small}"]
+    before = sizes[-2] if len(sizes) > 1 else small
+    lines = [f"{'stage':<12} {'s/img ratio':>12} {'marginal s/img':>15} {'RSS ratio':>10}",
+             f"{'':<12} {f'N={large}/{small}':>12} {f'N={before}..{large}':>15} {f'N={large}/{before}':>10}"]
     for stage in STAGES:
         ratio = (results[large][stage][0] / large) / (results[small][stage][0] / small)
-        rss = results[large][stage][1] / results[sizes[-2] if len(sizes) > 1 else small][stage][1]
-        lines.append(f"{stage:<12} {ratio:>21.2f}   {rss:>10.2f}")
+        marginal = ((results[large][stage][0] - results[before][stage][0]) / (large - before)
+                    if large > before else float("nan"))
+        rss = results[large][stage][1] / results[before][stage][1]
+        lines.append(f"{stage:<12} {ratio:>12.2f} {marginal:>15.4f} {rss:>10.2f}")
     return "\n".join(lines)
 
 
