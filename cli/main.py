@@ -14,7 +14,7 @@ from wsk.errors import WskError  # noqa: E402
 
 # One module per command group; each exposes COMMANDS, a list of click commands.
 COMMAND_MODULES = ("data", "evaluate", "proposals", "train", "pseudo", "viz", "predict",
-                   "export", "zoo_cmd", "demo", "pretrain")
+                   "export", "zoo_cmd", "demo", "pretrain", "pipeline")
 
 
 class _Group(click.Group):

@@ -74,6 +74,8 @@ class SegRecipe:
 
 HCP_BACKBONE = "hcp"   # SegRecipe.backbone_weights: start from the trained HCP's conv layers (demo)
 STRATEGIES = ("default", "mirrored", "multiworker")   # how training is distributed (wsk.training.engine)
+# what `wsk pipeline --stages` runs on Beam (wsk.pipeline): proposals, scoring to masks, or both
+PIPELINE_STAGES = ("all", "proposals", "pseudo")
 
 
 @dataclasses.dataclass(frozen=True)

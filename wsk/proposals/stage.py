@@ -20,7 +20,7 @@ from wsk.stages import progress, run_per_image, say_recomputing
 from wsk.workdir import WorkDir
 
 
-def _is_done(work, made_from, image_id):
+def proposals_done(work, made_from, image_id):
     """Whether the image's proposals file is valid and was made as ``made_from(image_id)`` says."""
     path = WorkDir(work).proposals(image_id)
     if not os.path.exists(path):
@@ -40,7 +40,7 @@ def generated_from(root, split, max_proposals, seed, image_id):
             "image": file_stamp(image_path)}
 
 
-def _propose_image(root, split, work, max_proposals, seed, image_id):
+def propose_image(root, split, work, max_proposals, seed, image_id):
     """Generate and save the proposals of one image (a worker of ``run_proposals``)."""
     image = VOCDataset(root, split, ids=[image_id]).image(image_id)
     generate(image, max_proposals=max_proposals, seed=seed).save(
@@ -52,9 +52,9 @@ def run_proposals(root, work, split="train", jobs=1, max_proposals=2000, ids=Non
     into ``WorkDir(work).proposals(id)``; returns the ``StageReport`` (skipped, done, failed)."""
     root, work = os.fspath(root), os.fspath(work)
     image_ids = VOCDataset(root, split).ids if ids is None else list(ids)
-    worker = functools.partial(_propose_image, root, split, work, int(max_proposals), int(seed))
+    worker = functools.partial(propose_image, root, split, work, int(max_proposals), int(seed))
     made_from = functools.partial(generated_from, root, split, int(max_proposals), int(seed))
-    return run_per_image("proposals", image_ids, worker, is_done=functools.partial(_is_done, work, made_from),
+    return run_per_image("proposals", image_ids, worker, is_done=functools.partial(proposals_done, work, made_from),
                          jobs=jobs)
 
 
@@ -76,7 +76,7 @@ def import_mcg(mcg_dir, work, jobs=1, max_proposals=None):
     worker = functools.partial(_import_image, files, work, max_proposals)
     made_from = functools.partial(_imported_from, files, max_proposals)
     return run_per_image("import-mcg", sorted(files), worker,
-                         is_done=functools.partial(_is_done, work, made_from), jobs=jobs)
+                         is_done=functools.partial(proposals_done, work, made_from), jobs=jobs)
 
 
 def ground_truth_objects(dataset, image_id, min_fraction=None):

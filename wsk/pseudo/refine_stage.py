@@ -32,25 +32,45 @@ def refine_candidates(read, ids, labels_by_image, refine, config):
         rec = read(image_id)
         return rec["features"], rec["candidate_labels"]
 
-    pca_dims = None
+    pca_dims = projection = totals = None
     if refine:
         projection, totals, pca_dims = refinement_statistics(candidates, ids, config.pca_energy)
     images, fallback = {}, {}
     for image_id in ids:
-        rec = read(image_id)
-        labels = rec["candidate_labels"]
-        if refine:
-            rows = refine_image(rec["features"], labels, projection, totals, config.refine_keep,
-                                config.refine_order)
-        else:
-            rows = {int(label): np.flatnonzero(labels == label) for label in np.unique(labels)}
-        kept = {label: rec["candidates"][r] for label, r in rows.items()}
-        for label in labels_by_image[image_id]:
-            if len(kept.get(label, ())) == 0:
-                kept[label] = np.array([np.argmax(rec["scores"][:, label - 1])])
-                fallback.setdefault(image_id, []).append(int(label))
-        images[image_id] = {str(k): [int(p) for p in v] for k, v in sorted(kept.items())}
+        images[image_id], missing = kept_proposals(read(image_id), labels_by_image[image_id], projection,
+                                                   totals, refine, config)
+        if missing:
+            fallback[image_id] = missing
     return images, fallback, pca_dims
+
+
+def kept_proposals(rec, labels, projection, totals, refine, config):
+    """One image's ``refined.json`` entry: ``({"<label>": kept proposal indices}, fallback labels)``.
+
+    ``rec``: its scores file's arrays; ``labels``: its ground-truth classes; ``projection`` and
+    ``totals``: the dataset's ``refinement_statistics`` (unused without ``refine``: every
+    candidate is kept). A label without any candidate keeps its best-scoring proposal and is
+    listed among the fallback labels.
+    """
+    candidate_labels = rec["candidate_labels"]
+    if refine:
+        rows = refine_image(rec["features"], candidate_labels, projection, totals, config.refine_keep,
+                            config.refine_order)
+    else:
+        rows = {int(label): np.flatnonzero(candidate_labels == label) for label in np.unique(candidate_labels)}
+    kept = {label: rec["candidates"][r] for label, r in rows.items()}
+    fallback = []
+    for label in labels:
+        if len(kept.get(label, ())) == 0:
+            kept[label] = np.array([np.argmax(rec["scores"][:, label - 1])])
+            fallback.append(int(label))
+    return {str(k): [int(p) for p in v] for k, v in sorted(kept.items())}, fallback
+
+
+def write_refined(workdir, settings, pca_dims, images, fallback):
+    """Write ``refined.json`` (``REFINED_VERSION``, atomically)."""
+    save_json(workdir.refined, {"version": REFINED_VERSION, "settings": settings, "pca_dims": pca_dims,
+                                "images": images, "fallback": fallback})
 
 
 def refinement_stage(dataset, workdir, config, mode, rescored):
@@ -71,7 +91,6 @@ def refinement_stage(dataset, workdir, config, mode, rescored):
             return load_npz(workdir.scores(image_id), required=SCORE_KEYS)
 
         images, fallback, pca_dims = refine_candidates(read, dataset.ids, labels, workdir.refine, config)
-    save_json(workdir.refined, {"version": REFINED_VERSION, "settings": settings,
-                                "pca_dims": pca_dims, "images": images, "fallback": fallback})
+    write_refined(workdir, settings, pca_dims, images, fallback)
     report.done = list(dataset.ids)
     return report

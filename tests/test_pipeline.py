@@ -1,0 +1,91 @@
+"""``wsk pipeline`` on Beam's DirectRunner writes what the local commands write, file for file."""
+
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+beam = pytest.importorskip("apache_beam")
+keras = pytest.importorskip("keras")
+
+from wsk.io import read_label_png  # noqa: E402
+from wsk.models import hcp  # noqa: E402
+from wsk.models.saving import save_model  # noqa: E402
+from wsk.pipeline import run_pipeline  # noqa: E402
+from wsk.proposals.stage import run_proposals  # noqa: E402
+from wsk.pseudo.stage import run_pseudo  # noqa: E402
+from wsk.data.voc import VOCDataset  # noqa: E402
+from wsk.recipes import PseudoConfig  # noqa: E402
+from wsk.workdir import WorkDir  # noqa: E402
+
+# every proposal a candidate (a random HCP scores near 1/C): refinement then has work to do
+CONFIG = dataclasses.replace(PseudoConfig(), candidate_threshold=0.0, max_proposals=40, score_mode="roi")
+BEAM_ARGS = ["--runner=DirectRunner"]
+
+
+def random_hcp(path, num_classes):
+    keras.utils.set_random_seed(0)
+    save_model(hcp(num_classes=num_classes, image_size=32, width=0.0625), path)
+
+
+def local_and_beam(root, split, tmp_path):
+    """Two work directories with the same HCP: one made by the local stages, one by Beam."""
+    num_classes = VOCDataset(root, split).num_classes
+    local, on_beam = WorkDir(tmp_path / "local"), WorkDir(tmp_path / "beam")
+    random_hcp(local.hcp_model, num_classes - 1)
+    os.makedirs(on_beam.hcp_dir, exist_ok=True)
+    shutil.copy2(local.hcp_model, on_beam.hcp_model)
+    run_proposals(root, local.root, split, max_proposals=CONFIG.max_proposals).raise_if_failed()
+    run_pseudo(root, local.root, split, config=CONFIG, jobs=1)
+    run_pipeline(root, on_beam.root, split, config=CONFIG, beam_args=BEAM_ARGS)
+    return local, on_beam
+
+
+def assert_same_outputs(root, split, local, on_beam):
+    ids = VOCDataset(root, split).ids
+    for image_id in ids:
+        a, b = np.load(local.proposals(image_id)), np.load(on_beam.proposals(image_id))
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:   # boxes, superpixels, regions and the record of what made them
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{image_id} proposals {key}")
+        a, b = np.load(local.scores(image_id)), np.load(on_beam.scores(image_id))
+        for key in ("candidates", "candidate_labels", "mode", "threshold"):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{image_id} scores {key}")
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-6)
+        np.testing.assert_allclose(a["features"].astype(np.float32), b["features"].astype(np.float32), atol=1e-3)
+        a, b = np.load(local.locmap(image_id)), np.load(on_beam.locmap(image_id))
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+        np.testing.assert_allclose(a["maps"].astype(np.float32), b["maps"].astype(np.float32), atol=1e-6)
+        np.testing.assert_array_equal(read_label_png(local.mask(image_id)), read_label_png(on_beam.mask(image_id)))
+    a, b = json.load(open(local.refined)), json.load(open(on_beam.refined))
+    assert a == b
+    assert sum(len(v) for entry in a["images"].values() for v in entry.values()) > len(ids)   # refined sets
+
+
+def test_pipeline_equals_local_stages_on_synthetic_images(synthetic_root, tmp_path):
+    local, on_beam = local_and_beam(synthetic_root, "train", tmp_path)
+    assert_same_outputs(synthetic_root, "train", local, on_beam)
+    refined = json.load(open(on_beam.refined))
+    assert refined["pca_dims"] >= 1 and not refined["fallback"]   # every label had candidates
+    # resumable: a second run on the same work directory rewrites no per-image file
+    outputs = [on_beam.proposals, on_beam.scores, on_beam.locmap, on_beam.mask]
+    ids = VOCDataset(synthetic_root, "train").ids
+    before = {path(i): os.stat(path(i)).st_mtime_ns for path in outputs for i in ids}
+    run_pipeline(synthetic_root, on_beam.root, "train", config=CONFIG, beam_args=BEAM_ARGS)
+    assert {p: os.stat(p).st_mtime_ns for p in before} == before
+
+
+def test_pipeline_equals_local_stages_on_real_voc_photos(voc_sample, tmp_path):
+    local, on_beam = local_and_beam(voc_sample, "val", tmp_path)
+    assert_same_outputs(voc_sample, "val", local, on_beam)
+
+
+def test_pipeline_stages_split_around_hcp_training(synthetic_root, tmp_path):
+    work = WorkDir(tmp_path / "w")
+    run_pipeline(synthetic_root, work.root, "train", config=CONFIG, stages="proposals", beam_args=BEAM_ARGS)
+    ids = VOCDataset(synthetic_root, "train").ids
+    assert all(os.path.exists(work.proposals(i)) for i in ids)
+    assert not os.path.exists(work.refined)    # nothing past proposals without an HCP model
