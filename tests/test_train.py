@@ -334,18 +334,9 @@ def test_nan_loss_stops_training_and_keeps_no_model(synthetic_root, seg_work, tm
     assert not os.path.exists(WorkDir(tmp_path / "w").seg_model("SN_B"))
 
 
-TWO_DEVICES = textwrap.dedent("""
-    import json, shutil, sys
-    import tensorflow as tf
-    cpu, = tf.config.list_physical_devices("CPU")
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras, numpy as np
-    from wsk.io import read_label_png, write_label_png
-    from wsk.recipes import SegRecipe
-    from wsk.training import train_segmentation
-    from wsk.workdir import WorkDir
-
-    root, work = sys.argv[1], sys.argv[2]
+# Callbacks of the distributed-training scripts below (run in their own processes).
+REPLICA_CALLBACKS = textwrap.dedent("""
+    import keras
 
     class NoDropout(keras.callbacks.Callback):
         # Dropout draws differ per replica; switch it off before the step is traced.
@@ -360,7 +351,22 @@ TWO_DEVICES = textwrap.dedent("""
             self.values = []
         def on_train_batch_end(self, batch, logs=None):
             self.values.append(float(logs["loss"]))
+""")
 
+
+TWO_DEVICES = textwrap.dedent("""
+    import json, shutil, sys
+    import tensorflow as tf
+    cpu, = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    from wsk.io import read_label_png, write_label_png
+    from wsk.recipes import SegRecipe
+    from wsk.training import train_segmentation
+    from wsk.workdir import WorkDir
+
+    root, work = sys.argv[1], sys.argv[2]
+""") + REPLICA_CALLBACKS + textwrap.dedent("""
     recipe = SegRecipe(width=0.0625, crop_size=33, batch_size=4, lr=0.01, last_lr=0.01, epochs=1,
                        scale_range=(1.0, 1.0), backbone_weights=None)
     results = {}
@@ -479,20 +485,7 @@ MULTI_WORKER = textwrap.dedent("""
     root, work, strategy = sys.argv[1], sys.argv[2], sys.argv[3]
     if strategy == "multiworker":   # TF_CONFIG names this worker: create the strategy first
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-
-    class NoDropout(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            for layer in self.model.layers:
-                if isinstance(layer, keras.layers.Dropout):
-                    layer.rate = 0.0
-
-    class Losses(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.values = []
-        def on_train_batch_end(self, batch, logs=None):
-            self.values.append(float(logs["loss"]))
-
+""") + REPLICA_CALLBACKS + textwrap.dedent("""
     recipe = SegRecipe(width=0.0625, crop_size=33, batch_size=4, lr=0.01, last_lr=0.01, epochs=1,
                        scale_range=(1.0, 1.0), backbone_weights=None)
     losses = Losses()
