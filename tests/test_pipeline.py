@@ -76,6 +76,15 @@ def test_pipeline_equals_local_stages_on_synthetic_images(synthetic_root, tmp_pa
     before = {path(i): os.stat(path(i)).st_mtime_ns for path in outputs for i in ids}
     run_pipeline(synthetic_root, on_beam.root, "train", config=CONFIG, beam_args=BEAM_ARGS)
     assert {p: os.stat(p).st_mtime_ns for p in before} == before
+    # without refinement (Table 3's ablation, WORK/noref): every candidate kept, same files
+    run_pseudo(synthetic_root, local.root, "train", refine=False, config=CONFIG, jobs=1)
+    run_pipeline(synthetic_root, on_beam.root, "train", config=CONFIG, refine=False, stages="pseudo",
+                 beam_args=BEAM_ARGS)
+    local_noref, beam_noref = WorkDir(local.root, refine=False), WorkDir(on_beam.root, refine=False)
+    assert json.load(open(local_noref.refined)) == json.load(open(beam_noref.refined))
+    for image_id in ids:
+        np.testing.assert_array_equal(read_label_png(local_noref.mask(image_id)),
+                                      read_label_png(beam_noref.mask(image_id)))
 
 
 def test_pipeline_equals_local_stages_on_real_voc_photos(voc_sample, tmp_path):
