@@ -88,8 +88,15 @@ def test_pipeline_equals_local_stages_on_synthetic_images(synthetic_root, tmp_pa
 
 
 def test_pipeline_equals_local_stages_on_real_voc_photos(voc_sample, tmp_path):
-    local, on_beam = local_and_beam(voc_sample, "val", tmp_path)
-    assert_same_outputs(voc_sample, "val", local, on_beam)
+    # four of the photos, read in place: a split list beside links to the sample's folders
+    root = tmp_path / "voc"
+    os.makedirs(root / "ImageSets" / "Segmentation")
+    for folder in ("JPEGImages", "SegmentationClass"):
+        os.symlink(voc_sample / folder, root / folder)
+    ids = sorted(p[:-4] for p in os.listdir(voc_sample / "JPEGImages"))[:4]
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids) + "\n")
+    local, on_beam = local_and_beam(root, "val", tmp_path)
+    assert_same_outputs(root, "val", local, on_beam)
 
 
 def test_pipeline_stages_split_around_hcp_training(synthetic_root, tmp_path):

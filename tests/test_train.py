@@ -384,13 +384,18 @@ TWO_DEVICES = textwrap.dedent("""
 """)
 
 
-def test_mirrored_strategy_on_two_devices_matches_one_device(synthetic_root, seg_work, tmp_path):
-    # Hard labels without ignore pixels: every replica then averages over as many positions.
-    base = WorkDir(tmp_path / "base")
+def masks_without_ignore(synthetic_root, seg_work, work):
+    """Hard labels without ignore pixels in ``work``: every replica then averages over as many
+    positions. Returns the environment of the training processes."""
+    base = WorkDir(work)
     for image_id in train_ids(synthetic_root):
         mask = read_label_png(WorkDir(seg_work).mask(image_id))
         write_label_png(base.mask(image_id), np.where(mask == 255, 0, mask))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+
+
+def test_mirrored_strategy_on_two_devices_matches_one_device(synthetic_root, seg_work, tmp_path):
+    env = masks_without_ignore(synthetic_root, seg_work, tmp_path / "base")
     done = subprocess.run([sys.executable, "-c", TWO_DEVICES, str(synthetic_root), str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=600)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
@@ -514,13 +519,8 @@ def _result(done):
 
 def test_multi_worker_strategy_on_two_local_processes_matches_one_process(synthetic_root, seg_work, tmp_path):
     # Two worker processes on localhost (TF_CONFIG, 127.0.0.1 ports), one CPU replica each,
-    # sharing the work directory as a cluster shares its storage; hard labels without ignore
-    # pixels so that every replica averages over as many positions.
-    base = WorkDir(tmp_path / "base")
-    for image_id in train_ids(synthetic_root):
-        mask = read_label_png(WorkDir(seg_work).mask(image_id))
-        write_label_png(base.mask(image_id), np.where(mask == 255, 0, mask))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    # sharing the work directory as a cluster shares its storage.
+    env = masks_without_ignore(synthetic_root, seg_work, tmp_path / "base")
     shutil.copytree(tmp_path / "base", tmp_path / "single")
     shutil.copytree(tmp_path / "base", tmp_path / "cluster")
     single = _result(subprocess.run([sys.executable, "-c", MULTI_WORKER, str(synthetic_root),
