@@ -32,7 +32,7 @@ from wsk.io import load_npz
 from wsk.proposals.stage import generated_from, propose_image, proposals_done
 from wsk.pseudo.files import SCORE_KEYS
 from wsk.pseudo.refine_stage import kept_proposals, refinement_settings, write_refined
-from wsk.pseudo.refinement import ClassTotals, Moments, image_statistics, pca_from_moments
+from wsk.pseudo.refinement import ClassTotals, Moments, fit_projection, image_statistics, reduce_with
 from wsk.pseudo.score_stage import load_hcp_model, score_image, score_inputs, scores_valid
 from wsk.pseudo.scoring import ProposalScorer
 from wsk.pseudo.targets import locmap_made_from, locmap_valid, map_image, mask_image, mask_made_from, mask_valid
@@ -81,20 +81,11 @@ def _merge_moments(parts):
     return functools.reduce(Moments.merge, parts, Moments())
 
 
-def _fit(moments, energy):
-    """``(projection, pca_dims)`` as ``refinement_statistics`` gives them."""
-    projection = pca_from_moments(moments, energy)
-    dims = projection.dims if projection is not None else (None if moments.total is None else len(moments.total))
-    return projection, dims
-
-
 def _class_totals(work, image_id, fitted):
     rec = _scores(work, image_id)
     if not len(rec["candidate_labels"]):
         return ClassTotals()
-    projection = fitted[0]
-    features = projection(rec["features"]) if projection is not None else rec["features"]
-    return ClassTotals().add(image_statistics(features, rec["candidate_labels"]))
+    return ClassTotals().add(image_statistics(reduce_with(fitted[0], rec["features"]), rec["candidate_labels"]))
 
 
 def _merge_totals(parts):
@@ -155,7 +146,7 @@ def build_pipeline(pipeline, root, work, split="train", config=PseudoConfig(), m
         fitted = (ids
                   | "moments" >> beam.Map(functools.partial(_moments, work))
                   | "sum moments" >> beam.CombineGlobally(_merge_moments)
-                  | "PCA" >> beam.Map(_fit, config.pca_energy))
+                  | "PCA" >> beam.Map(fit_projection, config.pca_energy))
         totals = (ids
                   | "class statistics" >> beam.Map(functools.partial(_class_totals, work),
                                                     fitted=beam.pvalue.AsSingleton(fitted))

@@ -216,6 +216,20 @@ def pca_from_moments(moments, energy=0.98):
     return Projection(mean, vectors[:, :dims])
 
 
+def fit_projection(moments, energy=0.98):
+    """``(projection, pca_dims)``: ``pca_from_moments``, and the dimension Eq. 1 then works in
+    (``D`` without a projection, None without any candidate)."""
+    projection = pca_from_moments(moments, energy)
+    if projection is not None:
+        return projection, projection.dims
+    return None, None if moments.total is None else len(moments.total)
+
+
+def reduce_with(projection, features):
+    """``features`` projected by ``projection``, or as they are (float64) when it is None."""
+    return projection(features) if projection is not None else np.asarray(features, np.float64)
+
+
 def image_statistics(features, labels):
     """``{label: (mean (d,), mean squared norm)}`` of one image's candidates per label."""
     features = np.asarray(features, dtype=np.float64)
@@ -271,7 +285,7 @@ def refine_image(features, labels, projection, totals, keep=0.5, order="closest"
     labels = np.asarray(labels)
     if not len(labels):
         return {}
-    reduced = projection(features) if projection is not None else np.asarray(features, np.float64)
+    reduced = reduce_with(projection, features)
     own = image_statistics(reduced, labels)
     kept = {}
     for label, stats in own.items():
@@ -293,11 +307,10 @@ def refinement_statistics(read, ids, energy=0.98):
     moments = Moments()
     for image_id in ids:
         moments.add(read(image_id)[0])
-    projection = pca_from_moments(moments, energy)
+    projection, dims = fit_projection(moments, energy)
     totals = ClassTotals()
     for image_id in ids:
         features, labels = read(image_id)
         if len(labels):
-            totals.add(image_statistics(projection(features) if projection is not None else features, labels))
-    dims = projection.dims if projection is not None else (None if moments.total is None else len(moments.total))
+            totals.add(image_statistics(reduce_with(projection, features), labels))
     return projection, totals, dims
