@@ -8,7 +8,7 @@ from PIL import Image
 
 from wsk.classes import IGNORE_LABEL, VOC_CLASSES, load_class_names, short_name, voc_palette
 from wsk.errors import WskError
-from wsk.io import atomic_path, load_npz, read_label_png, save_json, load_json, save_npz, write_label_png
+from wsk.io import atomic_path, load_npz, remove_temporaries, read_label_png, save_json, load_json, save_npz, write_label_png
 
 # Colours of the VOC development kit's colour map, written out by hand.
 KNOWN_COLOURS = {
@@ -116,6 +116,20 @@ def test_atomic_path_success_and_failure(tmp_path):
             raise RuntimeError("crash")
     assert target.read_text() == "first"  # the old file survives a crash
     assert sorted(os.listdir(target.parent)) == ["out.npz"]  # no temporary left behind
+
+
+def test_remove_temporaries_deletes_what_a_killed_write_left_and_nothing_else(tmp_path):
+    # a SIGKILL mid-write never runs atomic_path's clean-up: an entered, never exited writer is that state
+    writers = [atomic_path(tmp_path / name) for name in ("a.npz", "b.png", "refined.json", "noext")]
+    for writer in writers:   # (kept referenced: a collected writer would clean up after itself)
+        writer.__enter__()
+    kept = ["a.npz", ".hidden", "x.tmp.npz", ".a.npz.short.tmp.npz", "notes.txt"]
+    for name in kept:
+        (tmp_path / name).write_text("keep")
+    assert len(set(os.listdir(tmp_path))) == len(kept) + 4
+    assert remove_temporaries(tmp_path) == 4
+    assert sorted(os.listdir(tmp_path)) == sorted(kept)
+    assert remove_temporaries(tmp_path / "missing") == 0
 
 
 def test_npz_and_json_round_trip(tmp_path):

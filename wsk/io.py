@@ -45,6 +45,24 @@ def atomic_path(path):
         raise
 
 
+# atomic_path's temporary names: "." + the file's name + "." + mkstemp's 8 random characters + ".tmp..."
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\..*)?$")
+
+
+def remove_temporaries(folder):
+    """Delete the temporary files ``atomic_path`` left in ``folder`` when a process was killed
+    mid-write (SIGKILL skips its clean-up); returns how many. A stage that owns ``folder`` calls
+    it before writing; the Beam pipeline, whose workers write concurrently, does not."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(folder):
+            if _TEMPORARY.match(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(folder, name))
+                    removed += 1
+    return removed
+
+
 def remove_paths(*paths):
     """Remove files or folders (those that exist)."""
     for path in paths:

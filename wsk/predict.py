@@ -28,7 +28,7 @@ from wsk.data.voc import VOCDataset
 from wsk.errors import WskError
 from wsk.models.inference import segment
 from wsk.models.tasks import raw_network
-from wsk.io import IMAGE_SUFFIXES, image_size, read_image, save_npz, write_label_png
+from wsk.io import IMAGE_SUFFIXES, image_size, read_image, remove_temporaries, save_npz, write_label_png
 from wsk.metrics import PredictionFolder, evaluate_dataset
 from wsk.stages import StageReport, progress, run_per_image, worker_pool
 
@@ -124,6 +124,8 @@ def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layou
         raise WskError(f"batch size must be at least 1, got {batch_size}")
     folder = output_folder(out_dir, layout)
     out_path = {image_id: os.path.join(folder, f"{image_id}.png") for image_id in images}
+    remove_temporaries(folder)
+    remove_temporaries(os.path.join(folder, PENDING_DIR))
     report = StageReport(name)
     todo = []
     for image_id in images:

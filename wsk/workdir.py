@@ -69,8 +69,12 @@ class WorkDir:
     def quality(self):
         return os.path.join(self._pseudo_root, "quality.json")
 
+    @property
+    def locmaps_dir(self):
+        return os.path.join(self._pseudo_root, "locmaps")
+
     def locmap(self, image_id):
-        return os.path.join(self._pseudo_root, "locmaps", f"{image_id}.npz")
+        return os.path.join(self.locmaps_dir, f"{image_id}.npz")
 
     @property
     def masks_dir(self):

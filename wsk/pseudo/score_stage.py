@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from wsk.errors import WskError
-from wsk.io import file_stamp, save_npz
+from wsk.io import file_stamp, remove_temporaries, save_npz
 from wsk.models.saving import load_model
 from wsk.proposals.container import Proposals
 from wsk.pseudo.candidates import select_candidates
@@ -63,6 +63,7 @@ def score_image(scorer, dataset, workdir, image_id, threshold):
 def scoring_stage(dataset, workdir, mode, config, model=None, batch_size=32):
     """Stage 1: ``scores/<id>.npz`` for every image of ``dataset`` (loads the model only if needed)."""
     threshold = config.candidate_threshold
+    remove_temporaries(workdir.path("scores"))
     done = {i for i in dataset.ids
             if scores_valid(workdir.scores(i), mode, threshold, score_inputs(workdir, i))}
     scorer = None

@@ -29,6 +29,7 @@ rough mask; ``refined.json`` lists such labels under ``fallback``.
 import functools
 
 from wsk.data.voc import VOCDataset
+from wsk.io import remove_temporaries
 from wsk.pseudo.refine_stage import refinement_stage
 from wsk.pseudo.score_stage import scoring_stage
 from wsk.pseudo.targets import locmap_made_from, locmap_valid, map_image, mask_image, mask_made_from, mask_valid
@@ -65,6 +66,7 @@ def locmap_stage(dataset, workdir, pool=None):
     """Stage 3 (Eq. 2): ``locmaps/<id>.npz`` of every image whose map is missing or stale."""
     # an output is reused only when it records exactly the inputs it would be made from now, so
     # a rerun after any change or kill (even between two stages) redoes exactly what is stale
+    remove_temporaries(workdir.locmaps_dir)
     report = run_per_image(
         "localization maps", dataset.ids,
         functools.partial(map_image, workdir.root, workdir.refine, dataset.num_classes),
@@ -76,6 +78,7 @@ def locmap_stage(dataset, workdir, pool=None):
 def mask_stage(dataset, workdir, top, pool=None):
     """Stage 4 (Eq. 5, ``top`` regions): ``masks/<id>.png`` of every image whose mask is missing
     or stale."""
+    remove_temporaries(workdir.masks_dir)
     report = run_per_image(
         "rough masks", dataset.ids, functools.partial(mask_image, workdir.root, workdir.refine, top),
         is_done=lambda i: mask_valid(workdir.mask(i), mask_made_from(workdir, top, i)), pool=pool)
