@@ -63,6 +63,7 @@ def main(out, name):
                  "images": config["images"], "val_images": config["val_images"], "size": config["size"],
                  "seed": config["seed"], "classes": len(CORPUS_CLASSES)},
         metrics={"mAP": round(measured, 6), "split": "corpus held-out", "images": config["val_images"],
+                 "command": f"python benchmarks/make_trunk_card.py PRETRAIN_OUT {name}",
                  "mAP_per_epoch": recorded["val_mAP_per_epoch"]},
         training={"command": record.command, "seconds": round(recorded["seconds"]["total"], 1),
                   "config": config, "machine": "2 CPU cores"},

@@ -78,3 +78,34 @@ def test_builders_take_a_trunk_by_zoo_name(trunk_dir, tmp_path, monkeypatch):
                                       trunk.get_layer(name).get_weights()[0])
     with pytest.raises(WskError, match="does not fit the model"):
         hcp(num_classes=5, image_size=64, width=2 * WIDTH, backbone_weights="hcp_vgg16.test_trunk")
+
+
+BUILTIN_TRUNK = "hcp_vgg16.corpus64"   # the demo recipe's starting trunk (zoo/cards)
+
+
+def test_builtin_trunk_loads_by_name_and_classifies_a_fresh_corpus(tmp_path, monkeypatch):
+    from wsk.metrics import multilabel_average_precision
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    card = wsk.zoo.info(BUILTIN_TRUNK)
+    trunk = wsk.zoo.network(BUILTIN_TRUNK)
+    n, size = 400, card["dataset"]["size"]
+    # another corpus seed: images the trunk neither trained on nor was selected on
+    images, labels = generate_corpus(n, size, seed=card["dataset"]["seed"] + 1)
+    scores = trunk.predict(preprocess_input(images)[:, None], batch_size=200, verbose=0)
+    measured = multilabel_average_precision(labels, scores)[0]
+    # the floor: the card's held-out mAP less 4 standard errors of a 400-image mAP (bootstrap
+    # over these images); a random ranking's AP is its class's prevalence, far below it
+    rng = np.random.default_rng(0)
+    resampled = [multilabel_average_precision(labels[i], scores[i])[0]
+                 for i in (rng.integers(0, n, n) for _ in range(40))]
+    floor = card["metrics"]["mAP"] - 4 * float(np.std(resampled))
+    chance = float(labels.mean(axis=0).mean())
+    assert floor > 3 * chance, (floor, chance)
+    assert measured >= floor, (measured, floor)
+    # a builder takes it by name: HCP's conv and fc6/fc7 layers are the card's
+    classifier = hcp(num_classes=5, image_size=size, width=card["builder_args"]["width"],
+                     backbone_weights=BUILTIN_TRUNK)
+    for name in ("conv1_1", "conv5_3", "fc7"):
+        np.testing.assert_array_equal(classifier.get_layer(name).get_weights()[0],
+                                      trunk.get_layer(name).get_weights()[0])
