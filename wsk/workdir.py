@@ -47,8 +47,12 @@ class WorkDir:
     def path(self, *parts):
         return os.path.join(self.root, *parts)
 
+    @property
+    def proposals_dir(self):
+        return self.path("proposals")
+
     def proposals(self, image_id):
-        return self.path("proposals", f"{image_id}.npz")
+        return os.path.join(self.proposals_dir, f"{image_id}.npz")
 
     @property
     def hcp_dir(self):
@@ -58,8 +62,12 @@ class WorkDir:
     def hcp_model(self):
         return self.path("hcp", "hcp.keras")
 
+    @property
+    def scores_dir(self):
+        return self.path("scores")
+
     def scores(self, image_id):
-        return self.path("scores", f"{image_id}.npz")
+        return os.path.join(self.scores_dir, f"{image_id}.npz")
 
     @property
     def refined(self):

@@ -53,7 +53,7 @@ def run_proposals(root, work, split="train", jobs=1, max_proposals=2000, ids=Non
     root, work = os.fspath(root), os.fspath(work)
     image_ids = VOCDataset(root, split).ids if ids is None else list(ids)
     worker = functools.partial(propose_image, root, split, work, int(max_proposals), int(seed))
-    remove_temporaries(WorkDir(work).path("proposals"))
+    remove_temporaries(WorkDir(work).proposals_dir)
     made_from = functools.partial(generated_from, root, split, int(max_proposals), int(seed))
     return run_per_image("proposals", image_ids, worker, is_done=functools.partial(proposals_done, work, made_from),
                          jobs=jobs)
@@ -75,7 +75,7 @@ def import_mcg(mcg_dir, work, jobs=1, max_proposals=None):
         raise WskError("no .mat files", mcg_dir)
     work = os.fspath(work)
     worker = functools.partial(_import_image, files, work, max_proposals)
-    remove_temporaries(WorkDir(work).path("proposals"))
+    remove_temporaries(WorkDir(work).proposals_dir)
     made_from = functools.partial(_imported_from, files, max_proposals)
     return run_per_image("import-mcg", sorted(files), worker,
                          is_done=functools.partial(proposals_done, work, made_from), jobs=jobs)

@@ -63,7 +63,7 @@ def score_image(scorer, dataset, workdir, image_id, threshold):
 def scoring_stage(dataset, workdir, mode, config, model=None, batch_size=32):
     """Stage 1: ``scores/<id>.npz`` for every image of ``dataset`` (loads the model only if needed)."""
     threshold = config.candidate_threshold
-    remove_temporaries(workdir.path("scores"))
+    remove_temporaries(workdir.scores_dir)
     done = {i for i in dataset.ids
             if scores_valid(workdir.scores(i), mode, threshold, score_inputs(workdir, i))}
     scorer = None
