@@ -1,4 +1,4 @@
-"""Proposal scoring, crop (the paper's) against roi (one trunk pass), side by side in one run.
+"""Proposal scoring: crop (the paper's), roi (one trunk pass) and masked, side by side in one run.
 
     python benchmarks/bench_scoring.py ROOT WORK [--split paper_train] [--images 100]
 
@@ -6,7 +6,8 @@ Uses WORK's proposals and trained HCP (after `wsk demo` or `wsk train hcp`) on t
 ``--images`` images of the split with ground-truth masks, and prints, per mode: seconds per
 image, the share of image labels with a candidate (score > threshold), the mean IoU of each
 label's top-scored proposal, the candidates' precision (IoU >= 0.5 against their label) and
-the mean number of candidates per label. Nothing is written into WORK.
+the mean number of candidates per label, and the median rank (0 = top) of each label's
+best-overlapping proposal in that label's score order. Nothing is written into WORK.
 """
 
 import time
@@ -19,9 +20,9 @@ from wsk.proposals.container import Proposals
 from wsk.proposals.stage import ground_truth_objects
 from wsk.pseudo.candidates import select_candidates
 from wsk.pseudo.report import IOU_HIT, label_ious
-from wsk.pseudo.scoring import MODES, ProposalScorer
+from wsk.pseudo.scoring import ProposalScorer
 from wsk.pseudo.score_stage import load_hcp_model
-from wsk.recipes import get_recipe
+from wsk.recipes import SCORE_MODES, get_recipe
 from wsk.workdir import WorkDir
 
 
@@ -38,15 +39,15 @@ def main(root, work, split, images, recipe):
     model = load_hcp_model(workdir.hcp_model)
     threshold = get_recipe(recipe).pseudo.candidate_threshold
     rows = {}
-    for mode in MODES:
+    for mode in SCORE_MODES:
         scorer = ProposalScorer(model, mode)
         labels = with_candidate = top = candidates = hits = 0
-        seconds = 0.0
+        seconds, best_ranks = 0.0, []
         for image_id in ids:
             proposals = Proposals.load(workdir.proposals(image_id))
             image = dataset.image(image_id)
             start = time.perf_counter()
-            scores, _ = scorer(image, proposals.boxes)
+            scores, _ = scorer(image, proposals.boxes, proposals)
             seconds += time.perf_counter() - start
             masks, classes, valid = ground_truth_objects(dataset, image_id)
             ious = label_ious(proposals, list(zip(classes.tolist(), masks)), valid)
@@ -60,14 +61,17 @@ def main(root, work, split, images, recipe):
                 top += ious[label][int(np.argmax(scores[:, label - 1]))]
                 candidates += len(own)
                 hits += int((ious[label][own] >= IOU_HIT).sum())
+                order = np.argsort(-scores[:, label - 1], kind="stable")
+                best_ranks.append(int(np.flatnonzero(order == np.argmax(ious[label]))[0]))
         rows[mode] = {"s/image": seconds / len(ids), "labels with a candidate": with_candidate / labels,
                       "top proposal IoU": top / labels, "candidate precision": hits / max(candidates, 1),
-                      "candidates per label": candidates / labels}
+                      "candidates per label": candidates / labels,
+                      "best proposal's rank": float(np.median(best_ranks))}
     click.echo(f"{len(ids)} images of {split}, {len(Proposals.load(workdir.proposals(ids[0])))} proposals "
                f"on the first; HCP {workdir.hcp_model}")
-    click.echo(f"{'':26s}" + "".join(f"{m:>10s}" for m in MODES))
-    for key in rows[MODES[0]]:
-        click.echo(f"{key:26s}" + "".join(f"{rows[m][key]:>10.3f}" for m in MODES))
+    click.echo(f"{'':26s}" + "".join(f"{m:>10s}" for m in SCORE_MODES))
+    for key in rows[SCORE_MODES[0]]:
+        click.echo(f"{key:26s}" + "".join(f"{rows[m][key]:>10.3f}" for m in SCORE_MODES))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from wsk.recipes import ORDERS, RECIPES, SCORE_MODES
               help="Cross-image refinement (Eq. 1); --no-refine is Table 3's ablation, "
                    "written under WORK/noref.")
 @click.option("--mode", type=click.Choice(SCORE_MODES), default=None,
-              help="Scoring: crop each proposal (the paper) or pool regions from one trunk pass "
-                   "(fast) [default: the recipe's].")
+              help="Scoring: crop each proposal's box (the paper), pool boxes from one trunk pass "
+                   "(fast), or show HCP the whole image with all but the proposal's segment erased "
+                   "(masked) [default: the recipe's].")
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default="paper", show_default=True,
               help="Recipe giving the thresholds, refinement order and scoring mode.")
 @click.option("--refine-order", type=click.Choice(ORDERS), default=None,

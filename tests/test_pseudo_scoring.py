@@ -1,10 +1,11 @@
-"""Proposal scoring (§3.1): crop and roi modes of a tiny random-init HCP, and RoI max pooling."""
+"""Proposal scoring (§3.1): crop, roi and masked modes of a tiny random-init HCP, and RoI max pooling."""
 
 import numpy as np
 import pytest
 
 from wsk.errors import WskError
-from wsk.pseudo.scoring import ProposalScorer, check_boxes, roi_max_pool
+from wsk.pseudo.regions import proposals_from_masks
+from wsk.pseudo.scoring import ProposalScorer, check_boxes, masked_hypotheses, roi_max_pool
 
 SIZE = 32
 
@@ -108,3 +109,46 @@ def test_boxes_are_clipped_and_empty_boxes_refused():
 def test_unknown_mode_is_a_wsk_error(tiny_hcp):
     with pytest.raises(WskError):
         ProposalScorer(tiny_hcp, "pixels")
+
+
+MEAN_RGB = np.array([122.675, 116.669, 104.008], np.float32)   # the Caffe VGG mean, in RGB order
+
+
+def test_masked_hypotheses_by_hand():
+    image = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
+    masks = np.zeros((2, 4, 4), bool)
+    masks[0, :2, :2] = True          # top-left quadrant
+    masks[1, 1:, 3] = True           # right column, rows 1..3
+    segments = proposals_from_masks(masks)
+    # at the image's own size: the region's pixels as they are, every other pixel the mean pixel
+    out = masked_hypotheses(image, segments, [0, 1], 4)
+    for k in range(2):
+        expected = np.where(masks[k][..., None], image.astype(np.float32), MEAN_RGB)
+        np.testing.assert_allclose(out[k], expected, rtol=0, atol=1e-4)
+    # doubled: output pixel (i, j) belongs to the region when source pixel (i // 2, j // 2) does
+    big = masked_hypotheses(image, segments, [1], 8)[0]
+    inside = np.repeat(np.repeat(masks[1], 2, 0), 2, 1)
+    np.testing.assert_allclose(big[~inside], np.broadcast_to(MEAN_RGB, big[~inside].shape), atol=1e-4)
+    import cv2
+
+    resized = cv2.resize(image.astype(np.float32), (8, 8), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(big[inside], resized[inside], atol=1e-3)
+
+
+def test_masked_mode_scores_the_region_alone_in_place(tiny_hcp):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    masks = np.zeros((3, SIZE, SIZE), bool)
+    masks[0] = True
+    masks[1, 4:20, 6:30] = True
+    masks[2, 20:, :10] = True
+    masks[2, 25:, 25:] = True    # two pieces: the box is wide, the segment is not
+    segments = proposals_from_masks(masks)
+    scores, features = ProposalScorer(tiny_hcp, "masked", batch_size=2)(image, segments.boxes, segments)
+    assert scores.shape == (3, 3) and features.shape[0] == 3
+    np.testing.assert_allclose(scores[0], hcp_softmax(tiny_hcp, image), rtol=1e-4, atol=1e-6)
+    for k in (1, 2):
+        erased = np.where(masks[k][..., None], image.astype(np.float32), MEAN_RGB)
+        np.testing.assert_allclose(scores[k], hcp_softmax(tiny_hcp, erased), rtol=1e-4, atol=1e-6)
+    with pytest.raises(WskError, match="segments"):
+        ProposalScorer(tiny_hcp, "masked")(image, segments.boxes)

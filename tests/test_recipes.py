@@ -6,7 +6,7 @@ import dataclasses
 from click.testing import CliRunner
 
 from wsk.cli.main import cli
-from wsk.recipes import ORDERS, RECIPES, SCORE_MODES, STRATEGIES, VARIANTS, get_recipe
+from wsk.recipes import DEMO_TRUNK, ORDERS, RECIPES, SCORE_MODES, STRATEGIES, VARIANTS, get_recipe
 
 PAPER = get_recipe("paper")
 
@@ -51,6 +51,17 @@ def test_pseudo_label_numbers_are_section_3s():
     assert pseudo.refine_order == "closest"   # the reading of §3.2 (see wsk.pseudo.refinement)
     # §3.3.2: "combine the top 10 candidate regions as the segmentation mask"
     assert pseudo.rough_top_regions == 10
+
+
+def test_demo_starts_hcp_from_the_built_in_trunk_and_scores_masked():
+    from wsk.registry import get_card
+
+    demo = RECIPES["demo"]
+    assert demo.hcp.backbone_weights == DEMO_TRUNK and demo.seg.backbone_weights == "hcp"
+    card = get_card(DEMO_TRUNK)                                 # a built-in card: it ships
+    assert card["builder_args"]["width"] == demo.hcp.width     # and fits the demo's networks
+    assert demo.pseudo.score_mode == "masked"
+    assert RECIPES["tiny"].hcp.backbone_weights is None         # narrower than the card
 
 
 def test_names_are_the_papers_and_the_clis_choices_come_from_them():

@@ -52,7 +52,7 @@ def score_image(scorer, dataset, workdir, image_id, threshold):
     if tuple(image.shape[:2]) != tuple(proposals.shape):
         raise WskError(f"proposals of size {proposals.shape} do not fit the {image.shape[:2]} image "
                        "(recompute the proposals)", proposals_path)
-    scores, features = scorer(image, proposals.boxes)
+    scores, features = scorer(image, proposals.boxes, proposals)
     candidates, candidate_labels = select_candidates(scores, dataset.labels(image_id), threshold)
     save_npz(workdir.scores(image_id), version=np.int32(SCORES_VERSION), scores=scores,
              candidates=candidates, candidate_labels=candidate_labels,
