@@ -45,12 +45,13 @@ def deeplab_output_size(size):
 
 
 def deeplab_largefov(num_classes=21, input_shape=(None, None, 3), backbone_weights=None, width=1.0,
-                     weights=None):
+                     weights=None, dropout=DROPOUT):
     """Build DeepLab-LargeFOV: preprocessed BGR image ``(N, H, W, 3)`` -> logits ``(N, h, w, C)``.
 
     ``backbone_weights``: None (He-initialised), ``"imagenet"`` (Keras's VGG-16 ImageNet
     weights, fc6/fc7 decimated as DeepLab does) or the path of a saved VGG-16 weights file.
-    ``width`` scales every channel count except the logits (small CPU variants).
+    ``width`` scales every channel count except the logits (small CPU variants); ``dropout`` is
+    the rate after fc6 and fc7 (0.5 in DeepLab; it acts in training only).
     With 21 classes and width 1.0 the model has 20,505,429 parameters.
     ``weights``: the name of a ``wsk.zoo`` card whose trained weights are loaded (fetched
     into the Keras cache with their sha256 checked), as ``keras.applications`` takes "imagenet".
@@ -66,10 +67,10 @@ def deeplab_largefov(num_classes=21, input_shape=(None, None, 3), backbone_weigh
     x = keras.layers.Conv2D(scaled(FC_CHANNELS, width), 3, padding="same",
                             dilation_rate=FC6_DILATION, activation="relu",
                             kernel_initializer="he_normal", name="fc6")(x)
-    x = keras.layers.Dropout(DROPOUT, name="drop6")(x)
+    x = keras.layers.Dropout(dropout, name="drop6")(x)
     x = keras.layers.Conv2D(scaled(FC_CHANNELS, width), 1, activation="relu",
                             kernel_initializer="he_normal", name="fc7")(x)
-    x = keras.layers.Dropout(DROPOUT, name="drop7")(x)
+    x = keras.layers.Dropout(dropout, name="drop7")(x)
     logits = keras.layers.Conv2D(num_classes, 1,
                                  kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                  name="fc8")(x)

@@ -88,7 +88,7 @@ def _network(recipe, num_classes, hcp_model_path):
     """DeepLab-LargeFOV with the recipe's starting trunk (ImageNet, a file, a zoo card or the HCP)."""
     from_hcp = recipe.backbone_weights == HCP_BACKBONE
     model = deeplab_largefov(num_classes=num_classes, backbone_weights=None if from_hcp else recipe.backbone_weights,
-                             width=recipe.width)
+                             width=recipe.width, dropout=recipe.dropout)
     return copy_hcp_trunk(model, hcp_model_path) if from_hcp else model
 
 
