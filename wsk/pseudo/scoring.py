@@ -13,9 +13,8 @@ fc7 feature of each proposal. Three modes:
           pixel outside the proposal's *segment* set to the mean pixel (zero after
           preprocessing): HCP sees the region alone, in place and at the scale it has in the
           image. Crops magnify a small region's texture to the full input, out of the
-          distribution HCP was fine-tuned on, and a box shows whatever else lies in it; on
-          the demo's data masked scoring ranks the best proposal of a label about 8th of 500,
-          where crop and roi rank it about 200th (``wsk.recipes``, demo recipe).
+          distribution HCP was fine-tuned on, and a box shows whatever else lies in it
+          (measured in ``wsk.recipes``, the demo recipe's notes).
 """
 
 
@@ -59,22 +58,31 @@ def crop_boxes(image, boxes, size):
     return np.stack([_to_numpy(crop_hypothesis(image, box, size)) for box in boxes])
 
 
-def masked_hypotheses(image, segments, indices, size):
-    """``(len(indices), size, size, 3)`` float32 ``masked`` hypotheses (module docstring).
-
-    ``image`` (RGB, ``(H, W, 3)``) is resized to ``size x size`` (``crop_hypothesis`` of the
-    whole image); ``segments`` (``wsk.proposals.Proposals`` of that image) gives each region's
-    pixels, its superpixel map sampled at the nearest source pixel of every output pixel
-    (centre ``(i + 0.5) * H / size``). Pixels outside region ``indices[k]`` take the mean pixel.
-    """
+def masked_frame(image, segments, size):
+    """``(resized, superpixels)``: ``image`` (RGB, ``(H, W, 3)``) resized to ``size x size``
+    (``crop_hypothesis`` of the whole image), and the superpixel map of ``segments``
+    (``wsk.proposals.Proposals`` of that image) sampled at the nearest source pixel of every output
+    pixel (centre ``(i + 0.5) * H / size``). Computed once per image for all its masked hypotheses."""
     height, width = image.shape[:2]
     resized = _to_numpy(crop_hypothesis(image, (0, 0, width, height), size)).astype(np.float32)
     rows = np.minimum(((np.arange(size) + 0.5) * height / size).astype(np.int64), height - 1)
     cols = np.minimum(((np.arange(size) + 0.5) * width / size).astype(np.int64), width - 1)
-    superpixels = segments.superpixels[rows][:, cols]
+    return resized, segments.superpixels[rows][:, cols]
+
+
+def erase_outside(frame, segments, indices):
+    """``(len(indices), size, size, 3)`` float32: the ``masked_frame`` ``frame`` once per region
+    ``indices[k]`` of ``segments``, every pixel outside that region set to the mean pixel."""
+    resized, superpixels = frame
     inside = segments.membership(np.asarray(indices, np.int64))[:, superpixels]
     fill = np.asarray(MEAN_BGR[::-1], np.float32)
     return np.where(inside[..., None], resized[None], fill)
+
+
+def masked_hypotheses(image, segments, indices, size):
+    """``(len(indices), size, size, 3)`` float32 ``masked`` hypotheses (module docstring) of the
+    regions ``indices`` of ``segments``: ``erase_outside`` of the image's ``masked_frame``."""
+    return erase_outside(masked_frame(image, segments, size), segments, indices)
 
 
 def roi_max_pool(features, boxes, grid, stride=16):
@@ -150,8 +158,10 @@ class ProposalScorer:
             if segments is None or len(segments) != len(boxes) or tuple(segments.shape) != image.shape[:2]:
                 raise WskError("masked scoring needs the image's proposals (segments) with its boxes")
 
+            frame = masked_frame(image, segments, self.image_size)
+
             def hypotheses(start, stop):
-                return masked_hypotheses(image, segments, np.arange(start, stop), self.image_size)
+                return erase_outside(frame, segments, np.arange(start, stop))
         else:
             def hypotheses(start, stop):
                 return crop_boxes(image, boxes[start:stop], self.image_size)
