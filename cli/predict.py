@@ -19,26 +19,30 @@ def crf_options(command):
         click.option("--crf-bi-w", type=float, default=defaults.bi_w, show_default=True,
                      help="CRF: weight of the appearance (bilateral) kernel."),
         click.option("--crf-bi-xy-std", type=float, default=defaults.bi_xy_std, show_default=True,
-                     help="CRF: spatial std of the appearance kernel (pixels)."),
+                     help="CRF: spatial std of the appearance kernel (pixels at --crf-reference-side)."),
         click.option("--crf-bi-rgb-std", type=float, default=defaults.bi_rgb_std, show_default=True,
                      help="CRF: colour std of the appearance kernel."),
         click.option("--crf-pos-w", type=float, default=defaults.pos_w, show_default=True,
                      help="CRF: weight of the smoothness (Gaussian) kernel."),
         click.option("--crf-pos-xy-std", type=float, default=defaults.pos_xy_std, show_default=True,
-                     help="CRF: spatial std of the smoothness kernel (pixels)."),
+                     help="CRF: spatial std of the smoothness kernel (pixels at --crf-reference-side)."),
         click.option("--crf-iterations", type=int, default=defaults.iterations, show_default=True,
                      help="CRF: mean-field iterations."),
+        click.option("--crf-reference-side", type=float, default=defaults.reference_side, show_default=True,
+                     help="CRF: the longer image side the spatial stds are given for; each image scales "
+                          "them by its own longer side over this (0: absolute pixels)."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
 def crf_params(crf, crf_bi_w, crf_bi_xy_std, crf_bi_rgb_std, crf_pos_w, crf_pos_xy_std,
-               crf_iterations):
+               crf_iterations, crf_reference_side):
     """The ``CRFParams`` the ``crf_options`` ask for, or ``None`` without ``--crf``."""
     if not crf:
         return None
     return CRFParams(bi_w=crf_bi_w, bi_xy_std=crf_bi_xy_std, bi_rgb_std=crf_bi_rgb_std,
-                     pos_w=crf_pos_w, pos_xy_std=crf_pos_xy_std, iterations=crf_iterations)
+                     pos_w=crf_pos_w, pos_xy_std=crf_pos_xy_std, iterations=crf_iterations,
+                     reference_side=crf_reference_side or None)
 
 
 @click.command("predict")

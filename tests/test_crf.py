@@ -72,16 +72,50 @@ def test_zero_iterations_return_the_input():
 
 
 def test_crf_params_defaults_and_checks():
-    assert dataclasses.astuple(CRFParams()) == (4.0, 121.0, 5.0, 3.0, 3.0, 10)
+    assert dataclasses.astuple(CRFParams()) == (4.0, 121.0, 5.0, 3.0, 3.0, 10, 500.0)
     with pytest.raises(WskError, match="bi_rgb_std"):
         CRFParams(bi_rgb_std=0)
     with pytest.raises(WskError, match="iterations"):
         CRFParams(iterations=-1)
+    with pytest.raises(WskError, match="reference_side"):
+        CRFParams(reference_side=0)
     image, _ = two_regions()
     with pytest.raises(WskError, match="size"):
         dense_crf(image, blurred_prediction(height=39))
     with pytest.raises(WskError, match="uint8"):
         dense_crf(image.astype(np.float32), blurred_prediction())
+
+
+def test_spatial_stds_scale_with_the_longer_image_side():
+    # DeepLab's stds are pixels of a 500 px VOC photo: a 40 x 64 image uses 64/500 = 0.128 of them,
+    # the same as giving 121 * 0.128 = 15.488 and 3 * 0.128 = 0.384 in absolute pixels.
+    image, _ = two_regions()
+    probabilities = blurred_prediction()
+    scaled = dense_crf(image, probabilities)[1]
+    absolute = dense_crf(image, probabilities, bi_xy_std=15.488, pos_xy_std=0.384, reference_side=None)[1]
+    np.testing.assert_allclose(scaled, absolute, atol=1e-6)
+    unscaled = dense_crf(image, probabilities, reference_side=None)[1]
+    assert np.abs(scaled - unscaled).max() > 0.01
+    # a 500 px wide image is VOC's size: the stds act as given
+    wide, _ = two_regions(height=8, width=500, edge=250)
+    wide_p = blurred_prediction(height=8, width=500, centre=240.0)
+    np.testing.assert_allclose(dense_crf(wide, wide_p)[1], dense_crf(wide, wide_p, reference_side=None)[1],
+                               atol=1e-6)
+
+
+def test_at_64_px_the_scaled_crf_keeps_a_thin_object():
+    # A 2 px bar, 20 levels brighter than a noisy (+-15) grey background, found by the network at 0.7.
+    # VOC's 3 px smoothness and 121 px appearance reach, unscaled, wash it out at 64 px; scaled to the
+    # image (0.38 px, 15.5 px) they keep it.
+    rng = np.random.default_rng(0)
+    image = np.full((64, 64, 3), 120, np.int32)
+    image[:, 31:33] += 20
+    image = np.clip(image + rng.integers(-15, 16, image.shape), 0, 255).astype(np.uint8)
+    probabilities = np.zeros((64, 64, 2), np.float32)
+    probabilities[...] = (0.8, 0.2)
+    probabilities[:, 31:33] = (0.3, 0.7)
+    assert dense_crf(image, probabilities)[0][:, 31:33].mean() >= 0.75   # 0.78 to 0.95 over 6 seeds
+    assert dense_crf(image, probabilities, reference_side=None)[0][:, 31:33].mean() <= 0.1
 
 
 def test_crf_on_a_real_photo(voc_sample):
