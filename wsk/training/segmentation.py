@@ -22,7 +22,7 @@ from wsk.models import deeplab_largefov
 from wsk.models.description import segmentation_description
 from wsk.models.pretrained import copy_hcp_trunk
 from wsk.models.saving import load_model, save_model
-from wsk.recipes import HCP_BACKBONE, get_variant
+from wsk.recipes import HCP_BACKBONE, get_variant, seg_schedule
 from wsk.stages import progress
 from wsk.training.digest import inputs_digest, up_to_date
 from wsk.training.engine import (compile_for_training, epoch_variable, fit, is_chief, make_strategy,
@@ -109,6 +109,7 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     check_crop_size(recipe.crop_size)
     dataset, ids, images, targets = segmentation_training_set(root, work, variant, pseudo_dir_refine,
                                                               check=False, split=split)
+    recipe = seg_schedule(recipe, len(ids), len(dataset.ids), spec.single_label)
     from_hcp = recipe.backbone_weights == HCP_BACKBONE
     digest = inputs_digest(recipe, list(targets) + ([wd.hcp_model] if from_hcp else []))
     if not force and up_to_date(model_path, digest, printer):
