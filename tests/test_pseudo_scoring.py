@@ -5,7 +5,7 @@ import pytest
 
 from wsk.errors import WskError
 from wsk.pseudo.regions import proposals_from_masks
-from wsk.pseudo.scoring import ProposalScorer, check_boxes, masked_hypotheses, roi_max_pool
+from wsk.pseudo.scoring import ProposalScorer, check_boxes, erase_outside, masked_frame, roi_max_pool
 
 SIZE = 32
 
@@ -121,12 +121,12 @@ def test_masked_hypotheses_by_hand():
     masks[1, 1:, 3] = True           # right column, rows 1..3
     segments = proposals_from_masks(masks)
     # at the image's own size: the region's pixels as they are, every other pixel the mean pixel
-    out = masked_hypotheses(image, segments, [0, 1], 4)
+    out = erase_outside(masked_frame(image, segments, 4), segments, [0, 1])
     for k in range(2):
         expected = np.where(masks[k][..., None], image.astype(np.float32), MEAN_RGB)
         np.testing.assert_allclose(out[k], expected, rtol=0, atol=1e-4)
     # doubled: output pixel (i, j) belongs to the region when source pixel (i // 2, j // 2) does
-    big = masked_hypotheses(image, segments, [1], 8)[0]
+    big = erase_outside(masked_frame(image, segments, 8), segments, [1])[0]
     inside = np.repeat(np.repeat(masks[1], 2, 0), 2, 1)
     np.testing.assert_allclose(big[~inside], np.broadcast_to(MEAN_RGB, big[~inside].shape), atol=1e-4)
     import cv2

@@ -99,11 +99,11 @@ def test_refine_order_and_scale_range_options_reach_their_stage(monkeypatch, tmp
 def test_single_label_variants_make_as_many_updates_as_all_images_with_equal_updates():
     seg = dataclasses.replace(get_recipe("demo").seg, epochs=20, lr_step_epochs=16, equal_updates=True)
     # 184 of 360 images: 20 * 360 / 184 = 39.13 -> 39 epochs, 16 * 360 / 184 = 31.30 -> 31
-    scaled = seg_schedule(seg, 184, 360, single_label=True)
+    scaled = seg_schedule(seg, 184, 360)
     assert (scaled.epochs, scaled.lr_step_epochs) == (39, 31)
     assert scaled.lr == seg.lr and scaled.batch_size == seg.batch_size
     # A* variants, and S* without equal_updates (the paper read literally), keep the recipe
-    assert seg_schedule(seg, 360, 360, single_label=False) == seg
+    assert seg_schedule(seg, 360, 360) == seg
     literal = dataclasses.replace(seg, equal_updates=False)
-    assert seg_schedule(literal, 184, 360, single_label=True) == literal
+    assert seg_schedule(literal, 184, 360) == literal
     assert get_recipe("demo").seg.equal_updates and not get_recipe("paper").seg.equal_updates

@@ -45,9 +45,8 @@ class CRFParams:
     reference_side: float | None = VOC_IMAGE_SIDE
 
     def __post_init__(self):
-        for name in ("bi_xy_std", "bi_rgb_std", "pos_xy_std") + (("reference_side",) if self.reference_side
-                                                                    is not None else ()):
-            if not getattr(self, name) > 0:
+        for name in ("bi_xy_std", "bi_rgb_std", "pos_xy_std", "reference_side"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise WskError(f"CRF parameter {name} must be positive, got {getattr(self, name)}")
         for name in ("bi_w", "pos_w"):
             if not getattr(self, name) >= 0:

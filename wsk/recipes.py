@@ -30,8 +30,9 @@ first 120 training images, 500 proposals, no refinement; ``benchmarks/bench_scor
   rates (0.03) diverge to background-only. This is where the demo loses most quality now.
 * **S* variants make as many updates as A*** (``SegRecipe.equal_updates``). The demo's 184
   single-label images are half its 360, so 20 epochs gave SN_A and SN_B half the updates, and they
-  underfit the thin class: val cross IoU 7.5 (SN_A) and 26.8 (SN_B), 0.6 and 3.1 after the CRF. With
-  40 epochs (lr step at 32; the scaling gives 39 and 31): SN_A 34.2 -> 34.9 mIoU, cross 19.7; SN_B 40.2 -> 42.0, cross 29.2.
+  underfit the thin class: val cross IoU 7.5 (SN_A) and 26.8 (SN_B), 0.6 and 3.1 after the CRF.
+  With 40 epochs (lr step at 32; the scaling gives 39 and 31): SN_A 34.2 -> 34.9 mIoU, cross 19.7;
+  SN_B 40.2 -> 42.0, cross 29.2.
 """
 
 import dataclasses
@@ -109,12 +110,12 @@ class SegRecipe:
     seed: int = 0
 
 
-def seg_schedule(recipe, images, split_images, single_label):
+def seg_schedule(recipe, images, split_images):
     """``recipe`` (a ``SegRecipe``) as a variant trained on ``images`` of the split's
-    ``split_images`` runs it: with ``equal_updates``, an S* variant's ``epochs`` and
-    ``lr_step_epochs`` are scaled by ``split_images / images`` (rounded, at least 1), so that it
-    makes as many SGD updates, at the same learning rates, as the A* variants on the whole split."""
-    if not (recipe.equal_updates and single_label) or images >= split_images:
+    ``split_images`` runs it: with ``equal_updates``, a variant on fewer images than the split (S*)
+    has its ``epochs`` and ``lr_step_epochs`` scaled by ``split_images / images`` (rounded, at
+    least 1), so that it makes as many SGD updates, at the same learning rates, as the A* variants."""
+    if not recipe.equal_updates or images >= split_images:
         return recipe
     factor = split_images / images
     return dataclasses.replace(recipe, epochs=max(1, round(recipe.epochs * factor)),

@@ -79,12 +79,6 @@ def erase_outside(frame, segments, indices):
     return np.where(inside[..., None], resized[None], fill)
 
 
-def masked_hypotheses(image, segments, indices, size):
-    """``(len(indices), size, size, 3)`` float32 ``masked`` hypotheses (module docstring) of the
-    regions ``indices`` of ``segments``: ``erase_outside`` of the image's ``masked_frame``."""
-    return erase_outside(masked_frame(image, segments, size), segments, indices)
-
-
 def roi_max_pool(features, boxes, grid, stride=16):
     """RoI max pooling: each box's cells of ``features`` max-pooled onto a ``grid x grid`` map.
 

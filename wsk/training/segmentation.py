@@ -109,7 +109,7 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     check_crop_size(recipe.crop_size)
     dataset, ids, images, targets = segmentation_training_set(root, work, variant, pseudo_dir_refine,
                                                               check=False, split=split)
-    recipe = seg_schedule(recipe, len(ids), len(dataset.ids), spec.single_label)
+    recipe = seg_schedule(recipe, len(ids), len(dataset.ids))
     from_hcp = recipe.backbone_weights == HCP_BACKBONE
     digest = inputs_digest(recipe, list(targets) + ([wd.hcp_model] if from_hcp else []))
     if not force and up_to_date(model_path, digest, printer):
