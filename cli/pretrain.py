@@ -1,5 +1,6 @@
 """``wsk pretrain``: the VGG-16 trunk on the generated corpus (the offline stand-in for ImageNet)."""
 
+import os
 import sys
 
 import click
@@ -23,7 +24,12 @@ _DEFAULTS = PretrainConfig()
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, help="Corpus and init seed.")
 @click.option("--jobs", type=click.IntRange(1), default=2, show_default=True,
               help="Processes generating the corpus.")
-def pretrain(out, images, val_images, size, width, epochs, lr, seed, jobs):
+@click.option("--corpus", type=click.Choice(["basic", "broad"]), default="basic", show_default=True,
+              help="basic: 28 shape/texture classes on 12 skimage photographs and clutter (the built-in "
+                   "card's); broad: 39 classes, more photographs, occluders, wider scale (wsk.data.corpus).")
+@click.option("--backgrounds", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A folder of extra background photographs for the broad corpus (.jpg/.jpeg/.png).")
+def pretrain(out, images, val_images, size, width, epochs, lr, seed, jobs, corpus, backgrounds):
     """Pretrain the VGG-16 trunk as a multi-label classifier of the generated corpus.
 
     Image-level labels only. Writes OUT/trunk.keras and OUT/trunk.json (the held-out mAP);
@@ -32,10 +38,18 @@ def pretrain(out, images, val_images, size, width, epochs, lr, seed, jobs):
     # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.pretrain import pretrain_trunk
 
+    photos = ()
+    if backgrounds is not None:
+        if corpus != "broad":
+            raise click.UsageError("--backgrounds is for the broad corpus (--corpus broad)")
+        photos = tuple(sorted(os.path.join(os.path.abspath(backgrounds), name) for name in os.listdir(backgrounds)
+                              if name.lower().endswith((".jpg", ".jpeg", ".png"))))
+        if not photos:
+            raise click.UsageError(f"no .jpg/.jpeg/.png photographs in {backgrounds}")
     config = PretrainConfig(images=images, val_images=val_images, size=size, width=width, epochs=epochs,
                             lr=lr, seed=seed)
     pretrain_trunk(out, config, jobs=jobs, command="wsk pretrain " + " ".join(sys.argv[2:]),
-                   printer=click.echo)
+                   printer=click.echo, corpus=corpus, backgrounds=photos)
 
 
 COMMANDS = [pretrain]

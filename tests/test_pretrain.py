@@ -8,7 +8,13 @@ from click.testing import CliRunner
 
 import wsk.zoo
 from wsk.cli.main import cli
-from wsk.data.corpus import CORPUS_CLASSES, CORPUS_SHAPES, CORPUS_TEXTURES, generate_corpus
+import math
+
+from wsk.data import corpus as corpus_module
+from wsk.data.corpus import (BROAD_CLASSES, BROAD_PHOTOS, BROAD_SHAPES, BROAD_TEXTURES, CORPUS_CLASSES,
+                             CORPUS_SHAPES, CORPUS_TEXTURES, HELD_OUT_PHOTOS, broad_shape, broad_texture,
+                             generate_corpus)
+from wsk.data.synthetic import _grid
 from wsk.errors import WskError
 from wsk.models import deeplab_largefov, hcp, preprocess_input
 from wsk.pretrain import fold_into_hcp, normalised_trunk
@@ -28,6 +34,105 @@ def test_corpus_is_deterministic_and_labels_every_object_by_shape_and_texture():
     assert ((shapes >= 1) & (shapes <= 3) & (textures >= 1) & (textures <= 3)).all()
     # a later slice is the same images as the tail of a longer run
     np.testing.assert_array_equal(generate_corpus(10, 48, seed=1, start=30)[0], a_images[30:])
+
+
+def test_broad_corpus_is_deterministic_and_extends_the_basic_classes():
+    a_images, a_labels = generate_corpus(24, 48, seed=1, corpus="broad")
+    b_images, b_labels = generate_corpus(24, 48, seed=1, corpus="broad", jobs=2)
+    np.testing.assert_array_equal(a_images, b_images)
+    np.testing.assert_array_equal(a_labels, b_labels)
+    np.testing.assert_array_equal(generate_corpus(4, 48, seed=1, start=20, corpus="broad")[0], a_images[20:])
+    # the basic 28 first, in their order; then the new shapes and textures
+    assert BROAD_CLASSES[:len(CORPUS_SHAPES)] == CORPUS_CLASSES[:len(CORPUS_SHAPES)]
+    assert BROAD_SHAPES[:16] == CORPUS_SHAPES and BROAD_TEXTURES[:12] == CORPUS_TEXTURES
+    assert len(BROAD_CLASSES) == 23 + 16 == 39 and len(set(BROAD_CLASSES)) == 39
+    assert "shape:arrow" not in BROAD_CLASSES      # the photo style's unseen class stays unseen
+    shapes, textures = a_labels[:, :23].sum(1), a_labels[:, 23:].sum(1)
+    assert ((shapes >= 1) & (shapes <= 3) & (textures >= 1) & (textures <= 3)).all()
+    # another stream than the basic corpus's, whatever the seed
+    assert not np.array_equal(generate_corpus(4, 48, seed=1)[0], a_images[:4])
+    with pytest.raises(WskError, match="unknown corpus"):
+        generate_corpus(4, 48, corpus="wide")
+
+
+def test_broad_corpus_never_shows_the_photo_styles_photographs():
+    import skimage.data
+
+    assert not set(BROAD_PHOTOS) & set(HELD_OUT_PHOTOS)
+    held_out = [np.asarray(getattr(skimage.data, name)()) for name in HELD_OUT_PHOTOS]
+    for name in BROAD_PHOTOS:     # by pixels too: skimage.data.cat is chelsea, for one
+        photo = corpus_module._broad_photo(name)
+        assert photo.ndim == 3 and photo.shape[2] == 3 and min(photo.shape[:2]) >= 64
+        for other in held_out:
+            assert photo.shape != other.shape or not np.array_equal(photo, other[..., :3]), name
+
+
+# closed-form areas (in R^2) of the broad corpus's new shapes
+NEW_SHAPE_AREAS = {
+    "octagon": 2 * math.sqrt(2),                 # regular n-gon of circumradius R: n/2 sin(2 pi/n) R^2
+    "trapezoid": (2.0 + 1.0) / 2 * 1.2,          # parallel sides 2R and R, height 1.2R
+    "parallelogram": 1.3 * 1.0,                  # base 1.3R, height R
+    "rectangle": 1.7 * 1.0,
+    "kite": 2.0 * 1.2 / 2,                       # diagonals 2R and 1.2R
+    "clover": math.pi * (0.6 ** 2 + 0.4 ** 2 / 2),   # r <= R (0.6 + 0.4 cos 3t): pi (a^2 + b^2/2) R^2
+    "tshape": 1.7 * 0.45 + 0.44 * 1.25,          # bar 1.7R x 0.45R, stem 0.44R x 1.25R
+}
+
+
+# their farthest points from the centre (in R): a vertex, or a lobe's tip
+NEW_SHAPE_REACH = {"octagon": 1.0, "trapezoid": math.hypot(1, 0.6), "parallelogram": math.hypot(0.95, 0.5),
+                   "rectangle": math.hypot(0.85, 0.5), "kite": 1.0, "clover": 1.0,
+                   "tshape": math.hypot(0.85, 0.85)}
+
+
+def test_new_shapes_have_their_closed_form_areas_and_reach():
+    assert set(NEW_SHAPE_AREAS) == set(NEW_SHAPE_REACH) == set(BROAD_SHAPES[16:])
+    radius, size = 200.0, 512
+    x, y = _grid(size)
+    u, v = x - size / 2, y - size / 2
+    for name, area in NEW_SHAPE_AREAS.items():
+        mask = broad_shape(name, u, v, radius)
+        assert abs(mask.sum() / (area * radius ** 2) - 1) < 0.01, name
+        reach = np.hypot(u, v)[mask].max()
+        assert NEW_SHAPE_REACH[name] * radius - 2 <= reach <= NEW_SHAPE_REACH[name] * radius + 1, name
+    # the old shapes are the basic corpus's
+    for name in CORPUS_SHAPES:
+        np.testing.assert_array_equal(broad_shape(name, u, v, radius),
+                                      corpus_module.corpus_shape(name, u, v, radius))
+
+
+def test_new_textures_cover_their_worked_out_shares():
+    size = 512
+    x, y = _grid(size)
+    u, v = x - size / 2, y - size / 2
+    rng = np.random.default_rng(0)
+    # plaid: two bands sin > 0.3, each on 1/2 - asin(0.3)/pi of the plane, weighted 1/2 each
+    plaid = broad_texture("plaid", u, v, size, rng)
+    assert set(np.unique(plaid)) <= {0.0, 0.5, 1.0}
+    assert abs(plaid.mean() - (0.5 - math.asin(0.3) / math.pi)) < 0.01
+    # rays: sin(k theta) > 0 on half of every circle
+    assert abs(broad_texture("rays", u, v, size, rng).mean() - 0.5) < 0.01
+    for name in ("brick", "triangles"):   # line patterns: two-valued, a minority of line pixels
+        weight = broad_texture(name, u, v, size, rng)
+        assert set(np.unique(weight)) == {0.0, 1.0} and 0.1 < weight.mean() < 0.6, name
+
+
+def test_broad_corpus_takes_extra_background_photographs(tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "extra.png"
+    cv2.imwrite(str(photo), rng.integers(0, 256, (80, 120, 3), dtype=np.uint8))
+    plain = generate_corpus(12, 48, seed=3, corpus="broad")[0]
+    extra = generate_corpus(12, 48, seed=3, corpus="broad", backgrounds=[photo])[0]
+    np.testing.assert_array_equal(extra, generate_corpus(12, 48, seed=3, corpus="broad",
+                                                         backgrounds=[str(photo)], jobs=2)[0])
+    assert not np.array_equal(plain, extra)
+    with pytest.raises(WskError, match="broad corpus"):
+        generate_corpus(4, 48, backgrounds=[photo])
+    (tmp_path / "broken.jpg").write_bytes(b"not a photograph")
+    with pytest.raises(WskError, match="cannot read"):
+        generate_corpus(4, 48, corpus="broad", backgrounds=[tmp_path / "broken.jpg"])
 
 
 def test_folding_the_normalisation_gives_the_same_network():
@@ -60,6 +165,28 @@ def test_pretrain_writes_the_trunk_and_its_record(trunk_dir):
     assert record["command"].startswith("wsk pretrain ") and metrics["seconds"]["total"] > 0
     assert 0 < metrics["val_mAP"] <= 1 and len(metrics["val_mAP_per_epoch"]) == 1
     assert record["recipe"]["images"] == 128 and record["training_images"] == 128
+    assert record["recipe"]["corpus_kind"] == "basic" and record["recipe"]["backgrounds"] == []
+
+
+def test_pretrain_on_the_broad_corpus_records_its_classes_and_photographs(tmp_path):
+    import cv2
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.jpg"), np.full((64, 96, 3), 90, np.uint8))
+    (photos / "notes.txt").write_text("not a photograph")
+    out = tmp_path / "broad"
+    result = CliRunner().invoke(cli, ["pretrain", str(out), "--images", "64", "--val-images", "16",
+                                      "--epochs", "1", "--width", str(WIDTH), "--jobs", "1",
+                                      "--corpus", "broad", "--backgrounds", str(photos)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "trunk.json").read_text())
+    assert record["class_names"] == list(BROAD_CLASSES) and record["architecture"] == "hcp"
+    assert record["recipe"]["corpus_kind"] == "broad"
+    assert record["recipe"]["backgrounds"] == [str(photos / "a.jpg")]
+    refused = CliRunner().invoke(cli, ["pretrain", str(tmp_path / "no"), "--images", "64",
+                                       "--backgrounds", str(photos)])
+    assert refused.exit_code != 0 and "--corpus broad" in refused.output
 
 
 def test_builders_take_a_trunk_by_zoo_name(trunk_dir, tmp_path, monkeypatch):

@@ -3,8 +3,8 @@
 The paper's networks start from an ImageNet VGG-16 (§4.2). ``pretrain_trunk`` trains the
 ``wsk.models.hcp`` network (VGG-16 conv1_1..conv5_3, fc6, fc7; one hypothesis, the whole image),
 with batch normalisation folded in afterwards (``normalised_trunk``, ``fold_into_hcp``), as a
-multi-label classifier of ``wsk.data.corpus``'s 28 shape and texture classes, from image-level
-labels only, and keeps the epoch with the best mAP on the corpus's held-out split. The result is an HCP
+multi-label classifier of ``wsk.data.corpus``'s shape and texture classes (the basic corpus's 28,
+or the broad corpus's 39), from image-level labels only, and keeps the epoch with the best mAP on the corpus's held-out split. The result is an HCP
 model whose conv and fc6/fc7 layers a recipe copies by naming it (``backbone_weights=<zoo name>``,
 see ``wsk.models.imagenet.load_trunk``); its fc8 (the corpus classes) is never used downstream.
 
@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wsk.data.corpus import CORPUS_CLASSES, generate_corpus
+from wsk.data.corpus import corpus_classes, generate_corpus
 from wsk.io import save_json
 from wsk.metrics import multilabel_average_precision
 from wsk.models import hcp, preprocess_input
@@ -102,18 +102,28 @@ def held_out_map(model, images, labels, hypotheses_axis):
     return multilabel_average_precision(labels, scores)[0]
 
 
-def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2, printer=print):
-    """Train the trunk into ``out`` (see the module docstring); return the path of ``trunk.keras``."""
+def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2, printer=print,
+                   corpus="basic", backgrounds=()):
+    """Train the trunk into ``out`` (see the module docstring); return the path of ``trunk.keras``.
+
+    ``corpus``: ``"basic"`` or ``"broad"`` (``wsk.data.corpus``); ``backgrounds``: paths of extra
+    background photographs of the broad corpus. Both are recorded in ``trunk.json``'s recipe.
+    """
 
     os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
-    printer(f"generating {config.images} + {config.val_images} corpus images at {config.size} px")
-    train_x, train_y = generate_corpus(config.images, config.size, config.seed, jobs=jobs)
+    class_names = corpus_classes(corpus)
+    backgrounds = tuple(str(p) for p in backgrounds)
+    printer(f"generating {config.images} + {config.val_images} {corpus} corpus images at {config.size} px"
+            + (f" ({len(backgrounds)} extra background photographs)" if backgrounds else ""))
+    train_x, train_y = generate_corpus(config.images, config.size, config.seed, jobs=jobs, corpus=corpus,
+                                       backgrounds=backgrounds)
     val_x, val_y = generate_corpus(config.val_images, config.size, config.seed, start=config.images,
-                                   jobs=jobs)
+                                   jobs=jobs, corpus=corpus, backgrounds=backgrounds)
     generated = time.perf_counter() - start
+    printer(f"corpus generated in {generated:.0f} s")
     keras.utils.set_random_seed(config.seed)
-    k = len(CORPUS_CLASSES)
+    k = len(class_names)
     model = normalised_trunk(k, config.size, config.width)
     steps = len(train_x) // config.batch_size
     warmup = min(config.warmup_steps, steps * config.epochs // 4)
@@ -142,8 +152,9 @@ def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2
     trunk = keras.saving.load_model(best_path, compile=False, safe_mode=True)
     val_map = held_out_map(trunk, val_x, val_y, hypotheses_axis=True)   # the folded, plain VGG-16
     description = ModelDescription(
-        "hcp", CORPUS_CLASSES, config.width, image_size=config.size, hypotheses=1,
-        output="softmax over the corpus classes", recipe=dict(dataclasses.asdict(config), corpus=CORPUS),
+        "hcp", class_names, config.width, image_size=config.size, hypotheses=1,
+        output="softmax over the corpus classes",
+        recipe=dict(dataclasses.asdict(config), corpus=CORPUS, corpus_kind=corpus, backgrounds=list(backgrounds)),
         training_images=config.images, command=command,
         metrics={"val_mAP": val_map, "val_mAP_per_epoch": history,
                  "train_loss_per_epoch": [float(v) for v in fit.history["loss"]],
