@@ -1,34 +1,37 @@
-"""``wsk data``: check a VOC-layout dataset, generate a synthetic one."""
+"""``wsk data``: check a dataset, generate a synthetic one."""
 
 import click
 
+from wsk.cli.options import data_options, pop_data, source_of
 from wsk.data.styles import STYLES, get_style
 from wsk.errors import WskError
 
 
 @click.group("data")
 def data():
-    """Check a dataset in the PASCAL VOC layout, or generate a synthetic one."""
+    """Check a dataset (VOC folder, labels file, COCO JSON), or generate a synthetic one."""
 
 
 @data.command("check")
-@click.argument("root", type=click.Path(file_okay=False))
-def check(root):
-    """Validate the VOC-layout dataset in ROOT and print a summary.
+@data_options
+def check(**kwargs):
+    """Validate the dataset DATA and print a summary.
 
-    ROOT holds JPEGImages/, ImageSets/Segmentation or ImageSets/Main lists, and
-    Annotations/ XML and/or SegmentationClass(Aug)/ masks (optionally classes.txt).
-    Prints images per split, images and objects per class, single- vs multi-label
-    counts (and the paper's training set when Main/trainval.txt and train_aug exist).
+    DATA is a VOC folder (JPEGImages/, ImageSets/Segmentation or ImageSets/Main lists, and
+    Annotations/ XML and/or SegmentationClass(Aug)/ masks, optionally classes.txt), a labels
+    file (.csv with header image,labels[,split][,mask], or .jsonl) or a COCO instances .json
+    with --images DIR. Prints images per split, images and objects per class, single- vs
+    multi-label counts (and the paper's training set when Main/trainval.txt and train_aug exist).
     Every problem is listed with its file; the exit status is non-zero if any was found.
     """
     # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
-    from wsk.data.check import check_dataset
+    from wsk.data.check import check_source
 
-    report = check_dataset(root)
+    data = pop_data(kwargs)
+    report = check_source(source_of(**data))
     click.echo(report.format())
     if not report.ok:
-        raise WskError(f"{len(report.problems)} problem(s) found", root)
+        raise WskError(f"{len(report.problems)} problem(s) found", data["data"])
 
 
 @data.command("synth")

@@ -13,17 +13,23 @@ from wsk import __version__  # noqa: E402
 from wsk.errors import WskError  # noqa: E402
 
 # One module per command group; each exposes COMMANDS, a list of click commands.
-COMMAND_MODULES = ("data", "evaluate", "proposals", "train", "pseudo", "viz", "predict",
+COMMAND_MODULES = ("run", "data", "evaluate", "proposals", "train", "pseudo", "viz", "predict",
                    "export", "zoo_cmd", "demo", "pretrain", "pipeline")
 
 
 class _Group(click.Group):
-    """Turns a ``WskError`` into ``Error: <file>: <problem>`` and a non-zero exit."""
+    """Turns a ``WskError`` into ``Error: <file>: <problem>`` (bad rows: one ``FILE:ROW: reason``
+    line each) and a non-zero exit."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except WskError as err:
+            lines = getattr(err, "lines", None)   # a labels file's bad rows: one `FILE:ROW: reason` each
+            if lines:
+                for line in lines:
+                    click.echo(line, err=True)
+                ctx.exit(1)
             raise click.ClickException(str(err)) from None
 
 

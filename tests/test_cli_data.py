@@ -120,7 +120,7 @@ def test_check_lists_several_problems(dataset):
 
 def test_check_bad_root_and_class_list(tmp_path):
     result = run("data", "check", tmp_path / "absent")
-    assert result.exit_code == 1 and f"Error: {tmp_path / 'absent'}: dataset folder not found" in result.output
+    assert result.exit_code == 1 and f"Error: {tmp_path / 'absent'}: dataset not found" in result.output
     (tmp_path / "classes.txt").write_text("cat\n")
     result = run("data", "check", tmp_path)
     assert result.exit_code == 1 and f"Error: {tmp_path / 'classes.txt'}:" in result.output
@@ -200,9 +200,9 @@ def test_eval_on_voc_sample(voc_sample, tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["data", "--help"], ["check", "synth"]),
-    (["data", "check", "--help"], ["ROOT", "JPEGImages", "non-zero"]),
+    (["data", "check", "--help"], ["DATA", "JPEGImages", "labels file", "COCO", "non-zero"]),
     (["data", "synth", "--help"], ["OUT", "--images", "--size", "--seed", "--force"]),
-    (["eval", "--help"], ["ROOT", "--split", "--pred", "--json", "mIoU"]),
+    (["eval", "--help"], ["DATA", "--split", "--pred", "--json", "mIoU"]),
 ])
 def test_help_describes_arguments(args, words):
     result = run(*args)

@@ -48,18 +48,23 @@ def _voc_palette():
     return palette
 
 
-def load_class_names(root=None):
-    """Class names of a dataset: ``ROOT/classes.txt`` (background first) or VOC's list.
+def load_class_names(root=None, path=None):
+    """Class names of a dataset: the class-list file ``path``, else ``ROOT/classes.txt``
+    (background first), else VOC's list.
 
     The file holds one name per line; blank lines and ``#`` comments are skipped.
     """
-    if root is None:
-        return VOC_CLASSES
-    path = os.path.join(root, CLASS_LIST_FILE)
-    if not os.path.exists(path):
-        return VOC_CLASSES
-    with open(path, encoding="utf-8") as f:
-        names = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    if path is None:
+        if root is None:
+            return VOC_CLASSES
+        path = os.path.join(root, CLASS_LIST_FILE)
+        if not os.path.exists(path):
+            return VOC_CLASSES
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    except FileNotFoundError:
+        raise WskError("class list not found", path) from None
     if len(names) < 2:
         raise WskError("a class list needs background and at least one object class", path)
     if names[0] != "background":

@@ -1,4 +1,4 @@
-"""``wsk data check``: validate a VOC-layout dataset and summarise it.
+"""``wsk data check``: validate a dataset (a VOC folder, a labels file, a COCO JSON) and summarise it.
 
 Every problem is collected (not raised) with the file it concerns: a missing or unreadable
 image, a mask of another size than its image, a mask value that is no class, an unknown class
@@ -6,6 +6,7 @@ name, an empty label set, an id listed twice in a list file, an image without an
 """
 
 import collections
+import contextlib
 import dataclasses
 import os
 
@@ -193,3 +194,49 @@ def check_dataset(root, show_progress=True):
     if os.path.isfile(os.path.join(root, *voc.CLASSIFICATION_TRAINVAL)) and voc.train_aug_list(root):
         report.paper_ids = voc.paper_training_ids(root)
     return report
+
+
+def source_splits(source):
+    """The split names of a non-VOC ``DataSource``: a labels file's, or COCO's train (and val)."""
+    if source.kind == "labels":
+        from wsk.data.labels_file import load_index
+
+        return sorted(load_index(source.path, source.classes, source.val_fraction).splits)
+    return ["train"] + (["val"] if source.val else [])
+
+
+def check_source(source, show_progress=True):
+    """``check_dataset`` for any ``wsk.data.sources.DataSource``: a VOC folder as above; a labels
+    file or a COCO JSON is parsed whole (a bad row stops it, naming its row), then every image
+    (and mask) of every split is decoded. Returns a ``CheckReport``."""
+    from wsk.data.sources import open_dataset
+
+    if source.kind == "voc":
+        return check_dataset(source.path, show_progress)
+    splits = source_splits(source)
+    first = open_dataset(source, splits[0])
+    report = CheckReport(source.path, first.class_names)
+    for split in splits:
+        dataset = open_dataset(source, split)
+        report.splits[split] = len(dataset.ids)
+        with progress(dataset.ids, label=f"checking {split}") if show_progress else contextlib.nullcontext(
+                dataset.ids) as bar:
+            for image_id in bar:
+                _check_decoded(dataset, image_id, report)
+    return report
+
+
+def _check_decoded(dataset, image_id, report):
+    """Decode one image and its mask (a parsed labels file or COCO index already checked the rest)."""
+    try:
+        height, width = read_image(dataset.image_path(image_id)).shape[:2]
+        mask = dataset.mask(image_id)
+    except WskError as err:
+        report.add(err.path or dataset.image_path(image_id), err.problem)
+        return
+    if mask is not None and mask.shape != (height, width):
+        report.add(dataset.mask_path(image_id), f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                   f"{width}x{height}")
+        return
+    report.labels[image_id] = dataset.labels(image_id)
+    report.objects[image_id] = dataset.objects(image_id)

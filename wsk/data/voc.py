@@ -224,22 +224,30 @@ def count_mask_objects(class_mask, instance_mask=None):
 class VOCDataset:
     """One split of a VOC-layout dataset.
 
-    ``ids`` come from the split's list file (or are given); ``class_names`` from ROOT/classes.txt
-    or VOC's 21; ``labels(id)`` are the image-level labels (1-based, background excluded).
+    ``ids`` come from the split's list file (or are given); ``class_names`` from ``classes_file``,
+    else ROOT/classes.txt, else VOC's 21; ``labels(id)`` are the image-level labels (1-based, background excluded).
     """
 
-    def __init__(self, root, split, ids=None):
+    def __init__(self, root, split, ids=None, classes_file=None):
         self.root = os.fspath(root)
         if not os.path.isdir(self.root):
             raise WskError("dataset folder not found", self.root)
         self.split = split
-        self.class_names = load_class_names(self.root)
+        self.classes_file = classes_file
+        self.class_names = load_class_names(self.root, classes_file)
         self.num_classes = len(self.class_names)
         self.ids = list(split_ids(self.root, split) if ids is None else ids)
         self._labels = {}
 
     def __len__(self):
         return len(self.ids)
+
+    @property
+    def source(self):
+        """The ``wsk.data.sources.DataSource`` a worker opens this dataset from."""
+        from wsk.data.sources import DataSource
+
+        return DataSource("voc", os.path.abspath(self.root), classes=self.classes_file)
 
     def __repr__(self):
         return f"VOCDataset({self.root!r}, {self.split!r}, {len(self.ids)} images)"
@@ -269,6 +277,10 @@ class VOCDataset:
     def mask_path(self, image_id):
         """SegmentationClass/<id>.png, else SegmentationClassAug/<id>.png, else None."""
         return _first_existing(self.root, [(d, image_id + ".png") for d in MASK_DIRS])
+
+    def has_mask(self, image_id):
+        """Whether the image has a ground-truth mask."""
+        return self.mask_path(image_id) is not None
 
     def mask(self, image_id):
         """Ground-truth class indices ``(H, W)`` uint8 (255 = ignore), or None when absent."""
