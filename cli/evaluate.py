@@ -4,6 +4,7 @@ import os
 
 import click
 
+from wsk.cli.options import data_options, pop_data, source_of
 from wsk.cli.predict import crf_options, crf_params
 from wsk.errors import WskError
 from wsk.stages import default_jobs
@@ -40,9 +41,9 @@ def model_results(root, split, model_paths, crf, jobs):
 
 
 @click.command("eval")
-@click.argument("root", type=click.Path(file_okay=False))
-@click.option("--split", default="val", show_default=True,
-              help="Image list to evaluate on (ImageSets/Segmentation/<split>.txt).")
+@data_options
+@click.option("--split", default=None,
+              help="Split of DATA to evaluate on [default: val; a COCO JSON without --val: its own images].")
 @click.option("--pred", "pred_dirs", multiple=True, type=click.Path(file_okay=False),
               help="Folder of predicted label maps <id>.png (class indices); repeat to compare "
                    "several results side by side.")
@@ -54,8 +55,8 @@ def model_results(root, split, model_paths, crf, jobs):
               help="CRF worker processes [default: all cores].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the results (IoU per class, mIoU, pixel accuracy, confusion matrix) here.")
-def evaluate(root, split, pred_dirs, model_paths, json_path, jobs, **crf_settings):
-    """Evaluate predictions on the SPLIT of the VOC-layout dataset in ROOT.
+def evaluate(split, pred_dirs, model_paths, json_path, jobs, **crf_settings):
+    """Evaluate predictions on a split of the dataset DATA (a VOC folder, a labels file, a COCO JSON).
 
     Accumulates one confusion matrix over the split (pixels labelled 255 ignored) and
     prints IoU per class and mIoU in %, one column per result, as Table 1 of the paper.
@@ -64,16 +65,19 @@ def evaluate(root, split, pred_dirs, model_paths, json_path, jobs, **crf_setting
     upsampling); with --crf each model gives two columns, without and with the dense CRF.
     """
     # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
-    from wsk.data.voc import VOCDataset
+    from wsk.data.sources import open_dataset
     from wsk.io import save_json
     from wsk.metrics import evaluate_dataset, evaluation_report, format_table
 
     if not pred_dirs and not model_paths:
         raise WskError("nothing to evaluate: give --pred DIR (a folder of <id>.png label maps) "
                        "or --model MODEL.keras")
-    dataset = VOCDataset(root, split)
+    source = source_of(**pop_data(crf_settings))
+    split = split or ("train" if source.kind == "coco" and not source.val else "val")
+    root = source
+    dataset = open_dataset(source, split)
     if not dataset.ids:
-        raise WskError(f"split {split!r} lists no images", root)
+        raise WskError(f"split {split!r} lists no images", source.path)
     results = [evaluate_dataset(dataset, predict, name=name) for name, predict in prediction_sources(pred_dirs)]
     results += model_results(root, split, model_paths, crf_params(**crf_settings), jobs or default_jobs())
     click.echo(format_table({r.name: r.iou for r in results}, dataset.class_names))

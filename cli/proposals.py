@@ -2,6 +2,7 @@
 
 import click
 
+from wsk.cli.options import data_options, open_cli_run, pop_data, recipe_option, view_run
 from wsk.errors import WskError
 from wsk.recipes import RECIPES
 
@@ -39,29 +40,29 @@ def proposals():
 
 
 @proposals.command("run")
-@click.argument("root", type=click.Path(file_okay=False))
+@data_options
 @click.argument("work", type=click.Path(file_okay=False))
-@click.option("--split", default="paper_train", show_default=True,
-              help="Image list of ROOT to process (paper_train: the paper's training set, §4.1).")
+@click.option("--split", default=None,
+              help="Split of DATA to process [default: WORK/run.json's; paper_train on VOC (§4.1), else train].")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes [default: the cores available].")
-@_recipe
+@recipe_option
 @_max_proposals
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the ranking's random mixing.")
-def run(root, work, split, jobs, recipe, max_proposals, seed):
-    """Generate proposals for every image of a split of ROOT into WORK/proposals/<id>.npz.
+def run(work, split, jobs, recipe, max_proposals, seed, **kwargs):
+    """Generate proposals for every training image of DATA into WORK/proposals/<id>.npz.
 
     Hierarchical grouping over superpixels with several colour spaces, similarity
     measures and scales (selective-search style), ranked and capped. Images whose
     output is already valid are skipped, so an interrupted run resumes.
     """
     # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
-    from wsk.proposals import run_proposals
-    from wsk.recipes import get_recipe
+    from wsk.stage_list import run_stage
     from wsk.stages import default_jobs
 
-    limit = max_proposals or get_recipe(recipe).pseudo.max_proposals
-    _finish(run_proposals(root, work, split=split, jobs=jobs or default_jobs(), max_proposals=limit, seed=seed))
+    the_run = open_cli_run(work, pop_data(kwargs), recipe=recipe, split=split,
+                           overrides={"pseudo.max_proposals": max_proposals}, jobs=jobs or default_jobs(), seed=seed)
+    _finish(run_stage("proposals", the_run))
 
 
 @proposals.command("import-mcg")
@@ -87,12 +88,12 @@ def import_mcg_command(mcg_dir, work, jobs, recipe, max_proposals):
 
 
 @proposals.command("eval")
-@click.argument("root", type=click.Path(file_okay=False))
+@data_options
 @click.argument("work", type=click.Path(file_okay=False))
-@click.option("--split", default="val", show_default=True, help="Image list of ROOT to evaluate.")
+@click.option("--split", default="val", show_default=True, help="Split of DATA to evaluate.")
 @click.option("--counts", default="100,500,1000,2000", show_default=True, callback=_counts,
               help="Numbers of best-ranked proposals to evaluate.")
-def evaluate(root, work, split, counts):
+def evaluate(work, split, counts, **kwargs):
     """Average best overlap (ABO) and recall at IoU 0.5 of the proposals in WORK.
 
     Ground-truth objects are SegmentationObject instances, or connected components of
@@ -104,7 +105,9 @@ def evaluate(root, work, split, counts):
     from wsk.proposals import evaluate_proposals
     from wsk.workdir import WorkDir
 
-    report = evaluate_proposals(root, work, split=split, counts=counts)
+    run = view_run(work, pop_data(kwargs), split)
+    split = run.split
+    report = evaluate_proposals(run.source, work, split=split, counts=counts)
     click.echo(report.format())
     if report.skipped:
         click.echo(f"{len(report.skipped)} image(s) without a ground-truth mask skipped", err=True)

@@ -1,22 +1,16 @@
 """``wsk train hcp`` and ``wsk train seg``: the training stages of §4.2 (library: ``wsk.training``)."""
 
-import dataclasses
-
 import click
 
-from wsk.data.voc import PAPER_TRAIN
-from wsk.recipes import RECIPES, STRATEGIES, VARIANTS, get_recipe
+from wsk.cli.options import data_options, open_cli_run, pop_data, recipe_option
+from wsk.recipes import STRATEGIES, VARIANTS
 
-_root = click.argument("root", type=click.Path(exists=True, file_okay=False))
 _work = click.argument("work", type=click.Path(file_okay=False))
-_recipe = click.option("--recipe", type=click.Choice(list(RECIPES)), default="paper", show_default=True,
-                       help="paper: §4.2's numbers (VGG-16 from ImageNet); "
-                            "demo: small and fast, for a CPU (the pretrained trunk); tiny: a smoke run.")
 _force = click.option("--force", is_flag=True, help="Retrain even if the final model exists.")
 _quiet = click.option("--quiet", is_flag=True, help="No per-step progress bar.")
-_split = click.option("--split", default=PAPER_TRAIN, show_default=True,
-                      help="Image list of ROOT to train on (ImageSets/Segmentation or Main/<split>.txt; "
-                           "paper_train: the paper's training set, §4.1).")
+_split = click.option("--split", default=None,
+                      help="Split of DATA to train on [default: WORK/run.json's; paper_train on VOC (§4.1), "
+                           "else train].")
 
 
 @click.group("train")
@@ -29,16 +23,16 @@ def train():
 
 
 @train.command("hcp")
-@_root
+@data_options
 @_work
-@_recipe
+@recipe_option
 @_split
-@click.option("--val-split", default="val", show_default=True,
-              help="Image list of ROOT whose mAP is printed after every epoch (none if absent).")
+@click.option("--val-split", default=None,
+              help="Split of DATA whose mAP is printed after every epoch (none if absent) [default: val].")
 @_force
 @_quiet
-def hcp_command(root, work, recipe, split, val_split, force, quiet):
-    """Fine-tune HCP on a split of ROOT: image fine-tuning, then hypothesis fine-tuning on
+def hcp_command(work, recipe, split, val_split, force, quiet, **kwargs):
+    """Fine-tune HCP on the training split of DATA: image fine-tuning, then hypothesis fine-tuning on
     the proposals in WORK (run `wsk proposals` on the same split first).
 
     Writes WORK/hcp/hcp.keras; prints the validation mAP after each epoch.
@@ -46,16 +40,18 @@ def hcp_command(root, work, recipe, split, val_split, force, quiet):
     # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.training import train_hcp
 
-    train_hcp(root, work, recipe, force=force, verbose=2 if quiet else 1, split=split, val_split=val_split)
+    run = open_cli_run(work, pop_data(kwargs), recipe=recipe, split=split, val_split=val_split)
+    train_hcp(run.source, run.work, run.recipe, force=force, verbose=2 if quiet else 1, split=run.split,
+              val_split=run.val_split)
 
 
 @train.command("seg")
-@_root
+@data_options
 @_work
 @click.option("--variant", type=click.Choice(list(VARIANTS)), default="SN_B", show_default=True,
               help="AN_*: all training images, SN_*: single-label images; *_A: localization maps, "
                    "*_B: rough masks.")
-@_recipe
+@recipe_option
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="default", show_default=True,
               help="mirrored: all local GPUs; multiworker: the machines of TF_CONFIG.")
 @click.option("--no-refine", is_flag=True,
@@ -67,7 +63,7 @@ def hcp_command(root, work, recipe, split, val_split, force, quiet):
                    "recipe's, none: DeepLab-LargeFOV v1 crops and mirrors only].")
 @_force
 @_quiet
-def seg_command(root, work, variant, recipe, strategy, no_refine, split, scale_range, force, quiet):
+def seg_command(work, variant, recipe, strategy, no_refine, split, scale_range, force, quiet, **kwargs):
     """Train DeepLab-LargeFOV as VARIANT on the pseudo labels in WORK (run `wsk pseudo` first).
 
     Writes WORK/seg/<variant>/model.keras and its description model.json.
@@ -76,10 +72,9 @@ def seg_command(root, work, variant, recipe, strategy, no_refine, split, scale_r
     from wsk.training import make_strategy, train_segmentation
 
     distribution = make_strategy(strategy)     # first: MultiWorkerMirroredStrategy must come early
-    seg_recipe = get_recipe(recipe).seg
-    if scale_range:
-        seg_recipe = dataclasses.replace(seg_recipe, scale_range=tuple(scale_range))
-    train_segmentation(root, work, variant, seg_recipe, strategy=distribution, split=split,
+    run = open_cli_run(work, pop_data(kwargs), recipe=recipe, split=split,
+                       overrides={"seg.scale_range": tuple(scale_range) if scale_range else None})
+    train_segmentation(run.source, run.work, variant, run.recipe, strategy=distribution, split=run.split,
                        pseudo_dir_refine=not no_refine, force=force, verbose=2 if quiet else 1)
 
 

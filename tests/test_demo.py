@@ -10,8 +10,9 @@ from PIL import Image
 ROWS = ["pseudo-labels: loc. maps", "pseudo-labels: rough masks", "pseudo-labels: loc. maps (no refinement)",
         "pseudo-labels: rough masks (no refinement)", "val: AN_A", "val: AN_A+CRF", "val: SN_A", "val: SN_A+CRF",
         "val: AN_B", "val: AN_B+CRF", "val: SN_B", "val: SN_B+CRF"]
-STAGES = ["synthetic dataset", "proposals", "HCP training", "pseudo-labels", "pseudo-labels, no refinement",
-          "train AN_A", "eval SN_B + CRF", "total"]
+STAGES = ["synthetic dataset", "proposals", "hcp", "scoring", "refinement statistics", "refinement",
+          "localization maps", "rough masks", "pseudo-labels, no refinement", "segmentation", "evaluation", "export",
+          "total"]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_demo_prints_the_quality_report(demo_run):
     for row in ("proposal ceiling (IoU)", "labels with a candidate", "top proposal IoU", "candidate precision",
                 "kept precision"):
         assert row in output, row
-    report = json.loads((work / "demo.json").read_text())["quality"]
+    report = json.loads((work / "run-summary.json").read_text())["quality"]
     assert 0 < report["overall"]["proposal_ceiling_miou"] <= 1
     assert (work / "quality.json").is_file()
 
@@ -61,7 +62,7 @@ def test_demo_rough_mask_miou_is_the_files_miou(demo_run):
     iou = np.diag(counts)[union > 0] / union[union > 0]
     line = next(l for l in output.splitlines() if l.startswith("pseudo-labels: rough masks "))
     assert float(line.split()[-1]) == pytest.approx(100 * iou.mean(), abs=0.051)
-    report = json.loads((work / "demo.json").read_text())
+    report = json.loads((work / "run-summary.json").read_text())
     assert report["pseudo"]["results"][1]["name"] == "rough masks"
     assert report["pseudo"]["results"][1]["miou"] == pytest.approx(iou.mean(), abs=1e-9)
 

@@ -4,7 +4,7 @@ For each command, in pipeline order, on the ``tiny`` recipe: run A goes straight
 killed (SIGKILL to its whole process group) at two seeded random moments within A's duration,
 then rerun to the end. B's outputs must equal A's: the same arrays in every ``.npz`` (their
 ``made_from``/``inputs`` records name other files and are left out), the same pixels in every PNG, the same
-``refined.json`` kept sets, and for the two training stages weights equal within 1e-4 absolute
+``refined/<id>.json`` kept sets, and for the two training stages weights equal within 1e-4 absolute
 (resumed training repeats the same epochs, with the same data order and dropout, from the last
 backup; multi-threaded float sums reorder: measured differences are about 1e-5).
 """
@@ -99,7 +99,7 @@ def test_killed_stages_resume_to_the_uninterrupted_result(tmp_path):
          lambda: (_same_npz_folder(works["A"] / "scores", works["B"] / "scores"),
                   _same_npz_folder(works["A"] / "locmaps", works["B"] / "locmaps"),
                   _same_png_folder(works["A"] / "masks", works["B"] / "masks"),
-                  _same_refined(works["A"] / "refined.json", works["B"] / "refined.json"))),
+                  _same_refined(works["A"] / "refined", works["B"] / "refined"))),
         ("train seg", lambda w: ["train", "seg", root, w, "--variant", "SN_B", "--recipe", "tiny", "--quiet"],
          lambda: _same_weights(model(works["A"]), model(works["B"]))),
         ("predict", lambda w: ["predict", model(w), *images, "--out", w / "pred", "--crf"],
@@ -116,8 +116,11 @@ def test_killed_stages_resume_to_the_uninterrupted_result(tmp_path):
 
 
 def _same_refined(a, b):
-    left, right = json.loads(a.read_text()), json.loads(b.read_text())
-    assert left["images"] == right["images"] and left["fallback"] == right["fallback"]
+    names = sorted(os.listdir(a))
+    assert names == sorted(os.listdir(b)) and names
+    for name in names:
+        left, right = json.loads((a / name).read_text()), json.loads((b / name).read_text())
+        assert (left["kept"], left["fallback"]) == (right["kept"], right["fallback"]), name
 
 
 def _same_eval(a, b):

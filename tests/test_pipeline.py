@@ -16,7 +16,7 @@ from wsk.models import hcp  # noqa: E402
 from wsk.models.saving import save_model  # noqa: E402
 from wsk.pipeline import run_pipeline  # noqa: E402
 from wsk.proposals.stage import run_proposals  # noqa: E402
-from wsk.pseudo.stage import run_pseudo  # noqa: E402
+from wsk.pseudo.stage import pseudo_run, run_pseudo  # noqa: E402
 from wsk.data.voc import VOCDataset  # noqa: E402
 from wsk.recipes import PseudoConfig  # noqa: E402
 from wsk.workdir import WorkDir  # noqa: E402
@@ -40,8 +40,12 @@ def local_and_beam(root, split, tmp_path):
     shutil.copy2(local.hcp_model, on_beam.hcp_model)
     run_proposals(root, local.root, split, max_proposals=CONFIG.max_proposals).raise_if_failed()
     run_pseudo(root, local.root, split, config=CONFIG, jobs=1)
-    run_pipeline(root, on_beam.root, split, config=CONFIG, beam_args=BEAM_ARGS)
+    run_pipeline(_run(root, on_beam.root, split), beam_args=BEAM_ARGS)
     return local, on_beam
+
+
+def _run(root, work, split, refine=True):
+    return pseudo_run(root, work, split, refine=refine, config=CONFIG)
 
 
 def assert_same_outputs(root, split, local, on_beam):
@@ -60,29 +64,36 @@ def assert_same_outputs(root, split, local, on_beam):
         np.testing.assert_array_equal(a["labels"], b["labels"])
         np.testing.assert_allclose(a["maps"].astype(np.float32), b["maps"].astype(np.float32), atol=1e-6)
         np.testing.assert_array_equal(read_label_png(local.mask(image_id)), read_label_png(on_beam.mask(image_id)))
-    a, b = json.load(open(local.refined)), json.load(open(on_beam.refined))
-    assert a == b
-    assert sum(len(v) for entry in a["images"].values() for v in entry.values()) > len(ids)   # refined sets
+    kept = 0
+    for image_id in ids:
+        a, b = json.load(open(local.refined(image_id))), json.load(open(on_beam.refined(image_id)))
+        assert (a["kept"], a["fallback"]) == (b["kept"], b["fallback"])
+        kept += sum(len(v) for v in a["kept"].values())
+    assert kept > len(ids)   # refined sets
+    a, b = np.load(local.refinement), np.load(on_beam.refinement)
+    for key in ("settings", "pca_dims", "labels", "images"):
+        np.testing.assert_array_equal(a[key], b[key])
+    np.testing.assert_allclose(a["components"], b["components"], atol=1e-6)
 
 
 def test_pipeline_equals_local_stages_on_synthetic_images(synthetic_root, tmp_path):
     local, on_beam = local_and_beam(synthetic_root, "train", tmp_path)
     assert_same_outputs(synthetic_root, "train", local, on_beam)
-    refined = json.load(open(on_beam.refined))
-    assert refined["pca_dims"] >= 1 and not refined["fallback"]   # every label had candidates
-    # resumable: a second run on the same work directory rewrites no per-image file
-    outputs = [on_beam.proposals, on_beam.scores, on_beam.locmap, on_beam.mask]
     ids = VOCDataset(synthetic_root, "train").ids
+    assert int(np.load(on_beam.refinement)["pca_dims"]) >= 1
+    assert not any(json.load(open(on_beam.refined(i)))["fallback"] for i in ids)   # every label had candidates
+    # resumable: a second run on the same work directory rewrites no per-image file
+    outputs = [on_beam.proposals, on_beam.scores, on_beam.refined, on_beam.locmap, on_beam.mask]
     before = {path(i): os.stat(path(i)).st_mtime_ns for path in outputs for i in ids}
-    run_pipeline(synthetic_root, on_beam.root, "train", config=CONFIG, beam_args=BEAM_ARGS)
+    run_pipeline(_run(synthetic_root, on_beam.root, "train"), beam_args=BEAM_ARGS)
     assert {p: os.stat(p).st_mtime_ns for p in before} == before
     # without refinement (Table 3's ablation, WORK/noref): every candidate kept, same files
     run_pseudo(synthetic_root, local.root, "train", refine=False, config=CONFIG, jobs=1)
-    run_pipeline(synthetic_root, on_beam.root, "train", config=CONFIG, refine=False, stages="pseudo",
-                 beam_args=BEAM_ARGS)
+    run_pipeline(_run(synthetic_root, on_beam.root, "train", refine=False), stages="pseudo", beam_args=BEAM_ARGS)
     local_noref, beam_noref = WorkDir(local.root, refine=False), WorkDir(on_beam.root, refine=False)
-    assert json.load(open(local_noref.refined)) == json.load(open(beam_noref.refined))
     for image_id in ids:
+        assert json.load(open(local_noref.refined(image_id)))["kept"] == json.load(
+            open(beam_noref.refined(image_id)))["kept"]
         np.testing.assert_array_equal(read_label_png(local_noref.mask(image_id)),
                                       read_label_png(beam_noref.mask(image_id)))
 
@@ -101,7 +112,7 @@ def test_pipeline_equals_local_stages_on_real_voc_photos(voc_sample, tmp_path):
 
 def test_pipeline_stages_split_around_hcp_training(synthetic_root, tmp_path):
     work = WorkDir(tmp_path / "w")
-    run_pipeline(synthetic_root, work.root, "train", config=CONFIG, stages="proposals", beam_args=BEAM_ARGS)
+    run_pipeline(_run(synthetic_root, work.root, "train"), stages="proposals", beam_args=BEAM_ARGS)
     ids = VOCDataset(synthetic_root, "train").ids
     assert all(os.path.exists(work.proposals(i)) for i in ids)
-    assert not os.path.exists(work.refined)    # nothing past proposals without an HCP model
+    assert not os.path.exists(work.refined_dir)    # nothing past proposals without an HCP model

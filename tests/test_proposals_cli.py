@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from wsk.cli.main import cli
 from wsk.io import write_image, write_label_png
-from wsk.proposals import Proposals
+from wsk.proposals import Proposals, run_proposals
 from wsk.workdir import WorkDir
 
 
@@ -60,10 +60,15 @@ def test_changed_settings_or_image_recompute_the_proposals(tmp_path):
     made = Proposals.made_from(WorkDir(tmp_path / "work").proposals("a"))
     assert made["max_proposals"] == 50 and made["seed"] == 0 and made["method"] == "wsk.proposals.generate"
     assert "0 computed, 2 already done" in _invoke(*args, "--max-proposals", 50)[1]
-    assert "2 computed, 0 already done" in _invoke(*args, "--max-proposals", 40)[1]
-    assert "2 computed, 0 already done" in _invoke(*args, "--max-proposals", 40, "--seed", 1)[1]
+    # another proposal count is another run: WORK/run.json refuses it, naming the field
+    result, out = _invoke(*args, "--max-proposals", 40)
+    assert result.exit_code == 1 and "run.json: recipe.pseudo.max_proposals is 50" in out
+    assert "2 computed, 0 already done" in _invoke(*args, "--seed", 1)[1]          # the seed is the command's
     write_image(root / "JPEGImages" / "b.jpg", np.zeros((48, 48, 3), np.uint8))   # a new photo
-    assert "1 computed, 1 already done" in _invoke(*args, "--max-proposals", 40, "--seed", 1)[1]
+    assert "1 computed, 1 already done" in _invoke(*args, "--seed", 1)[1]
+    # the library has no run record: other settings recompute every file
+    report = run_proposals(root, tmp_path / "work", "train", max_proposals=40, seed=1)
+    assert len(report.done) == 2 and Proposals.made_from(WorkDir(tmp_path / "work").proposals("a"))["max_proposals"] == 40
 
 
 def test_run_lists_failures_with_their_file_and_keeps_the_rest(tmp_path):

@@ -39,7 +39,7 @@ def tiny(tmp_path):
     scores = np.array([[0.8, 0.1], [0.9, 0.1], [0.1, 0.4], [0.1, 0.6], [0.1, 0.7]], np.float32)
     save_npz(wd.scores("img0"), scores=scores, candidates=np.array([1, 0, 4, 3], np.int32),
              candidate_labels=np.array([1, 1, 2, 2], np.int32))
-    save_json(wd.refined, {"version": 1, "settings": {}, "images": {"img0": {"1": [0], "2": [4]}}})
+    save_json(wd.refined("img0"), {"version": 2, "made_from": {}, "kept": {"1": [0], "2": [4]}, "fallback": []})
     return str(root), str(work), proposals
 
 

@@ -74,8 +74,9 @@ def test_pseudo_outputs_and_resume(synthetic_root, work):
     assert f"scoring: {len(ids)} computed" in out
     wd = WorkDir(work)
 
-    refined = json.loads(open(wd.refined).read())
-    assert sorted(refined["images"]) == sorted(ids)
+    records = {i: json.loads(open(wd.refined(i)).read()) for i in ids}
+    refined = {"images": {i: r["kept"] for i, r in records.items()},
+               "fallback": {i: r["fallback"] for i, r in records.items()}}
     candidates_seen = refined_away = 0
     for image_id in ids:
         labels = dataset.labels(image_id)
@@ -141,15 +142,22 @@ def test_pseudo_outputs_and_resume(synthetic_root, work):
     out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
     assert "localization maps: 0 computed" in out and "rough masks: 0 computed" in out
 
-    # a kill right after refined.json was rewritten (here: one image's kept set differs from what
-    # its map was made from): the rerun redoes that image's map and mask, and nothing else
-    refined = json.loads(open(wd.refined).read())
+    # an image's refinement record rewritten after its map was made (here: its kept set differs
+    # from what its map was made from): the rerun redoes that image's map and mask, and nothing else
     victim = next(i for i in ids if any(len(v) > 1 for v in refined["images"][i].values()))
     label = next(k for k, v in refined["images"][victim].items() if len(v) > 1)
-    refined["images"][victim][label] = refined["images"][victim][label][:1]
-    with open(wd.refined, "w") as f:
-        json.dump(refined, f)
+    record = json.loads(open(wd.refined(victim)).read())
+    record["kept"][label] = record["kept"][label][:1]
+    with open(wd.refined(victim), "w") as f:
+        json.dump(record, f)
     out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
+    assert "localization maps: 1 computed" in out and "rough masks: 1 computed" in out
+    # a record from other settings (or damaged) is redone, and so are the map and mask made from it
+    record["made_from"]["settings"]["keep"] = 0.25
+    with open(wd.refined(victim), "w") as f:
+        json.dump(record, f)
+    out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
+    assert f"refinement: 1 computed, {len(ids) - 1} already done" in out
     assert "localization maps: 1 computed" in out and "rough masks: 1 computed" in out
 
 
@@ -162,11 +170,13 @@ def test_no_refine_shares_scores_and_keeps_all_candidates(synthetic_root, work):
     ids = VOCDataset(synthetic_root, "train").ids
     assert f"scoring: 0 computed, {len(ids)} already done" in out
     noref = WorkDir(work, refine=False)
-    assert noref.refined != WorkDir(work).refined
-    refined = json.loads(open(noref.refined).read())
+    assert noref.refined_dir != WorkDir(work).refined_dir
+    assert not os.path.exists(noref.refinement)     # no statistics without refinement
     for image_id in ids:
+        record = json.loads(open(noref.refined(image_id)).read())
+        refined = {"fallback": {image_id: record["fallback"]}}
         scores = np.load(noref.scores(image_id))
-        for label, kept in refined["images"][image_id].items():
+        for label, kept in record["kept"].items():
             own = scores["candidates"][scores["candidate_labels"] == int(label)].tolist()
             if own:      # every candidate, in score order
                 assert kept == own
@@ -225,6 +235,8 @@ def test_retrained_model_or_new_proposals_make_scores_stale(synthetic_root, work
 
     copy = tmp_path / "w"
     shutil.copytree(work, copy)
+    if os.path.exists(copy / "run.json"):   # another test's run (on split paper_train): this one is on train
+        os.remove(copy / "run.json")
     ids = VOCDataset(synthetic_root, "train").ids
     run_cli(synthetic_root, copy, "--mode", "roi", "--recipe", "demo", "--jobs", "1", "--split", "train")
     assert "scoring: 0 computed" in run_cli(synthetic_root, copy, "--mode", "roi", "--recipe", "demo",
@@ -262,7 +274,7 @@ def test_changing_the_number_of_rough_mask_regions_remakes_the_masks(synthetic_r
     config = dataclasses.replace(get_recipe("demo").pseudo, score_mode="roi")
     run_pseudo(synthetic_root, copy, split="train", config=config)
     reports = run_pseudo(synthetic_root, copy, split="train", config=config)
-    assert not reports["masks"].done
+    assert not reports["rough masks"].done
     reports = run_pseudo(synthetic_root, copy, split="train",
                          config=dataclasses.replace(config, rough_top_regions=1))
-    assert sorted(reports["masks"].done) == sorted(VOCDataset(synthetic_root, "train").ids)
+    assert sorted(reports["rough masks"].done) == sorted(VOCDataset(synthetic_root, "train").ids)

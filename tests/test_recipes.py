@@ -77,23 +77,24 @@ def test_names_are_the_papers_and_the_clis_choices_come_from_them():
 
 
 def test_refine_order_and_scale_range_options_reach_their_stage(monkeypatch, tmp_path):
-    import wsk.pseudo.stage
+    import wsk.stage_list
     import wsk.training
 
     seen = {}
-    monkeypatch.setattr(wsk.pseudo.stage, "run_pseudo", lambda *a, **k: seen.update(pseudo=k) or {})
+    monkeypatch.setattr(wsk.stage_list, "run_stages", lambda names, run, pool=None: seen.update(pseudo=run) or {})
     monkeypatch.setattr(wsk.training, "train_segmentation", lambda *a, **k: seen.update(seg=(a, k)))
     root = tmp_path / "root"
-    root.mkdir()
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "mine.txt").write_text("x\n")
     result = CliRunner().invoke(cli, ["pseudo", str(root), str(tmp_path / "w"), "--refine-order", "farthest",
-                                      "--no-report"])
+                                      "--no-report", "--split", "mine"])
     assert result.exit_code == 0, result.output
-    assert seen["pseudo"]["config"] == dataclasses.replace(PAPER.pseudo, refine_order="farthest")
-    result = CliRunner().invoke(cli, ["train", "seg", str(root), str(tmp_path / "w"), "--scale-range", "0.5",
+    assert seen["pseudo"].recipe.pseudo == dataclasses.replace(PAPER.pseudo, refine_order="farthest")
+    result = CliRunner().invoke(cli, ["train", "seg", str(root), str(tmp_path / "w2"), "--scale-range", "0.5",
                                       "1.5", "--split", "mine"])
     assert result.exit_code == 0, result.output
     args, kwargs = seen["seg"]
-    assert args[3] == dataclasses.replace(PAPER.seg, scale_range=(0.5, 1.5)) and kwargs["split"] == "mine"
+    assert args[3].seg == dataclasses.replace(PAPER.seg, scale_range=(0.5, 1.5)) and kwargs["split"] == "mine"
 
 
 def test_single_label_variants_make_as_many_updates_as_all_images_with_equal_updates():

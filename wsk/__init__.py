@@ -8,4 +8,4 @@ proposals -> HCP classifier -> proposal scoring -> cross-image refinement (Eq. 1
 Submodules are imported lazily so that ``import wsk.models`` never pulls TensorFlow.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

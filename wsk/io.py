@@ -50,15 +50,15 @@ _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\..*)?$")
 
 
 def remove_temporaries(folder):
-    """Delete the temporary files ``atomic_path`` left in ``folder`` when a process was killed
-    mid-write (SIGKILL skips its clean-up); returns how many. A stage that owns ``folder`` calls
-    it before writing; the Beam pipeline, whose workers write concurrently, does not."""
+    """Delete the temporary files ``atomic_path`` left in ``folder`` and its subfolders (image ids
+    of a labels file may hold ``/``) when a process was killed mid-write (SIGKILL skips its
+    clean-up); returns how many. A stage calls it before its workers write."""
     removed = 0
-    with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(folder):
+    for parent, _, names in os.walk(folder):
+        for name in names:
             if _TEMPORARY.match(name):
                 with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(folder, name))
+                    os.remove(os.path.join(parent, name))
                     removed += 1
     return removed
 

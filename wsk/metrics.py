@@ -175,8 +175,7 @@ def evaluate_dataset(dataset, predict, name="result", show_progress=True):
     def one(image_id):
         gt = dataset.mask(image_id)
         if gt is None:
-            raise WskError("no ground-truth mask (SegmentationClass/<id>.png) for evaluation",
-                           os.path.join(dataset.root, "SegmentationClass", f"{image_id}.png"))
+            raise WskError(f"image {image_id} has no ground-truth mask for evaluation", dataset.root)
         pred = np.asarray(predict(image_id))
         if pred.shape != gt.shape:
             shape = "x".join(map(str, pred.shape[1::-1])) if pred.ndim >= 2 else str(pred.shape)

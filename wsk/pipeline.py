@@ -1,24 +1,22 @@
 """The per-image stages on Apache Beam (``wsk pipeline``, the optional extra ``wsk[beam]``).
 
-One Beam pipeline runs proposals -> scoring (§3.1) -> cross-image refinement (§3.2, Eq. 1) ->
-localization maps (Eq. 2) -> rough masks (Eq. 5) over a split, on any Beam runner
-(DirectRunner, PrismRunner, DataflowRunner, FlinkRunner, SparkRunner). Every step calls the
-functions the local commands call and writes the same work-directory files, so the two are
-interchangeable: a work directory started with ``wsk proposals``/``wsk pseudo`` can be finished
-by ``wsk pipeline`` and the other way round, and each image's output is skipped when it is valid
-and made from the same inputs (resumable).
+One Beam pipeline runs the per-image entries of ``wsk.stage_list.STAGES`` — proposals -> scoring
+(§3.1) -> refinement (§3.2, Eq. 1) -> localization maps (Eq. 2) -> rough masks (Eq. 5) — over the
+training split of a ``wsk.run_record.Run``, on any Beam runner (DirectRunner, PrismRunner,
+DataflowRunner, FlinkRunner, SparkRunner). Every step is the stage list's own entry, with its
+done-check and per-image function, so the files are those of ``wsk run``/``wsk proposals``/``wsk
+pseudo``: the two are interchangeable and resumable.
 
-* Per-image steps are ``Map``s over the image ids; scoring is a ``DoFn`` whose ``setup`` loads
-  the HCP model once per worker.
-* Refinement is two Beam combines: the features' ``Moments`` (for the PCA) and Eq. 1's
-  ``ClassTotals`` of the projected features, then a ``Map`` ranking each image's candidates
-  against them (side inputs). Memory per worker stays one image's candidates plus the
-  statistics (``O(D^2 + classes x d)``).
-* ``refined.json`` is gathered from the per-image entries and written once; the maps wait for it.
+* Each per-image stage is a ``StageDoFn``: its ``setup`` loads the stage's resource once per
+  worker (scoring: the HCP model), its ``process`` skips an image whose output is valid.
+* The refinement statistics are two Beam combines: the features' ``Moments`` (for the PCA) and
+  Eq. 1's ``ClassTotals`` of the projected features, written to ``refinement.npz`` by one
+  element; each image's ranking then reads that small file. Nothing gathers the images onto one
+  worker: memory per worker is one image's candidates plus the statistics (``O(D^2 + classes x d)``).
+* The temporaries a killed run left (``wsk.io.remove_temporaries``) are removed when the pipeline
+  is built, before any worker writes, as the local stages do.
 
-The work directory must be a filesystem every worker sees (shared or network storage): the
-stages read and write it with ordinary file I/O (``wsk.io``), so ``gs://`` or ``s3://`` URLs are
-not read yet.
+The work directory must be a filesystem every worker sees (shared or network storage).
 """
 
 import functools
@@ -26,154 +24,110 @@ import functools
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from wsk.data.voc import VOCDataset
 from wsk.errors import WskError
-from wsk.io import load_npz
-from wsk.proposals.stage import generated_from, propose_image, proposals_done
+from wsk.io import load_npz, remove_temporaries
 from wsk.pseudo.files import SCORE_KEYS
-from wsk.pseudo.refine_stage import kept_proposals, refinement_settings, write_refined
+from wsk.pseudo.refine_stage import refinement_settings, save_statistics, scores_digest, statistics_made_from
 from wsk.pseudo.refinement import ClassTotals, Moments, fit_projection, image_statistics, reduce_with
-from wsk.pseudo.score_stage import load_hcp_model, score_image, score_inputs, scores_valid
-from wsk.pseudo.scoring import ProposalScorer
-from wsk.pseudo.targets import locmap_made_from, locmap_valid, map_image, mask_image, mask_made_from, mask_valid
-from wsk.recipes import PIPELINE_STAGES, PseudoConfig
-from wsk.workdir import WorkDir
+from wsk.recipes import PIPELINE_STAGES
+from wsk.stage_list import PSEUDO_STAGES, STAGES
 
 
-def _propose(root, split, work, max_proposals, seed, image_id):
-    made_from = functools.partial(generated_from, root, split, max_proposals, seed)
-    if not proposals_done(work, made_from, image_id):
-        propose_image(root, split, work, max_proposals, seed, image_id)
-    return image_id
+class StageDoFn(beam.DoFn):
+    """One per-image entry of ``STAGES`` (by name): resource loaded in ``setup``, done images skipped."""
 
-
-class ScoreProposals(beam.DoFn):
-    """§3.1: ``scores/<id>.npz`` of each image (the HCP model is loaded once per worker)."""
-
-    def __init__(self, root, split, work, mode, threshold, batch_size=32):
-        self.root, self.split, self.work = root, split, work
-        self.mode, self.threshold, self.batch_size = mode, threshold, batch_size
+    def __init__(self, name, run):
+        self.name, self.run = name, run
 
     def setup(self):
-        self.dataset = VOCDataset(self.root, self.split)
-        self.workdir = WorkDir(self.work)
-        self.scorer = None
+        from wsk.stage_list import get_stage
 
-    def process(self, image_id):
-        if not scores_valid(self.workdir.scores(image_id), self.mode, self.threshold,
-                            score_inputs(self.workdir, image_id)):
-            if self.scorer is None:   # loaded on the first image that needs it
-                self.scorer = ProposalScorer(load_hcp_model(self.workdir.hcp_model), self.mode,
-                                             batch_size=self.batch_size)
-            score_image(self.scorer, self.dataset, self.workdir, image_id, self.threshold)
+        self.stage = get_stage(self.name)
+        self.resource = self.stage.setup(self.run) if self.stage.setup is not None else None
+
+    def process(self, image_id, *_after):
+        if not self.stage.is_done(self.run, image_id):
+            self.stage.per_image(self.run, self.resource, image_id)
         yield image_id
 
 
-def _scores(work, image_id):
-    return load_npz(WorkDir(work).scores(image_id), required=SCORE_KEYS)
+def _features(run, image_id):
+    rec = load_npz(run.workdir.scores(image_id), required=SCORE_KEYS)
+    return rec["features"], rec["candidate_labels"]
 
 
-def _moments(work, image_id):
-    return Moments().add(_scores(work, image_id)["features"])
+def _moments(run, image_id):
+    return Moments().add(_features(run, image_id)[0])
 
 
 def _merge_moments(parts):
     return functools.reduce(Moments.merge, parts, Moments())
 
 
-def _class_totals(work, image_id, fitted):
-    rec = _scores(work, image_id)
-    if not len(rec["candidate_labels"]):
+def _class_totals(run, image_id, fitted):
+    features, labels = _features(run, image_id)
+    if not len(labels):
         return ClassTotals()
-    return ClassTotals().add(image_statistics(reduce_with(fitted[0], rec["features"]), rec["candidate_labels"]))
+    return ClassTotals().add(image_statistics(reduce_with(fitted[0], features), labels))
 
 
 def _merge_totals(parts):
     return functools.reduce(ClassTotals.merge, parts, ClassTotals())
 
 
-def _entry(root, split, work, refine, config, image_id, fitted=(None, None), totals=None):
-    labels = [int(k) for k in VOCDataset(root, split, ids=[image_id]).labels(image_id)]
-    entry, fallback = kept_proposals(_scores(work, image_id), labels, fitted[0], totals, refine, config)
-    return image_id, entry, fallback
+def _write_statistics(totals, run, fitted, ids):
+    """Write ``refinement.npz`` unless the one there is made from these scores and settings (then
+    its stamp, and every refinement record made from it, stays valid)."""
+    config, mode = run.recipe.pseudo, run.recipe.pseudo.score_mode
+    settings, digest = refinement_settings(True, config, mode), scores_digest(run.workdir, ids)
+    if not statistics_made_from(run.workdir.refinement, settings, digest):
+        save_statistics(run.workdir.refinement, settings, digest, fitted[0], totals, fitted[1])
+    return run.workdir.refinement
 
 
-def _write_refined(entries, work, refine, config, mode, fitted=(None, None)):
-    entries = sorted(entries)
-    images = {image_id: entry for image_id, entry, _ in entries}
-    fallback = {image_id: labels for image_id, _, labels in entries if labels}
-    write_refined(WorkDir(work, refine), refinement_settings(refine, config, mode),
-                  fitted[1] if refine else None, images, fallback)
-    return len(images)
+def _statistics(ids, run, all_ids):
+    """The refinement statistics (§3.2) as Beam combines, written to ``refinement.npz``."""
+    fitted = (ids
+              | "moments" >> beam.Map(functools.partial(_moments, run))
+              | "sum moments" >> beam.CombineGlobally(_merge_moments)
+              | "PCA" >> beam.Map(fit_projection, run.recipe.pseudo.pca_energy))
+    return (ids
+            | "class statistics" >> beam.Map(functools.partial(_class_totals, run), fitted=beam.pvalue.AsSingleton(fitted))
+            | "sum class statistics" >> beam.CombineGlobally(_merge_totals)
+            | "refinement.npz" >> beam.Map(_write_statistics, run=run, fitted=beam.pvalue.AsSingleton(fitted),
+                                           ids=all_ids))
 
 
-def _map(work, refine, num_classes, image_id, written=None):
-    workdir = WorkDir(work, refine)
-    if not locmap_valid(workdir.locmap(image_id), locmap_made_from(workdir, image_id)):
-        map_image(work, refine, num_classes, image_id)
-    return image_id
+def selected_stages(stages):
+    """The per-image entries of ``STAGES`` that ``wsk pipeline --stages`` names."""
+    if stages not in PIPELINE_STAGES:
+        raise WskError(f"unknown stages {stages!r}; choose one of {', '.join(PIPELINE_STAGES)}")
+    wanted = {"proposals": ("proposals",), "pseudo": PSEUDO_STAGES}.get(stages, ("proposals",) + PSEUDO_STAGES)
+    return [s for s in STAGES if s.name in wanted and s.per_image is not None]
 
 
-def _mask(work, refine, top, image_id):
-    workdir = WorkDir(work, refine)
-    if not mask_valid(workdir.mask(image_id), mask_made_from(workdir, top, image_id)):
-        mask_image(work, refine, top, image_id)
-    return image_id
-
-
-
-
-def build_pipeline(pipeline, root, work, split="train", config=PseudoConfig(), mode=None, refine=True,
-                   stages="all", max_proposals=None, seed=0):
-    """Add the stages to the Beam ``pipeline``; returns the PCollection of finished image ids.
+def build_pipeline(pipeline, run, stages="all"):
+    """Add the stages to the Beam ``pipeline`` for ``run``; returns the PCollection of finished ids.
 
     ``stages``: ``proposals`` (before HCP is trained: it needs the proposals), ``pseudo`` (from
     scoring on, the proposals and ``WORK/hcp/hcp.keras`` present) or ``all``.
     """
-    if stages not in PIPELINE_STAGES:
-        raise WskError(f"unknown stages {stages!r}; choose one of {', '.join(PIPELINE_STAGES)}")
-    mode = mode or config.score_mode
-    max_proposals = config.max_proposals if max_proposals is None else max_proposals
-    dataset = VOCDataset(root, split)
-    ids = pipeline | "image ids" >> beam.Create(list(dataset.ids))
-    if stages != "pseudo":
-        ids = ids | "proposals" >> beam.Map(functools.partial(_propose, root, split, work, max_proposals, seed))
-    if stages == "proposals":
-        return ids
-    ids = ids | "scoring" >> beam.ParDo(ScoreProposals(root, split, work, mode, config.candidate_threshold))
-    entry = functools.partial(_entry, root, split, work, refine, config)
-    if refine:
-        fitted = (ids
-                  | "moments" >> beam.Map(functools.partial(_moments, work))
-                  | "sum moments" >> beam.CombineGlobally(_merge_moments)
-                  | "PCA" >> beam.Map(fit_projection, config.pca_energy))
-        totals = (ids
-                  | "class statistics" >> beam.Map(functools.partial(_class_totals, work),
-                                                    fitted=beam.pvalue.AsSingleton(fitted))
-                  | "sum class statistics" >> beam.CombineGlobally(_merge_totals))
-        entries = ids | "refinement (Eq. 1)" >> beam.Map(entry, fitted=beam.pvalue.AsSingleton(fitted),
-                                                          totals=beam.pvalue.AsSingleton(totals))
-        write = functools.partial(_write_refined, work=work, refine=refine, config=config, mode=mode)
-        written = (entries
-                   | "gather" >> beam.combiners.ToList()
-                   | "refined.json" >> beam.Map(write, fitted=beam.pvalue.AsSingleton(fitted)))
-    else:
-        written = (ids
-                   | "candidates" >> beam.Map(entry)
-                   | "gather" >> beam.combiners.ToList()
-                   | "refined.json" >> beam.Map(_write_refined, work=work, refine=refine, config=config,
-                                                mode=mode))
-    return (ids
-            | "localization maps (Eq. 2)" >> beam.Map(
-                functools.partial(_map, work, refine, dataset.num_classes),
-                written=beam.pvalue.AsSingleton(written))
-            | "rough masks (Eq. 5)" >> beam.Map(functools.partial(_mask, work, refine, config.rough_top_regions)))
+    chosen = selected_stages(stages)
+    all_ids = list(run.dataset().ids)
+    for stage in chosen:
+        remove_temporaries(stage.folder(run.workdir))
+    ids = pipeline | "image ids" >> beam.Create(all_ids)
+    for stage in chosen:
+        after = ()
+        if stage.name == "refinement" and run.refine:
+            after = (beam.pvalue.AsSingleton(_statistics(ids, run, all_ids)),)
+        ids = ids | f"{stage.name} ({stage.section})" >> beam.ParDo(StageDoFn(stage.name, run), *after)
+    return ids
 
 
-def run_pipeline(root, work, split="train", config=PseudoConfig(), mode=None, refine=True, stages="all",
-                 beam_args=(), max_proposals=None, seed=0):
+def run_pipeline(run, stages="all", beam_args=()):
     """Run the stages on the Beam runner that ``beam_args`` name (``--runner ...``, DirectRunner by
     default); returns when every image's outputs are written."""
     options = PipelineOptions(list(beam_args))
     with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, root, work, split, config, mode, refine, stages, max_proposals, seed)
+        build_pipeline(pipeline, run, stages)

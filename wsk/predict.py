@@ -24,7 +24,7 @@ from keras import ops
 from PIL import Image
 
 from wsk.crf import dense_crf, refine_saved
-from wsk.data.voc import VOCDataset
+from wsk.data.sources import open_dataset
 from wsk.errors import WskError
 from wsk.models.inference import segment
 from wsk.models.tasks import raw_network
@@ -217,7 +217,7 @@ def predict_dataset(model, dataset, out_dir, crf=None, jobs=1, batch_size=1, lay
 
 
 def evaluate_model(model, root, split, crf=None, jobs=1, out_dir=None, batch_size=1, name=None):
-    """Predict the ``split`` of the VOC-layout dataset at ``root`` with ``model`` and score it.
+    """Predict the ``split`` of the dataset ``root`` (``wsk.data.sources``: a path or a ``DataSource``) with ``model`` and score it.
 
     Returns a ``wsk.metrics.EvalResult`` (confusion matrix summed over every image of the split
     against its ground-truth mask, 255 ignored) called ``name``. Predictions go to ``out_dir``
@@ -225,15 +225,14 @@ def evaluate_model(model, root, split, crf=None, jobs=1, out_dir=None, batch_siz
     whose class count differs from the dataset's, or a failed prediction is a ``WskError``.
     """
 
-    dataset = VOCDataset(root, split)
+    dataset = open_dataset(root, split)
     model_classes = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
     if model_classes is not None and model_classes != dataset.num_classes:
         raise WskError(f"the model predicts {model_classes} classes, the dataset has "
                        f"{dataset.num_classes}", dataset.root)
     for image_id in dataset.ids:
-        if dataset.mask_path(image_id) is None:
-            raise WskError(f"image {image_id} of split {split!r} has no ground-truth mask "
-                           "(SegmentationClass/<id>.png)", dataset.root)
+        if not dataset.has_mask(image_id):
+            raise WskError(f"image {image_id} of split {split!r} has no ground-truth mask", dataset.root)
     temporary = tempfile.mkdtemp(prefix="wsk-eval-") if out_dir is None else None
     folder = temporary or os.fspath(out_dir)
     try:

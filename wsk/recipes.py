@@ -130,10 +130,14 @@ PIPELINE_STAGES = ("all", "proposals", "pseudo")
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
+    """A named set of values for every stage; ``variant`` is the one ``wsk run`` trains and
+    exports on data without validation ground truth (the paper's choice is SN_B, §4.3)."""
+
     name: str
     hcp: HCPRecipe
     seg: SegRecipe
     pseudo: PseudoConfig
+    variant: str = "SN_B"
 
 
 RECIPES = {
@@ -146,6 +150,7 @@ RECIPES = {
         SegRecipe(width=0.125, crop_size=65, batch_size=8, lr=0.01, last_lr=0.1, lr_step_epochs=16,
                   epochs=20, backbone_weights="hcp", dropout=0.0, equal_updates=True),
         PseudoConfig(max_proposals=500, score_mode="masked", candidate_threshold=0.9),
+        variant="AN_B",   # the demo's best variant, 60.1 val mIoU against SN_B's 43.6 (README)
     ),
 }
 
@@ -158,6 +163,7 @@ RECIPES["tiny"] = Recipe(
                         backbone_weights=None),
     dataclasses.replace(RECIPES["demo"].seg, width=0.0625, epochs=1),
     dataclasses.replace(RECIPES["demo"].pseudo, max_proposals=100),
+    variant=RECIPES["demo"].variant,
 )
 
 

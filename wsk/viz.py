@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from wsk.classes import voc_palette
-from wsk.data.voc import VOCDataset
+from wsk.data.sources import open_dataset
 from wsk.errors import WskError
 from wsk.io import load_npz, read_label_png, write_image
 from wsk.workdir import WorkDir
@@ -86,7 +86,7 @@ def write_figures(root, work, ids=None, out=None, split="paper_train", refine=Tr
     """
     workdir = WorkDir(work, refine)
     if ids is None:
-        ids = [i for i in VOCDataset(root, split).ids if os.path.exists(workdir.locmap(i))][:limit]
+        ids = [i for i in open_dataset(root, split).ids if os.path.exists(workdir.locmap(i))][:limit]
         if not ids:
             raise WskError("no localization maps to show (run `wsk pseudo` first)",
                            os.path.dirname(workdir.locmap("x")))
@@ -94,7 +94,7 @@ def write_figures(root, work, ids=None, out=None, split="paper_train", refine=Tr
     if missing:
         raise WskError(f"no localization map for image id {missing[0]!r} (an id of the dataset that "
                        "`wsk pseudo` has labelled?)", workdir.locmap(missing[0]))
-    dataset = VOCDataset(root, split, ids=ids)
+    dataset = open_dataset(root, split, ids=ids)
     out = out or os.path.join(os.path.dirname(workdir.refined), "viz")
     paths = []
     for image_id in ids:

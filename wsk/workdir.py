@@ -12,11 +12,16 @@ Layout and formats (each written to a temporary name, then renamed):
 ``scores/<id>.npz``            per-proposal HCP softmax scores ``scores`` (P, C) float32 and fc7
                                features of the candidates: ``candidates`` (K,) int32 proposal
                                indices, ``candidate_labels`` (K,) int32 class index (1-based),
-                               ``features`` (K, D) float32; ``mode`` ("crop"/"roi") and
-                               ``threshold``, ``inputs`` (stamp of hcp.keras and the
-                               proposals: stale scores are recomputed); ``version``
-``refined.json``               ``{version, settings, pca_dims, images: {id: {label: [proposal
-                               indices kept by refinement (Eq. 1), best first]}}, fallback}``;
+                               ``features`` (K, D) float16 (``wsk.pseudo.score_stage``); ``mode``
+                               (one of ``wsk.recipes.SCORE_MODES``) and ``threshold``, ``inputs``
+                               (stamp of hcp.keras and the proposals: stale scores are
+                               recomputed); ``version``
+``refinement.npz``             what Eq. 1 needs of the whole training set, in one small file
+                               (``wsk.pseudo.refine_stage``): the PCA projection ``mean``,
+                               ``components`` and the per-class totals, with the settings and
+                               the digest of the scores they were made from
+``refined/<id>.json``          ``{version, made_from, kept: {label: [proposal indices kept by
+                               refinement (Eq. 1), best first]}, fallback: [labels]}``;
                                ``fallback`` lists labels with no candidate (their best proposal)
 ``locmaps/<id>.npz``           localization maps (Eq. 2): ``maps`` (C+1, H, W) float16, channel 0
                                background; ``labels`` the image's class indices; ``version``
@@ -26,10 +31,13 @@ Layout and formats (each written to a temporary name, then renamed):
                                on the targets computed without refinement
 ``predictions/<name>/<id>.png``  predicted label maps
 ``eval/<name>.json``           evaluation results
-``demo.json``                  ``wsk demo``'s results and stage times
+``run.json``                   what made this directory: dataset, splits, classes, the recipe's
+                               values, the wsk version (``wsk.run_record``)
+``dataset/``                   a COCO JSON indexed into per-image records (``wsk.data.coco``)
+``run-summary.json``           ``wsk run``'s results and stage times
 =============================  ====================================================================
 
-``noref/`` under the work directory holds the same ``refined.json``, ``locmaps/`` and
+``noref/`` under the work directory holds the same ``refined/``, ``locmaps/`` and
 ``masks/`` computed without refinement (the ablation of Table 3).
 """
 
@@ -70,7 +78,27 @@ class WorkDir:
         return os.path.join(self.scores_dir, f"{image_id}.npz")
 
     @property
-    def refined(self):
+    def refinement(self):
+        return os.path.join(self._pseudo_root, "refinement.npz")
+
+    @property
+    def refined_dir(self):
+        return os.path.join(self._pseudo_root, "refined")
+
+    def refined(self, image_id):
+        return os.path.join(self.refined_dir, f"{image_id}.json")
+
+    @property
+    def run_record(self):
+        return self.path("run.json")
+
+    @property
+    def dataset_index(self):
+        return self.path("dataset")
+
+    @property
+    def legacy_refined(self):
+        """``refined.json`` of work directories made by wsk 0.1 (read when adopting them)."""
         return os.path.join(self._pseudo_root, "refined.json")
 
     @property

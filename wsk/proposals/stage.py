@@ -9,7 +9,8 @@ import functools
 import os
 
 from wsk.classes import IGNORE_LABEL
-from wsk.data.voc import MIN_REGION_SHARE, VOCDataset
+from wsk.data.sources import open_dataset
+from wsk.data.voc import MIN_REGION_SHARE
 from wsk.errors import WskError
 from wsk.io import file_stamp, read_label_png, remove_temporaries
 from wsk.proposals.container import Proposals
@@ -35,28 +36,31 @@ def proposals_done(work, made_from, image_id):
 
 def generated_from(root, split, max_proposals, seed, image_id):
     """The ``made_from`` record of generated proposals: method, settings and the image's stamp."""
-    image_path = VOCDataset(root, split, ids=[image_id]).image_path(image_id)
+    image_path = open_dataset(root, split, ids=[image_id]).image_path(image_id)
     return {"method": "wsk.proposals.generate", "max_proposals": max_proposals, "seed": seed,
             "image": file_stamp(image_path)}
 
 
 def propose_image(root, split, work, max_proposals, seed, image_id):
     """Generate and save the proposals of one image (a worker of ``run_proposals``)."""
-    image = VOCDataset(root, split, ids=[image_id]).image(image_id)
+    image = open_dataset(root, split, ids=[image_id]).image(image_id)
     generate(image, max_proposals=max_proposals, seed=seed).save(
         WorkDir(work).proposals(image_id), generated_from(root, split, max_proposals, seed, image_id))
 
 
-def run_proposals(root, work, split="train", jobs=1, max_proposals=2000, ids=None, seed=0):
-    """Generate proposals (``wsk.proposals.generate``) for every image of ``split`` (or ``ids``)
-    into ``WorkDir(work).proposals(id)``; returns the ``StageReport`` (skipped, done, failed)."""
-    root, work = os.fspath(root), os.fspath(work)
-    image_ids = VOCDataset(root, split).ids if ids is None else list(ids)
-    worker = functools.partial(propose_image, root, split, work, int(max_proposals), int(seed))
-    remove_temporaries(WorkDir(work).proposals_dir)
-    made_from = functools.partial(generated_from, root, split, int(max_proposals), int(seed))
-    return run_per_image("proposals", image_ids, worker, is_done=functools.partial(proposals_done, work, made_from),
-                         jobs=jobs)
+def run_proposals(data, work, split="train", jobs=1, max_proposals=2000, ids=None, seed=0):
+    """Generate proposals (``wsk.proposals.generate``) for every image of ``split`` of DATA (a path or a
+    ``wsk.data.sources.DataSource``), or of ``ids``, into ``WorkDir(work).proposals(id)``; returns the
+    ``StageReport`` (skipped, done, failed): the ``proposals`` entry of ``wsk.stage_list.STAGES``."""
+    import dataclasses
+
+    from wsk.pseudo.stage import pseudo_run
+    from wsk.stage_list import run_stage
+
+    run = pseudo_run(data, os.fspath(work), split, jobs=jobs)
+    run = dataclasses.replace(run, seed=int(seed), ids=None if ids is None else tuple(ids), recipe=dataclasses.replace(
+        run.recipe, pseudo=dataclasses.replace(run.recipe.pseudo, max_proposals=int(max_proposals))))
+    return run_stage("proposals", run)
 
 
 def _imported_from(files, max_proposals, image_id):
@@ -107,7 +111,7 @@ def evaluate_proposals(root, work, split="val", counts=DEFAULT_COUNTS, ids=None,
 
     Images without a mask are skipped; a missing proposals file is a ``WskError``.
     """
-    dataset = VOCDataset(root, split, ids=ids)
+    dataset = open_dataset(root, split, ids=ids)
     workdir = WorkDir(work)
     report = QualityReport(dataset.class_names, counts)
     missing = [i for i in dataset.ids if not os.path.exists(workdir.proposals(i))]

@@ -1,5 +1,5 @@
 """The files the pseudo-label stages write and read (``wsk.pseudo.stage``): their versions, keys,
-and ``refined.json``'s reader (light: worker processes import it)."""
+and the reader of an image's kept proposals (light: worker processes import it)."""
 
 import os
 
@@ -8,16 +8,18 @@ from wsk.io import load_json
 
 SCORES_VERSION = 1
 LOCMAP_VERSION = 1
-REFINED_VERSION = 1
+REFINED_VERSION = 2          # 1: one refined.json for the whole split (wsk 0.1)
+STATISTICS_VERSION = 1
 SCORE_KEYS = ("version", "scores", "candidates", "candidate_labels", "features", "mode", "threshold",
               "inputs")
 LOCMAP_KEYS = ("version", "maps", "labels")
-_REFINED_CACHE = {}
+STATISTICS_KEYS = ("version", "settings", "scores_digest", "pca_dims", "mean", "components", "labels",
+                   "images", "means", "meansq")
 
 
 def read_refined(path):
-    """The contents of ``refined.json`` at ``path``, or None when it is missing, damaged or of
-    another version."""
+    """The record ``refined/<id>.json`` at ``path`` (``{version, made_from, kept, fallback}``), or
+    None when it is missing, damaged or of another version."""
     if not os.path.exists(path):
         return None
     try:
@@ -26,18 +28,15 @@ def read_refined(path):
         return None
     if not isinstance(data, dict) or data.get("version") != REFINED_VERSION:
         return None
-    if not isinstance(data.get("images"), dict) or not isinstance(data.get("settings"), dict):
+    if not isinstance(data.get("kept"), dict) or not isinstance(data.get("made_from"), dict):
         return None
     return data
 
 
-def refined_images(path):
-    """``images`` of ``refined.json``, read once per process (per file version)."""
-    key = (path, os.stat(path).st_mtime_ns)
-    if key not in _REFINED_CACHE:
-        data = read_refined(path)
-        if data is None:
-            raise WskError("damaged refinement file (rerun `wsk pseudo`)", path)
-        _REFINED_CACHE.clear()
-        _REFINED_CACHE[key] = data["images"]
-    return _REFINED_CACHE[key]
+def kept_entry(path):
+    """``{"<label>": [proposal indices, best first]}`` of one image's refinement record; a
+    missing or damaged record is a ``WskError`` (rerun ``wsk pseudo``)."""
+    data = read_refined(path)
+    if data is None:
+        raise WskError("missing or damaged refinement record (rerun `wsk pseudo`)", path)
+    return data["kept"]

@@ -1,56 +1,113 @@
-"""Stage 2 of the pseudo labels (§3.2, Eq. 1): ``refined.json``, the proposals kept per image and
-label after cross-image refinement (without it: every candidate; a label without candidate falls
-back to its best proposal)."""
+"""Cross-image refinement over a split (§3.2, Eq. 1), in two steps that never hold all images:
+
+1. **statistics** (``statistics_stage``, with refinement only): one streaming pass over the
+   scores files fits the PCA from the features' moments and sums Eq. 1's per-class totals
+   (``wsk.pseudo.refinement.refinement_statistics``), and writes them to ``WORK/refinement.npz``
+   with the settings and the digest of the scores they were made from;
+2. **per image** (``refine_image_file``): each image's candidates ranked against those
+   statistics, its kept proposals written to ``WORK/refined/<id>.json`` (without refinement:
+   every candidate). A label without any candidate keeps its best-scoring proposal and is
+   listed under ``fallback``.
+
+Each record says what it was made from (settings, the stamp of its scores file and of the
+statistics file), so a rerun after any change redoes exactly the stale ones. The local stage, the
+stage list (``wsk.steps``) and the Beam pipeline call these same functions.
+"""
+
+import functools
+import hashlib
 
 import numpy as np
 
-from wsk.io import load_npz, save_json
-from wsk.pseudo.files import REFINED_VERSION, SCORE_KEYS, read_refined
-from wsk.pseudo.refinement import refine_image, refinement_statistics
-from wsk.stages import StageReport, progress
+from wsk.data.sources import open_dataset
+from wsk.io import file_stamp, load_npz, remove_temporaries, save_json, save_npz
+from wsk.pseudo.files import REFINED_VERSION, SCORE_KEYS, STATISTICS_KEYS, STATISTICS_VERSION, read_refined
+from wsk.pseudo.refinement import ClassTotals, Projection, refine_image, refinement_statistics
+from wsk.stages import StageReport, progress, readable_npz, run_per_image
+from wsk.workdir import WorkDir
 
 
 def refinement_settings(refine, config, mode):
-    """The settings recorded in ``refined.json``; when any differs, maps and masks are redone
-    (``rough_top_regions`` is Eq. 5's, recorded here so that changing it remakes the masks)."""
+    """The settings every refinement record holds; when any differs, the records, maps and masks
+    are redone (``rough_top_regions`` is Eq. 5's, recorded so that changing it remakes the masks)."""
     return {"refine": bool(refine), "keep": config.refine_keep, "order": config.refine_order,
             "pca_energy": config.pca_energy, "threshold": config.candidate_threshold, "mode": mode,
             "rough_top_regions": config.rough_top_regions}
 
 
-def refine_candidates(read, ids, labels_by_image, refine, config):
-    """Kept proposals per image and label (§3.2), streaming over the images' scores files.
-
-    ``read(image_id)`` returns the arrays of that image's scores file (``SCORE_KEYS``); it is
-    called three times per image with refinement (``refinement_statistics`` twice, then the
-    ranking), once without, so only one image's candidates are in memory at a time.
-    ``labels_by_image`` maps each id to its ground-truth classes. Returns
-    ``(images, fallback, pca_dims)`` as stored in ``refined.json``: ``images[id][label]`` the
-    kept proposal indices (best first).
-    """
-    def candidates(image_id):
-        rec = read(image_id)
-        return rec["features"], rec["candidate_labels"]
-
-    pca_dims = projection = totals = None
-    if refine:
-        projection, totals, pca_dims = refinement_statistics(candidates, ids, config.pca_energy)
-    images, fallback = {}, {}
-    for image_id in ids:
-        images[image_id], missing = kept_proposals(read(image_id), labels_by_image[image_id], projection,
-                                                   totals, refine, config)
-        if missing:
-            fallback[image_id] = missing
-    return images, fallback, pca_dims
+def scores_digest(workdir, ids):
+    """A digest of the stamps of every image's scores file: the statistics' inputs."""
+    digest = hashlib.sha256()
+    for image_id in sorted(ids):
+        digest.update(f"{image_id}\t{file_stamp(workdir.scores(image_id))}\n".encode())
+    return digest.hexdigest()
 
 
+# ------------------------------------------------------------------------------- statistics
+def save_statistics(path, settings, digest, projection, totals, pca_dims):
+    """Write ``refinement.npz``: the projection (empty when none was fitted) and the class totals."""
+    labels = sorted(totals.images)
+    dims = projection.dims if projection is not None else (pca_dims or 0)
+    save_npz(path, version=np.int32(STATISTICS_VERSION), settings=np.array(repr(sorted(settings.items()))),
+             scores_digest=np.array(digest), pca_dims=np.int64(-1 if pca_dims is None else pca_dims),
+             mean=np.zeros(0) if projection is None else projection.mean,
+             components=np.zeros((0, 0)) if projection is None else projection.components,
+             labels=np.array(labels, np.int64), images=np.array([totals.images[k] for k in labels], np.int64),
+             means=np.array([totals.means[k] for k in labels], np.float64).reshape(len(labels), dims),
+             meansq=np.array([totals.meansq[k] for k in labels], np.float64))
+
+
+def statistics_made_from(path, settings, digest):
+    """Whether ``refinement.npz`` at ``path`` was made with ``settings`` from scores of ``digest``."""
+    arrays = readable_npz(path, STATISTICS_KEYS)
+    return (arrays is not None and int(arrays["version"]) == STATISTICS_VERSION
+            and str(arrays["settings"]) == repr(sorted(settings.items()))
+            and str(arrays["scores_digest"]) == digest)
+
+
+@functools.lru_cache(maxsize=2)
+def _statistics(path, stamp):
+    arrays = load_npz(path, required=STATISTICS_KEYS)
+    projection = Projection(arrays["mean"], arrays["components"]) if arrays["components"].size else None
+    labels = [int(k) for k in arrays["labels"]]
+    totals = ClassTotals(dict(zip(labels, (int(n) for n in arrays["images"]))),
+                         dict(zip(labels, arrays["means"])), dict(zip(labels, (float(v) for v in arrays["meansq"]))))
+    return projection, totals
+
+
+def load_statistics(path):
+    """``(projection, totals)`` of ``refinement.npz``, read once per process and file version."""
+    return _statistics(path, file_stamp(path))
+
+
+def statistics_stage(dataset, workdir, config, mode):
+    """Step 1: ``refinement.npz`` of the split, unless it is already made from these scores and
+    settings. Returns the ``StageReport``."""
+    report = StageReport("refinement statistics")
+    settings = refinement_settings(True, config, mode)
+    digest = scores_digest(workdir, dataset.ids)
+    if statistics_made_from(workdir.refinement, settings, digest):
+        report.skipped = list(dataset.ids)
+        return report
+    with progress(length=2 * len(dataset.ids), label="refinement statistics (streaming the scores)") as bar:
+        def candidates(image_id):
+            bar.update(1)
+            rec = load_npz(workdir.scores(image_id), required=SCORE_KEYS)
+            return rec["features"], rec["candidate_labels"]
+
+        projection, totals, pca_dims = refinement_statistics(candidates, dataset.ids, config.pca_energy)
+    save_statistics(workdir.refinement, settings, digest, projection, totals, pca_dims)
+    report.done = list(dataset.ids)
+    return report
+
+
+# -------------------------------------------------------------------------------- per image
 def kept_proposals(rec, labels, projection, totals, refine, config):
-    """One image's ``refined.json`` entry: ``({"<label>": kept proposal indices}, fallback labels)``.
+    """One image's kept proposals: ``({"<label>": kept proposal indices}, fallback labels)``.
 
     ``rec``: its scores file's arrays; ``labels``: its ground-truth classes; ``projection`` and
-    ``totals``: the dataset's ``refinement_statistics`` (unused without ``refine``: every
-    candidate is kept). A label without any candidate keeps its best-scoring proposal and is
-    listed among the fallback labels.
+    ``totals``: the dataset's statistics (unused without ``refine``: every candidate is kept).
+    A label without any candidate keeps its best-scoring proposal and is a fallback label.
     """
     candidate_labels = rec["candidate_labels"]
     if refine:
@@ -67,30 +124,42 @@ def kept_proposals(rec, labels, projection, totals, refine, config):
     return {str(k): [int(p) for p in v] for k, v in sorted(kept.items())}, fallback
 
 
-def write_refined(workdir, settings, pca_dims, images, fallback):
-    """Write ``refined.json`` (``REFINED_VERSION``, atomically)."""
-    save_json(workdir.refined, {"version": REFINED_VERSION, "settings": settings, "pca_dims": pca_dims,
-                                "images": images, "fallback": fallback})
+def refined_made_from(workdir, settings, image_id):
+    """What an image's refinement record is made from: the settings, its scores and (with
+    refinement) the statistics file."""
+    return {"settings": settings, "scores": file_stamp(workdir.scores(image_id)),
+            "statistics": file_stamp(workdir.refinement) if workdir.refine else None}
 
 
-def refinement_stage(dataset, workdir, config, mode, rescored):
-    """Stage 2: ``refined.json`` (rewritten when a score was recomputed or the settings changed).
-    Returns the ``StageReport``."""
-    report = StageReport("refinement")
+def refined_valid(workdir, settings, image_id):
+    """Whether the image's refinement record exists and is made from what it would be now."""
+    data = read_refined(workdir.refined(image_id))
+    return data is not None and data["made_from"] == refined_made_from(workdir, settings, image_id)
+
+
+def refine_image_file(data, split, work, refine, config, mode, image_id):
+    """Step 2 for one image: write ``refined/<id>.json`` (a worker of ``refinement_stage``)."""
+    workdir = WorkDir(work, refine)
+    settings = refinement_settings(refine, config, mode)
+    made_from = refined_made_from(workdir, settings, image_id)
+    projection, totals = load_statistics(workdir.refinement) if refine else (None, None)
+    labels = [int(k) for k in open_dataset(data, split, ids=[image_id]).labels(image_id)]
+    rec = load_npz(workdir.scores(image_id), required=SCORE_KEYS)
+    kept, fallback = kept_proposals(rec, labels, projection, totals, refine, config)
+    save_json(workdir.refined(image_id), {"version": REFINED_VERSION, "made_from": made_from, "kept": kept,
+                                          "fallback": fallback})
+
+
+def refinement_stage(dataset, workdir, config, mode, pool=None):
+    """Both steps over ``dataset``; returns ``{"refinement statistics": report, "refinement": report}``
+    (the first only with refinement)."""
+    reports = {}
+    if workdir.refine:
+        reports["refinement statistics"] = statistics_stage(dataset, workdir, config, mode)
     settings = refinement_settings(workdir.refine, config, mode)
-    old = read_refined(workdir.refined)
-    if (old is not None and not rescored and old["settings"] == settings
-            and sorted(old["images"]) == sorted(dataset.ids)):
-        report.skipped = list(dataset.ids)
-        return report
-    labels = {image_id: [int(k) for k in dataset.labels(image_id)] for image_id in dataset.ids}
-    passes = 3 if workdir.refine else 1
-    with progress(length=passes * len(dataset.ids), label="refinement (streaming the scores)") as bar:
-        def read(image_id):
-            bar.update(1)
-            return load_npz(workdir.scores(image_id), required=SCORE_KEYS)
-
-        images, fallback, pca_dims = refine_candidates(read, dataset.ids, labels, workdir.refine, config)
-    write_refined(workdir, settings, pca_dims, images, fallback)
-    report.done = list(dataset.ids)
-    return report
+    remove_temporaries(workdir.refined_dir)
+    work = functools.partial(refine_image_file, dataset.source, dataset.split, workdir.root, workdir.refine,
+                             config, mode)
+    reports["refinement"] = run_per_image("refinement", dataset.ids, work,
+                                          is_done=functools.partial(refined_valid, workdir, settings), pool=pool)
+    return reports

@@ -23,10 +23,11 @@ import os
 import numpy as np
 
 from wsk.errors import WskError
-from wsk.io import load_json, load_npz, save_json
+from wsk.io import load_npz, save_json
 from wsk.metrics import ConfusionMatrix, PredictionFolder, evaluate_dataset, format_table, iou_per_class
 from wsk.proposals.container import Proposals
 from wsk.proposals.stage import ground_truth_objects
+from wsk.pseudo.files import read_refined
 from wsk.stages import progress
 from wsk.workdir import WorkDir
 
@@ -35,7 +36,7 @@ IOU_HIT = 0.5
 
 def has_ground_truth(dataset):
     """Whether every image of ``dataset`` has a ground-truth mask (then the report can be made)."""
-    return bool(dataset.ids) and all(dataset.mask_path(i) is not None for i in dataset.ids)
+    return bool(dataset.ids) and all(dataset.has_mask(i) for i in dataset.ids)
 
 
 def proposal_ious(proposals, target, valid):
@@ -90,11 +91,10 @@ def _ratio(num, den):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
-def _kept_sets(workdir):
-    path = workdir.refined
-    if not os.path.exists(path):
-        return {}
-    return load_json(path).get("images", {})
+def _kept_set(workdir, image_id):
+    """An image's kept proposals (``refined/<id>.json``), empty when it has no record."""
+    data = read_refined(workdir.refined(image_id))
+    return {} if data is None else data["kept"]
 
 
 def locmap_argmax(workdir):
@@ -130,7 +130,6 @@ def quality_report(dataset, work, refine=True):
     c = dataset.num_classes
     tally = _Tally(c)
     ceiling = ConfusionMatrix(c)
-    kept_sets = _kept_sets(workdir)
     with progress(dataset.ids, label="quality report") as bar:
         for image_id in bar:
             truth = ground_truth_objects(dataset, image_id)
@@ -142,7 +141,7 @@ def quality_report(dataset, work, refine=True):
             ceiling.update(dataset.mask(image_id), ceiling_map(proposals, objects, valid))
             scores = load_npz(workdir.scores(image_id), required=("scores", "candidates", "candidate_labels"))
             ious = label_ious(proposals, objects, valid)
-            kept = kept_sets.get(image_id, {})
+            kept = _kept_set(workdir, image_id)
             for label in dataset.labels(image_id):
                 if label not in ious:
                     continue   # labelled but not in the mask (e.g. wholly ignored)

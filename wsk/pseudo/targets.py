@@ -10,7 +10,7 @@ import numpy as np
 from wsk.errors import WskError
 from wsk.io import file_stamp, label_png_made_from, load_npz, read_label_png, save_npz, write_label_png
 from wsk.proposals.container import Proposals
-from wsk.pseudo.files import LOCMAP_KEYS, LOCMAP_VERSION, refined_images
+from wsk.pseudo.files import LOCMAP_KEYS, LOCMAP_VERSION, kept_entry
 from wsk.pseudo.localization import localization_maps
 from wsk.pseudo.rough_masks import rough_masks
 from wsk.stages import readable_npz
@@ -18,12 +18,9 @@ from wsk.workdir import WorkDir
 
 
 def locmap_made_from(workdir, image_id):
-    """What an image's localization maps are made from: its kept proposals (``refined.json``)
+    """What an image's localization maps are made from: its kept proposals (``refined/<id>.json``)
     and the stamp of its proposals file."""
-    entry = refined_images(workdir.refined).get(image_id)
-    if entry is None:
-        raise WskError(f"image {image_id} is not in the refinement file", workdir.refined)
-    return {"kept": entry, "proposals": file_stamp(workdir.proposals(image_id))}
+    return {"kept": kept_entry(workdir.refined(image_id)), "proposals": file_stamp(workdir.proposals(image_id))}
 
 
 def locmap_valid(path, made_from=None):

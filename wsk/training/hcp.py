@@ -19,7 +19,8 @@ import keras
 import numpy as np
 
 from wsk.data.pipelines import hcp_eval_dataset, hcp_label_vector, hcp_training_dataset, steps_per_epoch
-from wsk.data.voc import PAPER_TRAIN, VOCDataset
+from wsk.data.sources import open_dataset
+from wsk.data.voc import PAPER_TRAIN
 from wsk.errors import WskError
 from wsk.io import load_npz, remove_paths, save_npz
 from wsk.losses import SoftMultiLabelCrossEntropy
@@ -110,7 +111,7 @@ class HCPRun:
         scored through their selected hypotheses; otherwise through the whole image.
         """
         try:
-            val = VOCDataset(self.root, self.val_split)
+            val = open_dataset(self.root, self.val_split)
         except WskError as err:
             self.printer(f"no validation: {err}")
             return None
@@ -157,7 +158,7 @@ def train_hcp(root, work, recipe="paper", force=False, callbacks=(), verbose=1, 
     require_tensorflow_backend()
     recipe = recipe_part(recipe, "hcp")
     work = WorkDir(work)
-    dataset = VOCDataset(root, split)
+    dataset = open_dataset(root, split)
     ids = list(dataset.ids)
     # trained from: the recipe, the proposals (hypotheses), the images and their labels
     digest = inputs_digest(recipe, [work.proposals(i) for i in ids] + [dataset.image_path(i) for i in ids],

@@ -14,7 +14,8 @@ import keras
 from wsk.classes import IGNORE_LABEL
 from wsk.data.pipelines import (check_crop_size, load_hard_target, load_soft_target, segmentation_dataset,
                                 steps_per_epoch)
-from wsk.data.voc import PAPER_TRAIN, VOCDataset, single_label_ids
+from wsk.data.sources import open_dataset
+from wsk.data.voc import PAPER_TRAIN, single_label_ids
 from wsk.errors import WskError
 from wsk.io import image_size, remove_paths
 from wsk.losses import SoftMultiLabelCrossEntropy, SparseCrossEntropyIgnore
@@ -44,7 +45,7 @@ def segmentation_training_set(root, work, variant, refine=True, check=True, spli
     is also read once (``check_targets``).
     """
     spec = get_variant(variant)
-    dataset = VOCDataset(root, split)
+    dataset = open_dataset(root, split)
     ids = single_label_ids(dataset) if spec.single_label else list(dataset.ids)
     if not ids:
         raise WskError(f"{variant}: no training image "
