@@ -55,6 +55,16 @@ def test_broad_corpus_is_deterministic_and_extends_the_basic_classes():
         generate_corpus(4, 48, corpus="wide")
 
 
+def test_broad_corpus_mixes_easy_single_object_images_with_crowded_ones():
+    labels = generate_corpus(600, 32, seed=5, corpus="broad")[1]
+    objects = np.maximum(labels[:, :23].sum(1), labels[:, 23:].sum(1))   # two objects rarely share both
+    # easy (BROAD_EASY_SHARE): one object; else 1..3 objects with 70%, one with 30%
+    easy = corpus_module.BROAD_EASY_SHARE
+    single = easy + (1 - easy) * (0.3 + 0.7 / 3)
+    assert abs((objects == 1).mean() - single) < 0.06      # 3 standard errors of 600 draws
+    assert abs((objects == 3).mean() - (1 - easy) * 0.7 / 3) < 0.05
+
+
 def test_broad_corpus_never_shows_the_photo_styles_photographs():
     import skimage.data
 
