@@ -28,8 +28,17 @@ def check(**kwargs):
     from wsk.data.check import check_source
 
     data = pop_data(kwargs)
-    report = check_source(source_of(**data))
+    source = source_of(**data)
+    report = check_source(source)
     click.echo(report.format())
+    if source.kind == "coco":
+        from wsk.data.check import source_splits
+        from wsk.data.sources import open_dataset
+
+        for split in source_splits(source):
+            dropped = open_dataset(source, split).dropped
+            if dropped:
+                click.echo(f"{split}: {dropped} image(s) without a non-crowd object dropped")
     if not report.ok:
         raise WskError(f"{len(report.problems)} problem(s) found", data["data"])
 

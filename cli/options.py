@@ -47,10 +47,15 @@ def open_cli_run(work, data_kwargs, recipe=None, overrides=None, split=None, val
     from wsk.run_record import open_run
 
     ctx = click.get_current_context()
-    command = {"command": ctx.command_path, "params": {k: v if isinstance(v, (str, int, float, bool, type(None)))
+    command = {"command": " ".join(["wsk"] + ctx.command_path.split()[1:]), "params": {k: v if isinstance(v, (str, int, float, bool, type(None)))
                                                        else str(v) for k, v in ctx.params.items()}}
-    return open_run(work, source_of(**data_kwargs), recipe=recipe, overrides=overrides, split=split,
-                    val_split=val_split, command=command, **fields)
+    run = open_run(work, source_of(**data_kwargs), recipe=recipe, overrides=overrides, split=split,
+                   val_split=val_split, command=command, **fields)
+    if run.source.kind == "coco":
+        dropped = run.dataset().dropped
+        if dropped:
+            click.echo(f"{run.source.path}: {dropped} image(s) without a non-crowd object dropped", err=True)
+    return run
 
 
 def pop_data(kwargs):

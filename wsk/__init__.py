@@ -1,6 +1,6 @@
 """wsk: learning to segment with image-level annotations (Wei et al., 2016) in Keras 3.
 
-The pipeline (see ``design.md`` in the project documentation):
+The pipeline, in the paper's order (``wsk.stage_list.STAGES`` declares it; ``wsk run`` runs it):
 proposals -> HCP classifier -> proposal scoring -> cross-image refinement (Eq. 1)
 -> localization maps (Eq. 2) -> rough masks (Eq. 5) -> DeepLab-LargeFOV (Eq. 4 or CE)
 -> dense CRF -> mIoU.

@@ -78,7 +78,7 @@ def evaluate_variants(run):
 
     report = StageReport("evaluation")
     if validation_set(run) is None:
-        report.skipped = ["(no validation ground truth)"]
+        report.note = f"skipped: no ground-truth mask for every image of {run.val_split!r}"
         return report
     for variant in trained_variants(run):
         path = _model_path(run, variant)

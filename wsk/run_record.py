@@ -87,11 +87,13 @@ class RunRecord:
     classes: tuple
     recipe: Recipe
     adopted_from: tuple | None = None
+    dataset_info: dict | None = None   # COCO: the category id -> class index map, images dropped
 
     def to_json(self):
         return {"format": FORMAT, "dataset": self.dataset, "split": self.split, "val_split": self.val_split,
                 "classes": list(self.classes), "recipe": recipe_to_json(self.recipe),
-                "adopted_from": None if self.adopted_from is None else list(self.adopted_from)}
+                "adopted_from": None if self.adopted_from is None else list(self.adopted_from),
+                "dataset_info": self.dataset_info}
 
     @classmethod
     def from_json(cls, data, where):
@@ -100,7 +102,7 @@ class RunRecord:
                 raise WskError(f"run record format {data.get('format')!r}; this wsk reads {FORMAT}", where)
             return cls(dict(data["dataset"]), str(data["split"]), str(data["val_split"]), tuple(data["classes"]),
                        recipe_from_json(data["recipe"], where),
-                       None if data.get("adopted_from") is None else tuple(data["adopted_from"]))
+                       None if data.get("adopted_from") is None else tuple(data["adopted_from"]), data.get("dataset_info"))
         except (KeyError, TypeError, AttributeError) as err:
             raise WskError(f"malformed run record ({err})", where) from None
 
@@ -132,7 +134,12 @@ def write_record(path, record, command=None):
 def conflicts(recorded, given, where):
     """Raise one ``WskError`` naming ``where`` and the first run field ``given`` sets differently
     (a field of ``given`` left as None was not given)."""
-    for field in ("dataset", "split", "val_split", "classes"):
+    if given.dataset is not None:   # the options a command leaves out keep their recorded values
+        for key, value in given.dataset.items():
+            if key != "index" and recorded.dataset.get(key) != value:
+                raise WskError(f"dataset.{key} is {recorded.dataset.get(key)!r} here, not {value!r} "
+                               "(a work directory holds one run: use another WORK)", where)
+    for field in ("split", "val_split", "classes"):
         value = getattr(given, field)
         if value is not None and value != getattr(recorded, field):
             raise WskError(f"{field} is {_show(getattr(recorded, field))} here, not {_show(value)} "
@@ -325,9 +332,13 @@ def open_run(work, data=None, recipe=None, overrides=None, split=None, val_split
         train_split, val_default = source.default_splits
         split = split or train_split
         val_split = val_split or val_default
-        classes = open_dataset(source, split).class_names   # a bad dataset stops before WORK is written
-        recorded = RunRecord(source.to_json(), split, val_split, tuple(classes), final,
-                             None if files is None else tuple(files))
+        training = open_dataset(source, split)   # a bad dataset stops here, before WORK is written
+        info = None
+        if source.kind == "coco":
+            info = {"category_map": {str(k): v for k, v in training.category_map.items()},
+                    "dropped": {split: training.dropped}}
+        recorded = RunRecord(source.to_json(), split, val_split, tuple(training.class_names), final,
+                             None if files is None else tuple(files), info)
     else:
         if base is not None and base.name == recorded.recipe.name:
             base = None   # the recorded values of that name win, even if this wsk defines it otherwise

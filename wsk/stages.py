@@ -26,8 +26,11 @@ class StageReport:
     done: list = dataclasses.field(default_factory=list)
     skipped: list = dataclasses.field(default_factory=list)
     failed: list = dataclasses.field(default_factory=list)
+    note: str | None = None   # why a whole stage did nothing (e.g. no ground truth to evaluate on)
 
     def summary(self):
+        if self.note:
+            return f"{self.name}: {self.note}"
         return (f"{self.name}: {len(self.done)} computed, {len(self.skipped)} already done, "
                 f"{len(self.failed)} failed")
 

@@ -39,10 +39,10 @@ import posixpath
 import unicodedata
 
 from wsk.classes import IGNORE_LABEL, load_class_names
-from wsk.data.sources import DEFAULT_VAL_FRACTION, as_source
+from wsk.data.sources import DEFAULT_VAL_FRACTION, MaskFiles, as_source
 from wsk.data.voc import count_mask_objects
 from wsk.errors import WskError
-from wsk.io import image_size, read_image, read_label_png
+from wsk.io import image_size, read_image
 
 ALL_SPLIT = "all"           # every row, whatever its split
 COLUMNS = ("image", "labels", "split", "mask")
@@ -247,7 +247,7 @@ def load_index(path, classes=None, val_fraction=None):
     return _parse(path, info.st_mtime_ns, info.st_size, classes, val_fraction)
 
 
-class LabelsFileDataset:
+class LabelsFileDataset(MaskFiles):
     """One split of a labels file (module docstring), with ``VOCDataset``'s interface.
 
     ``source``: a ``DataSource`` of kind ``labels`` (or the file's path); ``ids`` restricts the
@@ -304,15 +304,6 @@ class LabelsFileDataset:
     def mask_path(self, image_id):
         """The ground-truth mask file, or None."""
         return self._row(image_id).mask
-
-    def has_mask(self, image_id):
-        """Whether the image has a ground-truth mask."""
-        return self.mask_path(image_id) is not None
-
-    def mask(self, image_id):
-        """Ground-truth class indices ``(H, W)`` uint8 (255 = ignore), or None."""
-        path = self.mask_path(image_id)
-        return None if path is None else read_label_png(path)
 
     def object_mask_path(self, image_id):
         """None: a labels file has no instance masks."""

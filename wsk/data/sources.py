@@ -77,6 +77,22 @@ class DataSource:
         return "train", "val"
 
 
+class MaskFiles:
+    """``has_mask`` and ``mask`` of a source whose ground truth is one index PNG per image,
+    found by its ``mask_path(id)`` (VOC, a labels file)."""
+
+    def has_mask(self, image_id):
+        """Whether the image has a ground-truth mask."""
+        return self.mask_path(image_id) is not None
+
+    def mask(self, image_id):
+        """Ground-truth class indices ``(H, W)`` uint8 (255 = ignore), or None when absent."""
+        from wsk.io import read_label_png
+
+        path = self.mask_path(image_id)
+        return None if path is None else read_label_png(path)
+
+
 def _absolute(path):
     return None if path is None else os.path.abspath(os.fspath(path))
 

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from wsk.classes import IGNORE_LABEL, load_class_names
+from wsk.data.sources import MaskFiles
 from wsk.errors import WskError
 from wsk.io import IMAGE_SUFFIXES, read_image, read_label_png
 
@@ -221,7 +222,7 @@ def count_mask_objects(class_mask, instance_mask=None):
     return counts
 
 
-class VOCDataset:
+class VOCDataset(MaskFiles):
     """One split of a VOC-layout dataset.
 
     ``ids`` come from the split's list file (or are given); ``class_names`` from ``classes_file``,
@@ -277,15 +278,6 @@ class VOCDataset:
     def mask_path(self, image_id):
         """SegmentationClass/<id>.png, else SegmentationClassAug/<id>.png, else None."""
         return _first_existing(self.root, [(d, image_id + ".png") for d in MASK_DIRS])
-
-    def has_mask(self, image_id):
-        """Whether the image has a ground-truth mask."""
-        return self.mask_path(image_id) is not None
-
-    def mask(self, image_id):
-        """Ground-truth class indices ``(H, W)`` uint8 (255 = ignore), or None when absent."""
-        path = self.mask_path(image_id)
-        return None if path is None else read_label_png(path)
 
     def object_mask_path(self, image_id):
         """SegmentationObject/<id>.png, or None."""

@@ -1,4 +1,4 @@
-"""Where pseudo-label quality is lost: each stage against what the stage before allowed (design.md).
+"""Where pseudo-label quality is lost: each stage against what the stage before allowed.
 
 When the dataset has ground-truth masks, ``quality_report`` measures, per class and overall:
 
