@@ -29,7 +29,10 @@ _DEFAULTS = PretrainConfig()
                    "card's); broad: 39 classes, more photographs, occluders, wider scale (wsk.data.corpus).")
 @click.option("--backgrounds", type=click.Path(exists=True, file_okay=False), default=None,
               help="A folder of extra background photographs for the broad corpus (.jpg/.jpeg/.png).")
-def pretrain(out, images, val_images, size, width, epochs, lr, seed, jobs, corpus, backgrounds):
+@click.option("--init", default=None,
+              help="Start from this trunk (a trunk.keras or a zoo trunk card, e.g. hcp_vgg16.corpus64) "
+                   "instead of random weights; fc8 keeps the classes both corpora have.")
+def pretrain(out, images, val_images, size, width, epochs, lr, seed, jobs, corpus, backgrounds, init):
     """Pretrain the VGG-16 trunk as a multi-label classifier of the generated corpus.
 
     Image-level labels only. Writes OUT/trunk.keras and OUT/trunk.json (the held-out mAP);
@@ -49,7 +52,7 @@ def pretrain(out, images, val_images, size, width, epochs, lr, seed, jobs, corpu
     config = PretrainConfig(images=images, val_images=val_images, size=size, width=width, epochs=epochs,
                             lr=lr, seed=seed)
     pretrain_trunk(out, config, jobs=jobs, command="wsk pretrain " + " ".join(sys.argv[2:]),
-                   printer=click.echo, corpus=corpus, backgrounds=photos)
+                   printer=click.echo, corpus=corpus, backgrounds=photos, init=init)
 
 
 COMMANDS = [pretrain]

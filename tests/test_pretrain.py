@@ -2,6 +2,8 @@
 
 import json
 
+import keras
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -17,7 +19,7 @@ from wsk.data.corpus import (BROAD_CLASSES, BROAD_PHOTOS, BROAD_SHAPES, BROAD_TE
 from wsk.data.synthetic import _grid
 from wsk.errors import WskError
 from wsk.models import deeplab_largefov, hcp, preprocess_input
-from wsk.pretrain import fold_into_hcp, normalised_trunk
+from wsk.pretrain import fold_into_hcp, normalised_trunk, unfold_into_trunk
 
 WIDTH = 0.0625
 
@@ -159,6 +161,37 @@ def test_folding_the_normalisation_gives_the_same_network():
                                rtol=1e-4, atol=1e-5)
 
 
+def test_unfolding_a_trunk_gives_back_the_same_network():
+    rng = np.random.default_rng(1)
+    net = normalised_trunk(7, 64, WIDTH)
+    for layer in net.layers:
+        if layer.name.endswith("_bn"):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 2, g.shape), rng.normal(0, 0.5, b.shape),
+                               rng.normal(0, 0.5, m.shape), rng.uniform(0.5, 2, v.shape)])
+    folded = fold_into_hcp(net, 7, 64, WIDTH)
+    images = preprocess_input(rng.integers(0, 256, (8, 64, 64, 3)).astype(np.float32))
+    # a fresh normalised net with 9 classes, of which 3 are the trunk's (in another order)
+    trunk_classes = [f"c{i}" for i in range(7)]
+    classes = ["new0", "c4", "new1", "c0", "c6", "new2", "new3", "new4", "new5"]
+    fresh = unfold_into_trunk(normalised_trunk(9, 64, WIDTH), folded, images, classes, trunk_classes)
+    refolded = fold_into_hcp(fresh, 9, 64, WIDTH)
+    for name in ("conv1_1", "conv2_2", "conv5_3", "fc6", "fc7"):
+        for got, want in zip(refolded.get_layer(name).get_weights(), folded.get_layer(name).get_weights()):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    kernel, bias = fresh.get_layer("fc8").get_weights()
+    old_kernel, old_bias = folded.get_layer("fc8").get_weights()
+    for j, i in ((1, 4), (3, 0), (4, 6)):
+        np.testing.assert_array_equal(kernel[:, j], old_kernel[:, i])
+        assert bias[j] == old_bias[i]
+    # in inference mode the unfolded net computes the trunk's logits for the shared classes
+    logits = keras.Model(fresh.input, fresh.get_layer("fc8").output).predict(images, verbose=0)
+    want = keras.Model(net.input, net.get_layer("fc8").output).predict(images, verbose=0)
+    np.testing.assert_allclose(logits[:, [1, 3, 4]], want[:, [4, 0, 6]], rtol=1e-3, atol=1e-4)
+    with pytest.raises(WskError, match="another width"):
+        unfold_into_trunk(normalised_trunk(9, 64, 2 * WIDTH), folded, images)
+
+
 @pytest.fixture(scope="module")
 def trunk_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrain")
@@ -176,9 +209,10 @@ def test_pretrain_writes_the_trunk_and_its_record(trunk_dir):
     assert 0 < metrics["val_mAP"] <= 1 and len(metrics["val_mAP_per_epoch"]) == 1
     assert record["recipe"]["images"] == 128 and record["training_images"] == 128
     assert record["recipe"]["corpus_kind"] == "basic" and record["recipe"]["backgrounds"] == []
+    assert record["recipe"]["init"] is None
 
 
-def test_pretrain_on_the_broad_corpus_records_its_classes_and_photographs(tmp_path):
+def test_pretrain_on_the_broad_corpus_records_its_classes_photographs_and_start(tmp_path, trunk_dir):
     import cv2
 
     photos = tmp_path / "photos"
@@ -188,12 +222,15 @@ def test_pretrain_on_the_broad_corpus_records_its_classes_and_photographs(tmp_pa
     out = tmp_path / "broad"
     result = CliRunner().invoke(cli, ["pretrain", str(out), "--images", "64", "--val-images", "16",
                                       "--epochs", "1", "--width", str(WIDTH), "--jobs", "1",
-                                      "--corpus", "broad", "--backgrounds", str(photos)])
+                                      "--corpus", "broad", "--backgrounds", str(photos),
+                                      "--init", str(trunk_dir / "trunk.keras")])
     assert result.exit_code == 0, result.output
+    assert "before training" in result.output
     record = json.loads((out / "trunk.json").read_text())
     assert record["class_names"] == list(BROAD_CLASSES) and record["architecture"] == "hcp"
     assert record["recipe"]["corpus_kind"] == "broad"
     assert record["recipe"]["backgrounds"] == [str(photos / "a.jpg")]
+    assert record["recipe"]["init"] == str(trunk_dir / "trunk.keras")
     refused = CliRunner().invoke(cli, ["pretrain", str(tmp_path / "no"), "--images", "64",
                                        "--backgrounds", str(photos)])
     assert refused.exit_code != 0 and "--corpus broad" in refused.output

@@ -8,6 +8,11 @@ or the broad corpus's 39), from image-level labels only, and keeps the epoch wit
 model whose conv and fc6/fc7 layers a recipe copies by naming it (``backbone_weights=<zoo name>``,
 see ``wsk.models.imagenet.load_trunk``); its fc8 (the corpus classes) is never used downstream.
 
+``wsk pretrain --init TRUNK`` starts from a trained trunk instead of random weights
+(``unfold_into_trunk``, the inverse of the folding): a curriculum, e.g. the basic corpus's card
+then the broad corpus (``--corpus broad``), which from random weights learns slowly (measured:
+held-out mAP 0.116, 0.162 after its first two epochs of 80,000 images, the basic corpus 0.18, 0.25).
+
 Outputs in ``OUT``: ``trunk.keras``, ``trunk.json`` (architecture, settings, the command, seconds,
 held-out mAP per epoch) and ``history.csv``. Adam, a short linear warm-up, then a cosine decay.
 """
@@ -21,13 +26,14 @@ import numpy as np
 import tensorflow as tf
 
 from wsk.data.corpus import corpus_classes, generate_corpus
-from wsk.io import save_json
+from wsk.errors import WskError
+from wsk.io import load_json, save_json
 from wsk.metrics import multilabel_average_precision
 from wsk.models import hcp, preprocess_input
 from wsk.models.hcp import DROPOUT, FC_CHANNELS
 from wsk.models.layers import CaffePooling2D
 from wsk.models.description import ModelDescription
-from wsk.models.saving import save_model, sidecar_path
+from wsk.models.saving import load_model, save_model, sidecar_path
 from wsk.models.vgg import VGG16_BLOCKS, block_conv_names, conv_names, scaled
 from wsk.recipes import PretrainConfig
 
@@ -77,6 +83,60 @@ def fold_into_hcp(trained, num_classes, size, width):
     return model
 
 
+def unfold_into_trunk(model, trunk, sample, class_names=None, trunk_classes=None):
+    """Start the normalised trunk ``model`` from a folded HCP ``trunk`` (``fold_into_hcp``'s inverse).
+
+    Every conv/fc kernel is the trunk's (conv1_1 times the 1/72 input scale), and every batch
+    normalisation is set from the layer's pre-activation mean and variance over ``sample``
+    (preprocessed images) so that it adds back the trunk's bias: in inference mode ``model``
+    computes the trunk's fc7 exactly, in training mode nearly (batch statistics). fc8 columns of
+    the classes both know (``class_names`` of ``model``, ``trunk_classes`` of ``trunk``) are the
+    trunk's; the others keep their init. Returns ``model``.
+    """
+    names = list(conv_names()) + ["fc6", "fc7"]
+    biases = {}
+    for name in names:
+        kernel, bias = trunk.get_layer(name).get_weights()
+        have = tuple(model.get_layer(name).weights[0].shape)
+        if have != kernel.shape:
+            raise WskError(f"layer {name} of the starting trunk has shape {kernel.shape}, the "
+                           f"pretrained network's {have} (another width or image size?)")
+        model.get_layer(name).set_weights([kernel * 72.0 if name == "conv1_1" else kernel])
+        bn = model.get_layer(f"{name}_bn")
+        bn.set_weights([np.ones_like(bias), bias, np.zeros_like(bias), np.full_like(bias, 1 - bn.epsilon)])
+        biases[name] = bias
+    probe = keras.Model(model.input, [model.get_layer(name).output for name in names])
+    for name, z in zip(names, probe.predict(sample, batch_size=256, verbose=0)):
+        z = z.reshape(-1, z.shape[-1]).astype(np.float64)
+        mean, var = z.mean(axis=0), z.var(axis=0)
+        bn = model.get_layer(f"{name}_bn")
+        bn.set_weights([np.sqrt(var + bn.epsilon), mean + biases[name], mean, var])
+    if class_names is not None and trunk_classes is not None:
+        kernel, bias = model.get_layer("fc8").get_weights()
+        old_kernel, old_bias = trunk.get_layer("fc8").get_weights()
+        for j, name in enumerate(class_names):
+            if name in trunk_classes:
+                i = list(trunk_classes).index(name)
+                kernel[:, j], bias[j] = old_kernel[:, i], old_bias[i]
+        model.get_layer("fc8").set_weights([kernel, bias])
+    return model
+
+
+def load_start_trunk(init):
+    """``(folded HCP model, its class names or None)`` of ``init``: a ``trunk.keras`` path (class
+    names from its sidecar) or a trunk card of the zoo."""
+    if os.path.exists(os.fspath(init)):
+        path = os.fspath(init)
+        classes = None
+        if os.path.exists(sidecar_path(path)):
+            classes = load_json(sidecar_path(path)).get("class_names")
+        return keras.saving.load_model(path, compile=False, safe_mode=True), classes
+    from wsk.registry import fetch, get_card
+
+    card = get_card(init)
+    return load_model(fetch(init)), card.get("class_names")
+
+
 def _dataset(images, labels, batch_size, seed, augment):
     """tf.data over in-memory arrays: ``(B, S, S, 3)`` preprocessed images, normalised labels."""
 
@@ -103,11 +163,13 @@ def held_out_map(model, images, labels, hypotheses_axis):
 
 
 def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2, printer=print,
-                   corpus="basic", backgrounds=()):
+                   corpus="basic", backgrounds=(), init=None):
     """Train the trunk into ``out`` (see the module docstring); return the path of ``trunk.keras``.
 
     ``corpus``: ``"basic"`` or ``"broad"`` (``wsk.data.corpus``); ``backgrounds``: paths of extra
-    background photographs of the broad corpus. Both are recorded in ``trunk.json``'s recipe.
+    background photographs of the broad corpus; ``init``: a trunk (``trunk.keras`` path or zoo
+    card) to start from (``unfold_into_trunk``) instead of random weights. All three are recorded in
+    ``trunk.json``'s recipe.
     """
 
     os.makedirs(out, exist_ok=True)
@@ -125,6 +187,11 @@ def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2
     keras.utils.set_random_seed(config.seed)
     k = len(class_names)
     model = normalised_trunk(k, config.size, config.width)
+    if init is not None:
+        start_trunk, start_classes = load_start_trunk(init)
+        unfold_into_trunk(model, start_trunk, preprocess_input(train_x[:1024]), class_names, start_classes)
+        printer(f"starting from trunk {init}: held-out mAP "
+                f"{held_out_map(model, val_x, val_y, hypotheses_axis=False):.4f} before training")
     steps = len(train_x) // config.batch_size
     warmup = min(config.warmup_steps, steps * config.epochs // 4)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -154,7 +221,8 @@ def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2
     description = ModelDescription(
         "hcp", class_names, config.width, image_size=config.size, hypotheses=1,
         output="softmax over the corpus classes",
-        recipe=dict(dataclasses.asdict(config), corpus=CORPUS, corpus_kind=corpus, backgrounds=list(backgrounds)),
+        recipe=dict(dataclasses.asdict(config), corpus=CORPUS, corpus_kind=corpus, backgrounds=list(backgrounds),
+                    init=None if init is None else str(init)),
         training_images=config.images, command=command,
         metrics={"val_mAP": val_map, "val_mAP_per_epoch": history,
                  "train_loss_per_epoch": [float(v) for v in fit.history["loss"]],
