@@ -108,3 +108,35 @@ def test_single_label_variants_make_as_many_updates_as_all_images_with_equal_upd
     literal = dataclasses.replace(seg, equal_updates=False)
     assert seg_schedule(literal, 184, 360) == literal
     assert get_recipe("demo").seg.equal_updates and not get_recipe("paper").seg.equal_updates
+
+
+def test_the_equation_functions_take_the_papers_numbers_from_the_recipes():
+    """Each paper number a function defaults to is ``wsk.recipes``'s field, not a literal of its own."""
+    import importlib
+    import inspect
+
+    from wsk.proposals import generate, select_hypotheses
+    from wsk.proposals.stage import run_proposals
+    from wsk.recipes import HCPRecipe, PseudoConfig
+
+    candidates, refinement, rough_masks = (importlib.import_module(f"wsk.pseudo.{name}")
+                                           for name in ("candidates", "refinement", "rough_masks"))
+
+    expected = [
+        (candidates.select_candidates, "threshold", "PseudoConfig.candidate_threshold", 0.5),
+        (rough_masks.rough_masks, "top", "PseudoConfig.rough_top_regions", 10),
+        (refinement.reduce_features, "energy", "PseudoConfig.pca_energy", 0.98),
+        (refinement.pca_from_moments, "energy", "PseudoConfig.pca_energy", 0.98),
+        (refinement.refinement_statistics, "energy", "PseudoConfig.pca_energy", 0.98),
+        (refinement.rank_and_keep, "keep", "PseudoConfig.refine_keep", 0.5),
+        (refinement.refine_image, "order", "PseudoConfig.refine_order", "closest"),
+        (refinement.cross_image_refinement, "keep", "PseudoConfig.refine_keep", 0.5),
+        (select_hypotheses, "m", "HCPRecipe.hypotheses", 10),
+        (generate, "max_proposals", "PseudoConfig.max_proposals", 2000),
+        (run_proposals, "max_proposals", "PseudoConfig.max_proposals", 2000),
+    ]
+    for function, parameter, field, paper in expected:
+        assert inspect.signature(function).parameters[parameter].default == paper, function   # §3.1-§3.3, [30]
+        header = inspect.getsource(function).split('"""')[0]
+        assert f"{parameter}={field}" in header.replace(" ", "").replace("\n", ""), (function, header)
+    assert (PseudoConfig.candidate_threshold, HCPRecipe.hypotheses) == (0.5, 10)

@@ -8,6 +8,7 @@ import numpy as np
 from wsk.errors import WskError
 
 IGNORE_LABEL = 255
+BACKGROUND = "background"   # class 0 of every segmentation class list
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -67,13 +68,20 @@ def load_class_names(root=None, path=None):
         raise WskError("class list not found", path) from None
     if len(names) < 2:
         raise WskError("a class list needs background and at least one object class", path)
-    if names[0] != "background":
-        raise WskError(f"the first class must be 'background', found {names[0]!r}", path)
+    check_background_first(names, path)
     if len(set(names)) != len(names):
         raise WskError("class names are listed twice", path)
     if len(names) > IGNORE_LABEL:
         raise WskError(f"at most {IGNORE_LABEL} classes fit a palette PNG", path)
     return tuple(names)
+
+
+def check_background_first(names, where=None):
+    """The one rule of every segmentation class list: class 0 is ``background`` (a ``WskError``
+    naming ``where`` otherwise)."""
+    if not names or names[0] != BACKGROUND:
+        found = repr(names[0]) if names else "no class"
+        raise WskError(f"the first class must be '{BACKGROUND}', found {found}", where)
 
 
 def short_name(name):

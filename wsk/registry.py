@@ -40,6 +40,7 @@ import re
 
 import keras
 
+from wsk.classes import check_background_first
 from wsk.errors import WskError
 from wsk.io import load_json, save_json, sha256_of
 
@@ -140,8 +141,8 @@ class ModelCard:
         names = self.class_names
         if not isinstance(names, list) or len(names) < 1 or not all(isinstance(n, str) for n in names):
             raise WskError(f"model {name}: class_names must be a list of strings")
-        if self.task == "segmentation" and names[0] != "background":
-            raise WskError(f"model {name}: a segmentation model's first class must be 'background'")
+        if self.task == "segmentation":
+            check_background_first(names, f"model {name}")
         weights = self.weights
         if not isinstance(weights, dict) or not SHA256_PATTERN.match(str(weights.get("sha256", ""))):
             raise WskError(f"model {name}: weights need a sha256 (64 lower-case hex digits)")

@@ -28,7 +28,7 @@ Segmentation batches (``segmentation_dataset``) follow DeepLab's training data l
 
 Decision for step 5: the **target is subsampled** to DeepLab-LargeFOV's stride-8 grid as
 Caffe's ``shrink_factor: 8`` interpolation does: ``target[::8, ::8]``. For crops of side
-``8k + 1`` (321 in the paper, 97 in the demo) the network gives ``k + 1`` logits per side
+``8k + 1`` (321 in the paper, 65 in the demo: ``wsk.recipes``) the network gives ``k + 1`` logits per side
 and logit ``i`` sits exactly on pixel ``8 i``, so the picked pixels are the logits'
 centres and nothing is interpolated; other crop sizes are refused
 (``check_crop_size``). Upsampling the logits instead would cost 64 times the loss
@@ -59,7 +59,7 @@ def check_crop_size(crop_size, stride=OUTPUT_STRIDE):
     """The number of logits per side for a ``crop_size`` crop; a crop that is not
     ``stride * k + 1`` is a ``WskError`` (its labels would not sit on the logits' centres)."""
     if crop_size < 1 or (crop_size - 1) % stride:
-        raise WskError(f"crop size {crop_size} must be {stride}k+1 (e.g. 321, 97) so that the "
+        raise WskError(f"crop size {crop_size} must be {stride}k+1 (e.g. 321, 65) so that the "
                        f"stride-{stride} logits sit on pixels 0, {stride}, {2 * stride}, ...")
     return (crop_size - 1) // stride + 1
 

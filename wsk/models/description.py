@@ -7,6 +7,7 @@ a record that is not one (unknown or missing fields, wrong types) with a ``WskEr
 
 import dataclasses
 
+from wsk.classes import check_background_first
 from wsk.errors import WskError
 from wsk.models.deeplab import OUTPUT_STRIDE
 from wsk.models.preprocessing import MEAN_BGR
@@ -68,8 +69,8 @@ class ModelDescription:
         if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
             raise WskError("class_names must be a non-empty list of strings")
         object.__setattr__(self, "class_names", tuple(names))
-        if self.task == "segmentation" and names[0] != "background":
-            raise WskError("a segmentation model's first class must be 'background'")
+        if self.task == "segmentation":
+            check_background_first(names)
         if self.task == "classification" and not isinstance(self.image_size, int):
             raise WskError("an HCP description needs its image_size")
 

@@ -1,5 +1,5 @@
 """Where a builder's starting weights come from: ImageNet, a saved VGG-16, a pretrained trunk or a
-trained model of the zoo, or (the demo) the HCP trained in stage 2.
+trained model of the zoo, or (the demo) the HCP trained on its images (§3.1).
 
 The builders' two options, as in ``keras.applications``: ``backbone_weights`` sets the VGG-16
 trunk ("imagenet" or a saved VGG-16 file, converted by ``wsk.models.imagenet``; any other string
@@ -45,7 +45,7 @@ def copy_hcp_trunk(model, hcp_path):
     """Copy conv1_1 ... conv5_3 of the trained HCP at ``hcp_path`` into ``model`` (DeepLab-LargeFOV).
 
     The demo's stand-in for ImageNet initialisation: HCP is the same VGG-16 trunk, trained in
-    stage 2 on the same images' labels. fc6/fc7 stay freshly initialised.
+    on the same images' labels (§3.1). fc6/fc7 stay freshly initialised.
     """
     if not os.path.exists(hcp_path):
         raise WskError("the recipe initialises the segmentation trunk from HCP, which is not trained "

@@ -30,6 +30,7 @@ from skimage.segmentation import felzenszwalb
 from wsk.proposals.container import Proposals, superpixel_boxes
 from wsk.proposals.features import (COLOUR_BINS, MAGNITUDE_BINS, ORIENTATIONS, adjacency, colour_bins,
                                     colour_space, region_histograms, texture_bins, unique_pairs)
+from wsk.recipes import PseudoConfig
 
 REFERENCE_AREA = 500 * 375  # image size the Felzenszwalb scales below are tuned for
 
@@ -253,7 +254,7 @@ def hierarchy_layout(assignment, left, right, n):
 # ---------------------------------------------------------------------------------------------
 # the whole generator
 # ---------------------------------------------------------------------------------------------
-def generate(image, max_proposals=2000, scales=DEFAULT_SCALES, strategies=None, seed=0, sigma=0.8,
+def generate(image, max_proposals=PseudoConfig.max_proposals, scales=DEFAULT_SCALES, strategies=None, seed=0, sigma=0.8,
              coarse_area=COARSE_AREA):
     """Segment proposals of an RGB image: a ``Proposals`` with at most ``max_proposals`` regions.
 

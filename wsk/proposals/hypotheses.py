@@ -11,6 +11,8 @@ import warnings
 import numpy as np
 from sklearn.cluster import SpectralClustering
 
+from wsk.recipes import HCPRecipe
+
 MIN_AREA_FRACTION = 900 / (500 * 375)  # HCP drops boxes under 900 pixels on ~500 x 375 images
 MAX_ASPECT = 4.0                       # ... and boxes more than 4 times longer than wide
 MAX_CANDIDATES = 500                   # only the best-ranked proposals enter the clustering
@@ -49,7 +51,7 @@ def cluster_boxes(boxes, m, seed=0):
         return model.fit_predict(affinity)
 
 
-def hypothesis_indices(proposals, m=10, seed=0, min_area_fraction=MIN_AREA_FRACTION, max_aspect=MAX_ASPECT,
+def hypothesis_indices(proposals, m=HCPRecipe.hypotheses, seed=0, min_area_fraction=MIN_AREA_FRACTION, max_aspect=MAX_ASPECT,
                        max_candidates=MAX_CANDIDATES):
     """Indices ``(m,)`` of the proposals chosen as HCP hypotheses, best-ranked first; ``-1`` stands
     for the whole image, used when fewer than ``m`` usable proposals (or clusters) exist."""
@@ -64,7 +66,7 @@ def hypothesis_indices(proposals, m=10, seed=0, min_area_fraction=MIN_AREA_FRACT
     return np.array(chosen, np.int64)
 
 
-def select_hypotheses(proposals, m=10, seed=0, **options):
+def select_hypotheses(proposals, m=HCPRecipe.hypotheses, seed=0, **options):
     """The ``(m, 4)`` int32 boxes HCP trains on: one best-ranked proposal per normalised-cut cluster,
     padded with the whole image ``(0, 0, W, H)`` when fewer exist (see ``hypothesis_indices``)."""
     indices = hypothesis_indices(proposals, m, seed, **options)

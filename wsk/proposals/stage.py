@@ -17,6 +17,7 @@ from wsk.proposals.container import Proposals
 from wsk.proposals.generate import generate
 from wsk.proposals.mcg import load_mcg, mcg_files
 from wsk.proposals.quality import DEFAULT_COUNTS, QualityReport, objects_from_classes, objects_from_instances
+from wsk.recipes import PseudoConfig
 from wsk.stages import progress, run_per_image, say_recomputing
 from wsk.workdir import WorkDir
 
@@ -48,7 +49,7 @@ def propose_image(root, split, work, max_proposals, seed, image_id):
         WorkDir(work).proposals(image_id), generated_from(root, split, max_proposals, seed, image_id))
 
 
-def run_proposals(data, work, split="train", jobs=1, max_proposals=2000, ids=None, seed=0):
+def run_proposals(data, work, split="train", jobs=1, max_proposals=PseudoConfig.max_proposals, ids=None, seed=0):
     """Generate proposals (``wsk.proposals.generate``) for every image of ``split`` of DATA (a path or a
     ``wsk.data.sources.DataSource``), or of ``ids``, into ``WorkDir(work).proposals(id)``; returns the
     ``StageReport`` (skipped, done, failed): the ``proposals`` entry of ``wsk.stage_list.STAGES``."""

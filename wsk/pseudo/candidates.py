@@ -3,6 +3,7 @@
 import numpy as np
 
 from wsk.errors import WskError
+from wsk.recipes import PseudoConfig
 
 
 def hcp_column(label):
@@ -16,7 +17,7 @@ def hcp_column(label):
     return int(label) - 1
 
 
-def select_candidates(scores, labels, threshold=0.5):
+def select_candidates(scores, labels, threshold=PseudoConfig.candidate_threshold):
     """Select the object candidates of one image (§3.1).
 
     ``scores`` is the ``(P, C)`` HCP softmax of the image's ``P`` proposals over the ``C``

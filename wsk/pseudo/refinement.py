@@ -26,11 +26,11 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from wsk.errors import WskError
-from wsk.recipes import ORDERS
+from wsk.recipes import ORDERS, PseudoConfig
 
 
 
-def reduce_features(features, energy=0.98):
+def reduce_features(features, energy=PseudoConfig.pca_energy):
     """Project ``(N, D)`` candidate features on the principal components keeping ``energy``.
 
     §3.2: PCA fitted once over all candidates keeps the fewest leading components whose
@@ -93,7 +93,7 @@ def eq1_distances(features_by_image):
     return out
 
 
-def rank_and_keep(distances, keep=0.5, order="closest"):
+def rank_and_keep(distances, keep=PseudoConfig.refine_keep, order=PseudoConfig.refine_order):
     """Indices of the ``ceil(keep * n)`` best of ``n`` distances, best first.
 
     The paper says, in §3.2: "We re-rank the proposals of the i-th image following the
@@ -114,7 +114,7 @@ def rank_and_keep(distances, keep=0.5, order="closest"):
     return np.argsort(key, kind="stable")[:count].astype(np.int64)
 
 
-def cross_image_refinement(features_by_image, keep=0.5, order="closest"):
+def cross_image_refinement(features_by_image, keep=PseudoConfig.refine_keep, order=PseudoConfig.refine_order):
     """Refine the candidates of every class across images (§3.2, Eq. 1).
 
     ``features_by_image`` is ``{class_index: {image_id: (n_i, D) features}}``: for each class,
@@ -193,7 +193,7 @@ class Projection:
         return int(self.components.shape[1])
 
 
-def pca_from_moments(moments, energy=0.98):
+def pca_from_moments(moments, energy=PseudoConfig.pca_energy):
     """The ``Projection`` of ``reduce_features`` (§3.2), fitted from ``Moments`` alone.
 
     The fewest leading eigenvectors of the covariance whose explained variance exceeds
@@ -216,7 +216,7 @@ def pca_from_moments(moments, energy=0.98):
     return Projection(mean, vectors[:, :dims])
 
 
-def fit_projection(moments, energy=0.98):
+def fit_projection(moments, energy=PseudoConfig.pca_energy):
     """``(projection, pca_dims)``: ``pca_from_moments``, and the dimension Eq. 1 then works in
     (``D`` without a projection, None without any candidate)."""
     projection = pca_from_moments(moments, energy)
@@ -279,7 +279,8 @@ class ClassTotals:
         return np.einsum("ij,ij->i", features, features) - 2.0 * features @ other_mean + other_meansq
 
 
-def refine_image(features, labels, projection, totals, keep=0.5, order="closest"):
+def refine_image(features, labels, projection, totals, keep=PseudoConfig.refine_keep,
+                 order=PseudoConfig.refine_order):
     """``{label: kept candidate rows, best first}`` of one image (§3.2), from the dataset's
     ``projection`` and ``totals``: what ``cross_image_refinement`` keeps for it."""
     labels = np.asarray(labels)
@@ -295,7 +296,7 @@ def refine_image(features, labels, projection, totals, keep=0.5, order="closest"
     return kept
 
 
-def refinement_statistics(read, ids, energy=0.98):
+def refinement_statistics(read, ids, energy=PseudoConfig.pca_energy):
     """What Eq. 1 needs of a whole dataset, streaming: ``(projection, totals, pca_dims)``.
 
     ``read(image_id)`` returns ``(features (n, D), candidate labels (n,))`` of that image's

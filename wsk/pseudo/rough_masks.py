@@ -5,6 +5,7 @@ import numpy as np
 from wsk.errors import WskError
 from wsk.pseudo.candidates import hcp_column
 from wsk.pseudo.regions import region_means, union_mask
+from wsk.recipes import PseudoConfig
 
 
 def region_confidence(proposals, scores, locmap, label):
@@ -22,7 +23,7 @@ def region_confidence(proposals, scores, locmap, label):
     return value
 
 
-def rough_masks(proposals, scores, maps, labels, top=10):
+def rough_masks(proposals, scores, maps, labels, top=PseudoConfig.rough_top_regions):
     """The ``(H, W)`` uint8 rough mask of one image (§3.3.2).
 
     For each ground-truth ``label`` (dataset index), the ``top`` regions of highest Eq. 5

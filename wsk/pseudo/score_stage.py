@@ -1,4 +1,4 @@
-"""Stage 1 of the pseudo labels (§3.1): every proposal of an image scored by the trained HCP,
+"""Proposal scoring (§3.1): every proposal of an image scored by the trained HCP,
 ``WORK/scores/<id>.npz`` (softmax, candidates above the threshold, their fc7 features).
 
 The candidates' features are stored as float16 (half the disk of float32, which older files
@@ -61,7 +61,7 @@ def score_image(scorer, dataset, workdir, image_id, threshold):
 
 
 def scoring_stage(dataset, workdir, mode, config, model=None, batch_size=32):
-    """Stage 1: ``scores/<id>.npz`` for every image of ``dataset`` (loads the model only if needed)."""
+    """Scoring (§3.1): ``scores/<id>.npz`` for every image of ``dataset`` (loads the model only if needed)."""
     threshold = config.candidate_threshold
     remove_temporaries(workdir.scores_dir)
     done = {i for i in dataset.ids

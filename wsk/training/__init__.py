@@ -1,4 +1,4 @@
-"""Training (§4.2): stage 2, the HCP classifier (``wsk.training.hcp``), and stage 4, the four
+"""Training (§4.2): the HCP classifier (§3.1, ``wsk.training.hcp``), and the four
 DeepLab-LargeFOV variants (``wsk.training.segmentation``), on the shared engine
 (``wsk.training.engine``: strategies, the paper's optimizer, resumable ``fit``).
 
