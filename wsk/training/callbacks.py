@@ -121,3 +121,53 @@ class TerminateOnNaNKeepCheckpoint(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(float(loss)):
             raise Diverged(f"the loss became {float(loss)} at batch {batch}")
+
+
+class KeepBestEpoch(keras.callbacks.Callback):
+    """Keep the weights of the epoch with the best ``monitor`` (``val_mAP``, set by
+    ``MultiLabelMAP`` earlier in the callback list): ``<prefix>.weights.h5`` and ``<prefix>.json``
+    (``{"epoch", "value"}``), written atomically, so a resumed ``fit`` still knows the best epoch
+    of the epochs it does not repeat. ``restore(model)`` loads them after ``fit``."""
+
+    def __init__(self, prefix, monitor="val_mAP"):
+        super().__init__()
+        self.prefix, self.monitor = os.fspath(prefix), monitor
+        self.epoch, self.value = None, -np.inf
+
+    @property
+    def record_path(self):
+        return self.prefix + ".json"
+
+    @property
+    def weights_path(self):
+        return self.prefix + ".weights.h5"
+
+    def on_train_begin(self, logs=None):
+        if os.path.exists(self.record_path) and os.path.exists(self.weights_path):
+            record = load_json(self.record_path)
+            self.epoch, self.value = int(record["epoch"]), float(record["value"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not value > self.value:
+            return
+        self.epoch, self.value = epoch + 1, float(value)
+        with atomic_path(self.weights_path) as tmp:
+            self.model.save_weights(tmp)
+        save_json(self.record_path, {"epoch": self.epoch, "value": self.value})
+
+    def restore(self, model):
+        """Load the best epoch's weights into ``model``; returns ``(epoch, value)`` (None, -inf
+        when no epoch was measured)."""
+        if self.epoch is not None:
+            model.load_weights(self.weights_path)
+        return self.epoch, self.value
+
+
+def best_epoch(prefix):
+    """``(epoch, value)`` recorded by a ``KeepBestEpoch`` at ``prefix``, or None."""
+    path = os.fspath(prefix) + ".json"
+    if not os.path.exists(path):
+        return None
+    record = load_json(path)
+    return int(record["epoch"]), float(record["value"])

@@ -1,4 +1,4 @@
-"""Stage 2 (§4.2, [30]): HCP fine-tuned in two steps on the image-level labels.
+"""The HCP classifier (§3.1; trained as §4.2 and [30] say): HCP fine-tuned in two steps on the image-level labels.
 
 *Image fine-tuning*: the whole image is the one hypothesis (last layer at ``image_last_lr``, the
 others at ``image_lr``). *Hypothesis fine-tuning*: the ``hypotheses`` (10) boxes that
@@ -29,7 +29,7 @@ from wsk.models.description import hcp_description
 from wsk.models.saving import load_model, save_model
 from wsk.proposals import Proposals, select_hypotheses
 from wsk.stages import progress
-from wsk.training.callbacks import MultiLabelMAP
+from wsk.training.callbacks import KeepBestEpoch, MultiLabelMAP, best_epoch
 from wsk.training.digest import inputs_digest, up_to_date
 from wsk.training.engine import compile_for_training, epoch_variable, fit, recipe_part, require_tensorflow_backend
 from wsk.workdir import WorkDir
@@ -138,13 +138,25 @@ def fine_tune(model, run, name, boxes, base_lr, last_lr, epochs):
                                 first_epoch=first_epoch)
     extra = list(run.callbacks)
     validation = run.validation(boxes is not None)
+    best = None
     if validation is not None:
         extra.insert(0, MultiLabelMAP(*validation, printer=run.printer, newline=run.verbose == 1))
+        if recipe.keep_best:
+            best = KeepBestEpoch(best_prefix(run.work, name))
+            extra.insert(1, best)
     run.printer(f"HCP {name} fine-tuning: {len(run.paths)} images, batch {batch}, {epochs} epochs")
     folder = run.work.hcp_dir
     fit(model, data, epochs, steps, os.path.join(folder, "checkpoints", name),
         os.path.join(folder, "logs", name), first_epoch, extra, run.verbose)
+    if best is not None:
+        epoch, value = best.restore(model)
+        run.printer(f"HCP {name} fine-tuning: kept epoch {epoch} of {epochs} (validation mAP {value:.4f})")
     return model
+
+
+def best_prefix(work, name):
+    """Where ``KeepBestEpoch`` keeps the best epoch of HCP step ``name`` (image or hypothesis)."""
+    return os.path.join(work.hcp_dir, "best", name)
 
 
 def train_hcp(root, work, recipe="paper", force=False, callbacks=(), verbose=1, printer=print,
@@ -169,7 +181,7 @@ def train_hcp(root, work, recipe="paper", force=False, callbacks=(), verbose=1, 
     image_model_path = os.path.join(work.hcp_dir, "image_finetuned.keras")
     if force or os.path.exists(work.hcp_model):   # start afresh: no stale checkpoint, no old logs
         remove_paths(os.path.join(work.hcp_dir, "checkpoints"), os.path.join(work.hcp_dir, "logs"),
-                     image_model_path)
+                     os.path.join(work.hcp_dir, "best"), image_model_path)
     run = HCPRun(root, work, recipe, [dataset.image_path(i) for i in ids], hcp_targets(dataset, ids),
                  tuple(callbacks), verbose, printer, val_split)
     keras.utils.set_random_seed(recipe.seed)
@@ -187,6 +199,11 @@ def train_hcp(root, work, recipe="paper", force=False, callbacks=(), verbose=1, 
     model = load_model(image_model_path)
     fine_tune(model, run, "hypothesis", boxes, recipe.hypothesis_lr, recipe.hypothesis_last_lr,
               recipe.hypothesis_epochs)
+    image_best, hypothesis_best = best_epoch(best_prefix(work, "image")), best_epoch(best_prefix(work, "hypothesis"))
+    if recipe.keep_best and image_best and hypothesis_best and hypothesis_best[1] < image_best[1]:
+        printer(f"the hypothesis step lowered the validation mAP ({hypothesis_best[1]:.4f} < {image_best[1]:.4f}): "
+                "keeping the image step's model")
+        model = load_model(image_model_path)
     save_model(model, work.hcp_model, hcp_description(dataset.class_names[1:], recipe, len(ids), digest))
     printer(f"saved {work.hcp_model}")
     return load_model(work.hcp_model)
