@@ -1,4 +1,4 @@
-"""Stage 4 (§4.2): DeepLab-LargeFOV trained as one of the paper's four variants.
+"""Segmentation training (§4.2): DeepLab-LargeFOV trained as one of the paper's four variants.
 
 ``AN_A``/``SN_A`` learn from the localization maps (Eq. 2) with ``SoftMultiLabelCrossEntropy``
 (Eq. 4), ``AN_B``/``SN_B`` from the rough masks (Eq. 5) with ``SparseCrossEntropyIgnore``, on
