@@ -116,3 +116,38 @@ def test_pipeline_stages_split_around_hcp_training(synthetic_root, tmp_path):
     ids = VOCDataset(synthetic_root, "train").ids
     assert all(os.path.exists(work.proposals(i)) for i in ids)
     assert not os.path.exists(work.refined_dir)    # nothing past proposals without an HCP model
+
+
+def test_beam_loads_the_scoring_model_once_per_worker_in_setup_and_clears_temporaries(synthetic_root, tmp_path,
+                                                                                      monkeypatch):
+    """DirectRunner runs one worker in this process: the HCP is loaded once in ``setup`` for all the
+    images it scores, and the temporary files a killed run left in the stages' folders are removed."""
+    import wsk.stage_list as stage_list
+
+    work = WorkDir(tmp_path / "w")
+    random_hcp(work.hcp_model, VOCDataset(synthetic_root, "train").num_classes - 1)
+    run = _run(synthetic_root, work.root, "train")
+    run_pipeline(run, stages="proposals", beam_args=BEAM_ARGS)
+    left = [os.path.join(work.scores_dir, ".syn_00000.npz.abcd1234.tmp.npz"),
+            os.path.join(work.locmaps_dir, ".syn_00001.npz.efgh5678.tmp.npz")]
+    for path in left:        # what a SIGKILL during atomic writes leaves behind
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "wb").close()
+    loads, scored = [], []
+    original = stage_list.get_stage("scoring")
+
+    def setup(the_run):
+        loads.append(1)
+        return original.setup(the_run)
+
+    def per_image(the_run, resource, image_id):
+        scored.append(resource)
+        original.per_image(the_run, resource, image_id)
+
+    patched = tuple(dataclasses.replace(s, setup=setup, per_image=per_image) if s.name == "scoring" else s
+                    for s in stage_list.STAGES)
+    monkeypatch.setattr(stage_list, "STAGES", patched)
+    run_pipeline(run, stages="pseudo", beam_args=BEAM_ARGS)
+    ids = VOCDataset(synthetic_root, "train").ids
+    assert len(scored) == len(ids) and len(loads) == 1 and all(r is scored[0] for r in scored)
+    assert not any(os.path.exists(p) for p in left)
