@@ -70,7 +70,8 @@ def report_run(run, stages, timer, printer=print):
             seg = evaluation_results(run)
             if seg:
                 summary["segmentation"] = evaluation_report(run.dataset(run.val_split), list(seg.values()))
-    printer(summary_table(pseudo, seg, timer.seconds, run.classes, format_table))
+    printer(summary_table(pseudo, seg, timer.seconds, run.classes, format_table,
+                          pseudo_table="quality" not in summary))   # the quality report shows it
     if "export" in names:
         variant, why = best_variant(run)
         folder = export_folder(run, variant)
@@ -83,10 +84,10 @@ def report_run(run, stages, timer, printer=print):
     return summary
 
 
-def summary_table(pseudo, seg_results, seconds, class_names, format_table):
+def summary_table(pseudo, seg_results, seconds, class_names, format_table, pseudo_table=True):
     """The printout: per-class IoU (Table 1 layout), one row per result, then each step's time."""
     lines = []
-    if pseudo:
+    if pseudo and pseudo_table:
         lines += ["", "Pseudo-labels on the training set (IoU %, Table 3 style):",
                   format_table({r.name: r.iou for r in pseudo}, class_names)]
     if seg_results:
