@@ -35,10 +35,9 @@ from wsk.data.voc import VOCDataset
 from wsk.models.saving import load_model
 from wsk.predict import predict_dataset
 from wsk.proposals.stage import run_proposals
-from wsk.pseudo.refine_stage import refinement_stage
-from wsk.pseudo.score_stage import scoring_stage
-from wsk.pseudo.stage import locmap_stage, mask_stage
+from wsk.pseudo.stage import pseudo_run
 from wsk.recipes import RECIPES
+from wsk.stage_list import run_stages
 from wsk.stages import worker_pool
 from wsk.training import train_hcp, train_segmentation
 from wsk.training.hcp import hypothesis_boxes
@@ -62,16 +61,11 @@ def run_stage(stage, root, work, jobs, proposals):
         hypothesis_boxes(workdir, dataset.ids, demo.hcp.hypotheses)
     elif stage == "hcp":
         train_hcp(root, work, one_epoch, verbose=0, val_split="train")
-    elif stage == "scoring":
-        scoring_stage(dataset, workdir, "roi", demo.pseudo)
-    elif stage == "refinement":
-        refinement_stage(dataset, workdir, demo.pseudo, "roi", rescored=True)
-    elif stage in ("locmaps", "masks"):
+    elif stage in ("scoring", "refinement", "locmaps", "masks"):   # the entries of wsk.stage_list.STAGES
+        names = {"scoring": ("scoring",), "refinement": ("refinement statistics", "refinement"),
+                 "locmaps": ("localization maps",), "masks": ("rough masks",)}[stage]
         with worker_pool(jobs) as pool:
-            if stage == "locmaps":
-                locmap_stage(dataset, workdir, pool)
-            else:
-                mask_stage(dataset, workdir, demo.pseudo.rough_top_regions, pool)
+            run_stages(names, pseudo_run(root, work, "train", mode="roi", config=demo.pseudo, jobs=jobs), pool)
     elif stage == "seg":
         train_segmentation(root, work, "AN_B", one_epoch, verbose=0)
     elif stage == "predict":

@@ -246,11 +246,6 @@ def adopt(work, given_recipe=None):
     return Recipe(f"{base.name}+adopted", replaced["hcp"], replaced["seg"], replaced["pseudo"], base.variant), files
 
 
-def named_recipe(name):
-    """``get_recipe(name)``, or None for None (no ``--recipe`` given)."""
-    return None if name is None else get_recipe(name)
-
-
 # ------------------------------------------------------------------------------------ the run
 @dataclasses.dataclass(frozen=True)
 class Run:

@@ -20,10 +20,10 @@ import hashlib
 import numpy as np
 
 from wsk.data.sources import open_dataset
-from wsk.io import file_stamp, load_npz, remove_temporaries, save_json, save_npz
+from wsk.io import file_stamp, load_npz, save_json, save_npz
 from wsk.pseudo.files import REFINED_VERSION, SCORE_KEYS, STATISTICS_KEYS, STATISTICS_VERSION, read_refined
 from wsk.pseudo.refinement import ClassTotals, Projection, refine_image, refinement_statistics
-from wsk.stages import StageReport, progress, readable_npz, run_per_image
+from wsk.stages import StageReport, progress, readable_npz
 from wsk.workdir import WorkDir
 
 
@@ -138,7 +138,7 @@ def refined_valid(workdir, settings, image_id):
 
 
 def refine_image_file(data, split, work, refine, config, mode, image_id):
-    """Step 2 for one image: write ``refined/<id>.json`` (a worker of ``refinement_stage``)."""
+    """Step 2 for one image: write ``refined/<id>.json`` (a worker of the ``refinement`` stage)."""
     workdir = WorkDir(work, refine)
     settings = refinement_settings(refine, config, mode)
     made_from = refined_made_from(workdir, settings, image_id)
@@ -148,18 +148,3 @@ def refine_image_file(data, split, work, refine, config, mode, image_id):
     kept, fallback = kept_proposals(rec, labels, projection, totals, refine, config)
     save_json(workdir.refined(image_id), {"version": REFINED_VERSION, "made_from": made_from, "kept": kept,
                                           "fallback": fallback})
-
-
-def refinement_stage(dataset, workdir, config, mode, pool=None):
-    """Both steps over ``dataset``; returns ``{"refinement statistics": report, "refinement": report}``
-    (the first only with refinement)."""
-    reports = {}
-    if workdir.refine:
-        reports["refinement statistics"] = statistics_stage(dataset, workdir, config, mode)
-    settings = refinement_settings(workdir.refine, config, mode)
-    remove_temporaries(workdir.refined_dir)
-    work = functools.partial(refine_image_file, dataset.source, dataset.split, workdir.root, workdir.refine,
-                             config, mode)
-    reports["refinement"] = run_per_image("refinement", dataset.ids, work,
-                                          is_done=functools.partial(refined_valid, workdir, settings), pool=pool)
-    return reports

@@ -12,13 +12,12 @@ import os
 import numpy as np
 
 from wsk.errors import WskError
-from wsk.io import file_stamp, remove_temporaries, save_npz
+from wsk.io import file_stamp, save_npz
 from wsk.models.saving import load_model
 from wsk.proposals.container import Proposals
 from wsk.pseudo.candidates import select_candidates
 from wsk.pseudo.files import SCORE_KEYS, SCORES_VERSION
-from wsk.pseudo.scoring import ProposalScorer
-from wsk.stages import readable_npz, run_per_image
+from wsk.stages import readable_npz
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)   # fc7 features are ReLU outputs: only the top can overflow
 
@@ -58,24 +57,3 @@ def score_image(scorer, dataset, workdir, image_id, threshold):
              candidates=candidates, candidate_labels=candidate_labels,
              features=np.minimum(features[candidates], FLOAT16_MAX).astype(np.float16), mode=np.array(scorer.mode),
              threshold=np.float32(threshold), inputs=np.array(score_inputs(workdir, image_id)))
-
-
-def scoring_stage(dataset, workdir, mode, config, model=None, batch_size=32):
-    """Scoring (§3.1): ``scores/<id>.npz`` for every image of ``dataset`` (loads the model only if needed)."""
-    threshold = config.candidate_threshold
-    remove_temporaries(workdir.scores_dir)
-    done = {i for i in dataset.ids
-            if scores_valid(workdir.scores(i), mode, threshold, score_inputs(workdir, i))}
-    scorer = None
-    if len(done) < len(dataset.ids):
-        net = model if model is not None else load_hcp_model(workdir.hcp_model)
-        classes = int(net.output_shape[-1])
-        if classes != dataset.num_classes - 1:
-            raise WskError(f"the HCP model has {classes} classes, the dataset "
-                           f"{dataset.num_classes - 1} object classes", workdir.hcp_model)
-        scorer = ProposalScorer(net, mode, batch_size=batch_size)
-    report = run_per_image("scoring", dataset.ids,
-                           lambda image_id: score_image(scorer, dataset, workdir, image_id, threshold),
-                           is_done=done.__contains__)
-    report.raise_if_failed()
-    return report
