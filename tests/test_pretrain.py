@@ -13,9 +13,9 @@ from wsk.cli.main import cli
 import math
 
 from wsk.data import corpus as corpus_module
-from wsk.data.corpus import (BROAD_CLASSES, BROAD_PHOTOS, BROAD_SHAPES, BROAD_TEXTURES, CORPUS_CLASSES,
-                             CORPUS_SHAPES, CORPUS_TEXTURES, HELD_OUT_PHOTOS, broad_shape, broad_texture,
-                             generate_corpus)
+from wsk.data import corpus_broad
+from wsk.data.corpus import CORPUS_CLASSES, CORPUS_SHAPES, CORPUS_TEXTURES, HELD_OUT_PHOTOS, generate_corpus
+from wsk.data.corpus_broad import BROAD_CLASSES, BROAD_PHOTOS, BROAD_SHAPES, BROAD_TEXTURES, broad_shape, broad_texture
 from wsk.data.synthetic import _grid
 from wsk.errors import WskError
 from wsk.models import deeplab_largefov, hcp, preprocess_input
@@ -61,7 +61,7 @@ def test_broad_corpus_mixes_easy_single_object_images_with_crowded_ones():
     labels = generate_corpus(600, 32, seed=5, corpus="broad")[1]
     objects = np.maximum(labels[:, :23].sum(1), labels[:, 23:].sum(1))   # two objects rarely share both
     # easy (BROAD_EASY_SHARE): one object; else 1..3 objects with 70%, one with 30%
-    easy = corpus_module.BROAD_EASY_SHARE
+    easy = corpus_broad.BROAD_EASY_SHARE
     single = easy + (1 - easy) * (0.3 + 0.7 / 3)
     assert abs((objects == 1).mean() - single) < 0.06      # 3 standard errors of 600 draws
     assert abs((objects == 3).mean() - (1 - easy) * 0.7 / 3) < 0.05
@@ -73,7 +73,7 @@ def test_broad_corpus_never_shows_the_photo_styles_photographs():
     assert not set(BROAD_PHOTOS) & set(HELD_OUT_PHOTOS)
     held_out = [np.asarray(getattr(skimage.data, name)()) for name in HELD_OUT_PHOTOS]
     for name in BROAD_PHOTOS:     # by pixels too: skimage.data.cat is chelsea, for one
-        photo = corpus_module._broad_photo(name)
+        photo = corpus_broad._broad_photo(name)
         assert photo.ndim == 3 and photo.shape[2] == 3 and min(photo.shape[:2]) >= 64
         for other in held_out:
             assert photo.shape != other.shape or not np.array_equal(photo, other[..., :3]), name
