@@ -20,7 +20,6 @@ import dataclasses
 import os
 
 import numpy as np
-import pydensecrf.densecrf as dcrf
 
 from wsk.errors import WskError
 from wsk.io import load_npz, read_image, write_label_png
@@ -75,6 +74,7 @@ def dense_crf(image, probabilities, bi_w=CRFParams.bi_w, bi_xy_std=CRFParams.bi_
         raise WskError(f"the CRF needs probabilities (H, W, C) of the image's size {image.shape[:2]}, "
                        f"got {probabilities.shape}")
     height, width, classes = probabilities.shape
+    import pydensecrf.densecrf as dcrf
     scale = 1.0 if params.reference_side is None else max(height, width) / params.reference_side
     unary = -np.log(np.clip(probabilities, MIN_PROBABILITY, 1.0))
     unary = np.ascontiguousarray(unary.reshape(height * width, classes).T)

@@ -1,0 +1,299 @@
+"""The fully connected CRF of ``wsk.crf`` in ``keras.ops``: batched, on any Keras backend.
+
+Mean-field inference of Krähenbühl and Koltun (NIPS 2011) with the two Potts kernels of
+``wsk.crf.CRFParams``: ``Q = softmax(-U + sum_m w_m K_m Q)``, ``U = -log p``. Each Gaussian
+filter ``K_m`` is the permutohedral-lattice approximation of Adams, Baek and Davis
+(Eurographics 2010) as Krähenbühl and Koltun's ``densecrf`` (pydensecrf) uses it:
+
+* features ``(x, y) / xy_std`` (appearance kernel: ``(x, y) / xy_std, (r, g, b) / rgb_std``),
+  elevated onto the hyperplane of ``Z^{d+1}`` with the per-dimension scale
+  ``sqrt(2/3) (d+1) / sqrt((i+1)(i+2))`` (the lattice's expected std, Adams et al. §3.1);
+* splat with barycentric weights, blur along the axes ``0..d`` in order with ``[1/2, 1, 1/2]``
+  (a missing neighbour counts as zero), slice back with the same weights times
+  ``1 / (1 + 2^-d)``; the self-term is kept;
+* symmetric normalisation: ``K Q = n * filter(n * Q)``, ``n = 1 / sqrt(filter(1))``.
+
+There is no hash table: lattice vertices get integer codes (mixed radix over bounds known from
+the parameters), which are sorted; vertex ids come from cumulative sums over the sorted codes and
+neighbours from ``searchsorted``. One lattice per kernel per batch (images are separate blocks of
+the code), built once and reused for every iteration. Pixels outside each image's valid size
+(padding for batching) stay out of the lattice.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from wsk.crf import MIN_PROBABILITY, CRFParams
+
+INT32_MAX = 2**31 - 1
+RGB_MAX = 255.0
+
+
+def _round_half_away(x):
+    """Round to the nearest integer, halves away from zero (C's ``round``)."""
+    return ops.sign(x) * ops.floor(ops.abs(x) + 0.5)
+
+
+def _scale_factors(d):
+    """The lattice's per-dimension scale (Adams et al. 2010, §3.1: expected std of the blur)."""
+    inv_std = math.sqrt(2.0 / 3.0) * (d + 1)
+    return [inv_std / math.sqrt((i + 1) * (i + 2)) for i in range(d)]
+
+
+def _key_layout(upper, d):
+    """Per-coordinate base and radix of the vertex keys, from the features' upper bounds.
+
+    Features lie in ``[0, upper[i]]``. Returns ``(bases, radices)`` for the ``d`` stored key
+    coordinates (each key ``k_i = base_i + (d+1) a_i + r``, ``0 <= a_i < radix_i``).
+    """
+    factors = _scale_factors(d)
+    scaled = [u * f for u, f in zip(upper, factors)]
+    dim = d + 1
+    margin = 3 * dim + 1
+    bases, radices = [], []
+    for j in range(d):
+        if j == 0:
+            low, high = 0.0, sum(scaled)
+        else:
+            low, high = -j * scaled[j - 1], sum(scaled[j:])
+        base = math.floor((low - margin) / dim) * dim
+        bases.append(base)
+        radices.append(int(math.ceil((high + margin - base) / dim)) + 1)
+    return bases, radices
+
+
+def _encode(keys, bases, radices, dim):
+    """Integer code of keys ``(..., d)`` and whether every coordinate is inside the layout."""
+    code = None
+    inside = None
+    for i, (base, radix) in enumerate(zip(bases, radices)):
+        shifted = keys[..., i] - base
+        digit = ops.floor_divide(shifted, dim)
+        if code is None:
+            code = shifted - dim * digit            # the remainder r, the same on every coordinate
+        code = code * radix + digit
+        ok = (digit >= 0) & (digit < radix)
+        inside = ok if inside is None else inside & ok
+    return code, inside
+
+
+def _decode(codes, bases, radices, dim):
+    """Keys ``(P, d)`` of codes ``(P,)`` (inverse of ``_encode`` within one block)."""
+    digits = []
+    rest = codes
+    for radix in reversed(radices):
+        digits.append(ops.mod(rest, radix))
+        rest = ops.floor_divide(rest, radix)
+    remainder = rest
+    digits.reverse()
+    return ops.stack([base + dim * a + remainder for base, a in zip(bases, digits)], axis=-1)
+
+
+def build_lattice(features, valid, upper):
+    """The permutohedral lattice of a batch of feature sets.
+
+    ``features`` ``(B, N, d)`` float32 in ``[0, upper[i]]``; ``valid`` ``(B, N)`` bool (False:
+    padding, kept out). Returns ``(vertex, weight, neighbours)``: ``vertex`` ``(B*N*(d+1),)`` int32
+    vertex id of each point's ``d+1`` enclosing simplex corners (padding: the empty slot ``P``),
+    ``weight`` ``(B*N, d+1)`` their barycentric weights (0 for padding), ``neighbours``
+    ``(d+1, 2, P+1)`` int32 each vertex's two neighbours along each axis (missing: slot ``P``).
+    """
+    batch, points, d = features.shape
+    dim = d + 1
+    total = batch * points * dim
+    bases, radices = _key_layout(upper, d)
+    block = dim * math.prod(radices)
+    if block * batch >= INT32_MAX:
+        raise ValueError(f"the CRF lattice needs {block * batch} codes, over int32: "
+                         "use coarser CRF standard deviations or smaller batches")
+    factors = _scale_factors(d)
+
+    # elevate onto the hyperplane x . 1 = 0 of Z^{d+1} (Adams et al. §3.1)
+    elevated = [None] * dim
+    total_sum = ops.zeros_like(features[..., 0])
+    for j in range(d, 0, -1):
+        scaled = features[..., j - 1] * np.float32(factors[j - 1])
+        elevated[j] = total_sum - np.float32(j) * scaled
+        total_sum = total_sum + scaled
+    elevated[0] = total_sum
+    elevated = ops.stack(elevated, axis=-1)                                   # (B, N, d+1)
+
+    # nearest remainder-0 point, then the simplex's ordering (rank) of the residuals
+    rounded = _round_half_away(elevated * np.float32(1.0 / dim))
+    rem0 = rounded * np.float32(dim)
+    offset_sum = ops.cast(ops.sum(rounded, axis=-1, keepdims=True), "int32")
+    residual = elevated - rem0
+    less = ops.cast(residual[..., :, None] < residual[..., None, :], "int32")   # [i, j]: v_i < v_j
+    upper_tri = np.triu(np.ones((dim, dim), np.int32), 1)
+    rank = (ops.sum(less * upper_tri, axis=-1)
+            + ops.sum((1 - less) * upper_tri, axis=-2)) + offset_sum
+    below = ops.cast(rank < 0, "int32") - ops.cast(rank > d, "int32")
+    rank = rank + below * dim
+    rem0 = rem0 + ops.cast(below, "float32") * np.float32(dim)
+
+    # barycentric weights of the d+1 corners
+    residual = (elevated - rem0) * np.float32(1.0 / dim)
+    spread = (ops.one_hot(d - rank, dim + 1) - ops.one_hot(d - rank + 1, dim + 1))
+    bary = ops.sum(residual[..., None] * spread, axis=-2)                     # (B, N, d+2)
+    weight = ops.concatenate([bary[..., :1] + 1.0 + bary[..., dim:], bary[..., 1:dim]], axis=-1)
+    weight = weight * ops.cast(valid, "float32")[..., None]
+
+    # corner r's key: rem0 + r, or rem0 + r - (d+1) where the coordinate ranks above d - r
+    corner = np.arange(dim, dtype=np.int32)[:, None]                          # (d+1, 1)
+    rank_k = rank[..., None, :d]                                              # (B, N, 1, d)
+    keys = (ops.cast(rem0[..., None, :d], "int32") + corner
+            - dim * ops.cast(rank_k > d - corner, "int32"))                   # (B, N, d+1, d)
+    code, _ = _encode(keys, bases, radices, dim)
+    code = code + ops.reshape(ops.arange(batch, dtype="int32") * block, (batch, 1, 1))
+    code = ops.where(valid[..., None], code, INT32_MAX)
+    code = ops.reshape(code, (total,))
+
+    # vertex ids: sort the codes, number the distinct ones
+    order = ops.argsort(code)
+    ordered = ops.take(code, order)
+    fresh = ops.concatenate([ops.ones((1,), "int32"),
+                             ops.cast(ordered[1:] != ordered[:-1], "int32")], axis=0)
+    ids = ops.cumsum(fresh) - 1
+    ids = ops.where(ordered == INT32_MAX, total, ids)
+    count = ops.max(ops.where(ordered == INT32_MAX, -1, ids)) + 1
+    vertex = ops.scatter(order[:, None], ids, (total,))
+    unique = ops.scatter(ids[:, None], ordered * fresh, (total + 1,))[:total]
+
+    # neighbours along each axis, found by searchsorted among the sorted codes
+    local = ops.mod(unique, block)
+    first = unique - local
+    keys = _decode(local, bases, radices, dim)                                # (P, d)
+    real = ops.arange(total, dtype="int32") < count
+    found_all = []
+    for axis in range(dim):
+        pair = []
+        for sign in (1, -1):
+            step = np.full((d,), -sign, np.int32)
+            if axis < d:
+                step[axis] = sign * d
+            neighbour, inside = _encode(keys + step, bases, radices, dim)
+            neighbour = neighbour + first
+            at = ops.minimum(ops.searchsorted(ordered, neighbour, side="left"), total - 1)
+            hit = (ops.take(ordered, at) == neighbour) & inside & real
+            pair.append(ops.where(hit, ops.take(ids, at), total))
+        found_all.append(ops.stack(pair + [], axis=0))
+    neighbours = ops.stack(found_all, axis=0)                                 # (d+1, 2, P)
+    neighbours = ops.concatenate([neighbours, ops.full((dim, 2, 1), total, "int32")], axis=-1)
+    return vertex, ops.reshape(weight, (batch * points, dim)), neighbours
+
+
+def lattice_filter(values, lattice):
+    """Splat ``values`` ``(B*N, C)``, blur, slice: the unnormalised Gaussian filter."""
+    vertex, weight, neighbours = lattice
+    dim = weight.shape[-1]
+    d = dim - 1
+    slots = neighbours.shape[-1]
+    channels = values.shape[-1]
+    spread = ops.reshape(values[:, None, :] * weight[..., None], (-1, channels))
+    grid = ops.segment_sum(spread, vertex, num_segments=slots)
+    for axis in range(dim):
+        grid = grid + 0.5 * (ops.take(grid, neighbours[axis, 0], axis=0)
+                             + ops.take(grid, neighbours[axis, 1], axis=0))
+    alpha = np.float32(1.0 / (1.0 + 2.0 ** -d))
+    gathered = ops.reshape(ops.take(grid, vertex, axis=0), (-1, dim, channels))
+    return alpha * ops.sum(gathered * weight[..., None], axis=1)
+
+
+def _normaliser(lattice, valid_flat):
+    """``1 / sqrt(filter(1))`` per point (0 on padding): symmetric normalisation."""
+    ones = ops.cast(valid_flat, "float32")[:, None]
+    norm = lattice_filter(ones, lattice)[:, 0]
+    return ops.where(valid_flat, 1.0 / ops.sqrt(norm + 1e-20), 0.0)
+
+
+def _features(images, sizes, params, height, width):
+    """Positional ``(B, N, 2)`` and bilateral ``(B, N, 5)`` features and their upper bounds."""
+    batch = images.shape[0]
+    sizes_f = ops.cast(sizes, "float32")
+    if params.reference_side is None:
+        scale = ops.ones((batch, 1), "float32")
+        reach = float(max(height, width))
+    else:
+        scale = ops.max(sizes_f, axis=-1, keepdims=True) / np.float32(params.reference_side)
+        reach = float(params.reference_side)
+    ys, xs = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32),
+                         indexing="ij")
+    xs, ys = xs.reshape(1, -1), ys.reshape(1, -1)
+    pos = ops.stack([xs / (params.pos_xy_std * scale), ys / (params.pos_xy_std * scale)], axis=-1)
+    rgb = ops.reshape(ops.clip(ops.cast(images, "float32"), 0.0, RGB_MAX), (batch, -1, 3))
+    bi = ops.concatenate([ops.stack([xs / (params.bi_xy_std * scale),
+                                     ys / (params.bi_xy_std * scale)], axis=-1),
+                          rgb / np.float32(params.bi_rgb_std)], axis=-1)
+    pos_upper = [reach / params.pos_xy_std] * 2
+    bi_upper = [reach / params.bi_xy_std] * 2 + [RGB_MAX / params.bi_rgb_std] * 3
+    return (pos, pos_upper), (bi, bi_upper)
+
+
+def dense_crf_marginals(images, probabilities, params, sizes=None):
+    """Mean-field marginals of the dense CRF, ``(B, H, W, C)`` float32.
+
+    ``images``: RGB ``(B, H, W, 3)``, uint8 or float in 0..255; ``probabilities``: softmax
+    ``(B, H, W, C)``; ``params``: a ``wsk.crf.CRFParams``; ``sizes``: optional ``(B, 2)`` int valid
+    ``(height, width)`` of each image, its top-left corner (the rest is padding, kept out of the
+    lattice; its marginals are the clipped input probabilities). Spatial stds scale by each image's
+    own longer side over ``params.reference_side``.
+    """
+    probabilities = ops.convert_to_tensor(probabilities, "float32")
+    images = ops.convert_to_tensor(images)
+    batch, height, width, classes = probabilities.shape
+    if sizes is None:
+        sizes = ops.tile(ops.convert_to_tensor([[height, width]], "int32"), (batch, 1))
+    sizes = ops.cast(ops.convert_to_tensor(sizes), "int32")
+    rows = ops.arange(height, dtype="int32")[None, :, None] < sizes[:, None, None, :1]
+    cols = ops.arange(width, dtype="int32")[None, None, :] < sizes[:, None, None, 1:]
+    valid = ops.reshape(rows & cols, (batch, height * width))
+    valid_flat = ops.reshape(valid, (-1,))
+
+    log_p = ops.log(ops.clip(ops.reshape(probabilities, (-1, classes)), MIN_PROBABILITY, 1.0))
+    q = ops.softmax(log_p, axis=-1)
+    kernels = []
+    for (features, upper), w in zip(_features(images, sizes, params, height, width),
+                                    (params.pos_w, params.bi_w)):
+        if w == 0:
+            continue
+        lattice = build_lattice(features, valid, upper)
+        kernels.append((lattice, _normaliser(lattice, valid_flat), np.float32(w)))
+    for _ in range(int(params.iterations)):
+        energy = log_p
+        for lattice, norm, w in kernels:
+            energy = energy + w * norm[:, None] * lattice_filter(q * norm[:, None], lattice)
+        q = ops.softmax(energy, axis=-1)
+    return ops.reshape(q, (batch, height, width, classes))
+
+
+@keras.saving.register_keras_serializable(package="wsk")
+class DenseCRF(keras.layers.Layer):
+    """The dense CRF as a layer: ``call(images, probabilities, sizes=None)`` -> marginals.
+
+    Built from ``CRFParams``' fields (``DenseCRF(**dataclasses.asdict(CRFParams()))``).
+    """
+
+    def __init__(self, bi_w=CRFParams.bi_w, bi_xy_std=CRFParams.bi_xy_std,
+                 bi_rgb_std=CRFParams.bi_rgb_std, pos_w=CRFParams.pos_w,
+                 pos_xy_std=CRFParams.pos_xy_std, iterations=CRFParams.iterations,
+                 reference_side=CRFParams.reference_side, **kwargs):
+        super().__init__(**kwargs)
+        self.params = CRFParams(bi_w, bi_xy_std, bi_rgb_std, pos_w, pos_xy_std, iterations,
+                                reference_side)
+
+    def call(self, images, probabilities, sizes=None):
+        return dense_crf_marginals(images, probabilities, self.params, sizes)
+
+    def compute_output_shape(self, images_shape, probabilities_shape, sizes_shape=None):
+        return tuple(probabilities_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(bi_w=self.params.bi_w, bi_xy_std=self.params.bi_xy_std,
+                      bi_rgb_std=self.params.bi_rgb_std, pos_w=self.params.pos_w,
+                      pos_xy_std=self.params.pos_xy_std, iterations=self.params.iterations,
+                      reference_side=self.params.reference_side)
+        return config
