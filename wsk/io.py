@@ -1,4 +1,9 @@
-"""File I/O shared by every stage: atomic writes, images, palette PNG label maps, JSON."""
+"""File I/O shared by every stage: atomic writes, images, palette PNG label maps, JSON.
+
+Every function takes a local path or a URL that fsspec reads (``wsk.storage``): a local path is
+read and written as a file, with no fsspec in the way; a URL's atomic write uploads a whole local
+temporary in one ``put`` (``atomic_path``).
+"""
 
 import contextlib
 import hashlib
@@ -11,10 +16,13 @@ import tempfile
 import zipfile
 import zlib
 
+import io
+
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
+from wsk import storage
 from wsk.classes import voc_palette
 from wsk.errors import WskError
 
@@ -25,8 +33,15 @@ def atomic_path(path):
 
     The temporary name keeps the suffix of ``path`` (``np.savez`` and OpenCV look at it).
     Nothing is left behind if the body raises.
+
+    For a URL (``wsk.storage``), where a rename is not atomic, the temporary is a local file and
+    success uploads it whole in one ``put``: the object appears complete or not at all.
     """
     path = os.fspath(path)
+    if storage.is_url(path):
+        with _uploaded(path) as tmp:
+            yield tmp
+        return
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     base = os.path.basename(path)
@@ -45,6 +60,20 @@ def atomic_path(path):
         raise
 
 
+@contextlib.contextmanager
+def _uploaded(url):
+    """``atomic_path`` for a URL: a local temporary, uploaded in one ``put`` on success."""
+    folder = tempfile.mkdtemp(prefix="wsk-upload-")
+    try:
+        base = url.rstrip("/").rsplit("/", 1)[-1]
+        suffix = "".join(base.partition(".")[1:]) if "." in base else ""
+        tmp = os.path.join(folder, "file" + suffix)
+        yield tmp
+        storage.upload(tmp, url)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # atomic_path's temporary names: "." + the file's name + "." + mkstemp's 8 random characters + ".tmp..."
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\..*)?$")
 
@@ -52,7 +81,10 @@ _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\..*)?$")
 def remove_temporaries(folder):
     """Delete the temporary files ``atomic_path`` left in ``folder`` and its subfolders (image ids
     of a labels file may hold ``/``) when a process was killed mid-write (SIGKILL skips its
-    clean-up); returns how many. A stage calls it before its workers write."""
+    clean-up); returns how many. A stage calls it before its workers write. Under a URL there are
+    none: a write there is one upload of a local temporary (``atomic_path``)."""
+    if storage.is_url(folder):
+        return 0
     removed = 0
     for parent, _, names in os.walk(folder):
         for name in names:
@@ -66,7 +98,9 @@ def remove_temporaries(folder):
 def remove_paths(*paths):
     """Remove files or folders (those that exist)."""
     for path in paths:
-        if os.path.isdir(path):
+        if storage.is_url(path):
+            storage.rmtree(path)
+        elif os.path.isdir(path):
             shutil.rmtree(path)
         elif os.path.exists(path):
             os.remove(path)
@@ -75,7 +109,7 @@ def remove_paths(*paths):
 def sha256_of(path):
     """The sha256 hex digest of a file."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_file(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -87,14 +121,7 @@ def file_stamp(*paths):
     Stages store the stamp of their inputs beside their outputs, so that an output made from an
     older input (a retrained model, recomputed proposals) is recomputed instead of reused.
     """
-    parts = []
-    for path in paths:
-        try:
-            info = os.stat(path)
-            parts.append(f"{info.st_size}:{info.st_mtime_ns}")
-        except OSError:
-            parts.append("missing")
-    return "|".join(parts)
+    return "|".join(storage.stamp(path) for path in paths)
 
 
 def save_npz(path, **arrays):
@@ -142,6 +169,11 @@ def _parse_npy(raw):
     return array.reshape(shape, order="F" if fields["fortran"] == "True" else "C").copy()
 
 
+def _readable(path):
+    """What readers open: a local path as it is, a URL's bytes in memory."""
+    return io.BytesIO(storage.read_bytes(path)) if storage.is_url(path) else path
+
+
 def load_npz(path, required=()):
     """Load an ``.npz`` into a dict, safely from any thread (``_parse_npy``).
 
@@ -149,7 +181,7 @@ def load_npz(path, required=()):
     ``WskError`` that says so; any other failure (a bug, the environment) propagates as it is.
     """
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(_readable(path)) as archive:
             arrays = {name[:-len(".npy")]: _parse_npy(archive.read(name))
                       for name in archive.namelist() if name.endswith(".npy")}
     except FileNotFoundError:
@@ -172,7 +204,7 @@ def save_json(path, obj):
 
 def load_json(path):
     try:
-        with open(path, encoding="utf-8") as f:
+        with storage.open_file(path, "r", encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         raise WskError("file not found", path) from None
@@ -188,10 +220,10 @@ EXIF_ORIENTATION = 0x0112         # the EXIF tag; values 5-8 turn the image by a
 
 def _open_image(path):
     """``PIL.Image`` of ``path``, opened lazily; a missing, unreadable or oversized file is a WskError."""
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise WskError("image not found", path)
     try:
-        img = Image.open(path)
+        img = Image.open(_readable(path))
     except OSError as err:   # PIL.UnidentifiedImageError is an OSError
         raise WskError(f"not a readable image ({err})", path) from None
     if img.width < 1 or img.height < 1 or img.width * img.height > MAX_IMAGE_PIXELS:
@@ -243,10 +275,10 @@ def write_image(path, rgb, quality=95):
 
 def read_label_png(path):
     """Class indices of a palette (or grey) PNG as ``(H, W)`` uint8: the indices, never colours."""
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise WskError("label map not found", path)
     try:
-        with Image.open(path) as img:
+        with Image.open(_readable(path)) as img:
             if img.mode not in ("P", "L"):
                 raise WskError(f"label map must be a palette or grey PNG, found mode {img.mode}", path)
             return np.array(img, dtype=np.uint8)
@@ -262,7 +294,7 @@ PNG_MADE_FROM = "wsk:made_from"   # PNG text chunk: JSON of what a label map was
 def label_png_made_from(path):
     """The ``made_from`` record (dict) that ``write_label_png`` stored in ``path``, or None."""
     try:
-        with Image.open(path) as img:
+        with Image.open(_readable(path)) as img:
             text = img.text.get(PNG_MADE_FROM)
     except OSError:
         return None
