@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from wsk import storage
 from wsk.errors import WskError
 
 IGNORE_LABEL = 255
@@ -59,10 +60,10 @@ def load_class_names(root=None, path=None):
         if root is None:
             return VOC_CLASSES
         path = os.path.join(root, CLASS_LIST_FILE)
-        if not os.path.exists(path):
+        if not storage.exists(path):
             return VOC_CLASSES
     try:
-        with open(path, encoding="utf-8") as f:
+        with storage.open_file(path, "r", encoding="utf-8") as f:
             names = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
     except FileNotFoundError:
         raise WskError("class list not found", path) from None

@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import load_json, save_json
 from wsk.recipes import RECIPES, HCPRecipe, PseudoConfig, Recipe, SegRecipe, get_recipe
@@ -109,7 +110,7 @@ class RunRecord:
 
 def read_record(path):
     """The ``RunRecord`` at ``path``, or None when there is none."""
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
     data = load_json(path)
     if not isinstance(data, dict):
@@ -123,7 +124,7 @@ def write_record(path, record, command=None):
     from wsk import __version__
 
     commands = []
-    if os.path.exists(path):
+    if storage.exists(path):
         commands = list(load_json(path).get("commands", []))
     if command is not None:
         commands.append(dict(command, wsk=__version__,
@@ -179,7 +180,7 @@ def legacy_facts(work):
     wd = WorkDir(work)
     facts, files = {}, []
     sidecar = os.path.join(wd.hcp_dir, "hcp.json")
-    if os.path.exists(sidecar):
+    if storage.exists(sidecar):
         recipe = load_json(sidecar).get("recipe") or {}
         facts.update({f"recipe.hcp.{k}": tuple(v) if isinstance(v, list) else v for k, v in recipe.items()})
         files.append(sidecar)
@@ -189,7 +190,7 @@ def legacy_facts(work):
             facts["recipe.pseudo.score_mode"] = str(arrays["mode"])
             facts["recipe.pseudo.candidate_threshold"] = round(float(arrays["threshold"]), 6)
         files.append(scores[0])
-    if os.path.exists(wd.legacy_refined):
+    if storage.exists(wd.legacy_refined):
         settings = load_json(wd.legacy_refined).get("settings", {})
         for key, field in (("keep", "refine_keep"), ("order", "refine_order"), ("pca_energy", "pca_energy"),
                            ("threshold", "candidate_threshold"), ("mode", "score_mode"),
@@ -305,7 +306,7 @@ def open_run(work, data=None, recipe=None, overrides=None, split=None, val_split
     from wsk.data.sources import as_source, open_dataset
     from wsk.workdir import WorkDir
 
-    work = os.path.abspath(os.fspath(work))
+    work = storage.absolute(work)
     wd = WorkDir(work)
     path = wd.run_record
     base = get_recipe(recipe) if isinstance(recipe, str) else recipe

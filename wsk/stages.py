@@ -14,6 +14,7 @@ import sys
 
 import click
 
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import load_npz
 
@@ -121,7 +122,7 @@ def default_jobs():
 def readable_npz(path, keys):
     """The arrays of a stage output ``path``, or None when it is missing or damaged (then the stage
     recomputes it, and a line says so)."""
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
     try:
         return load_npz(path, required=keys)

@@ -45,6 +45,7 @@ import os
 import numpy as np
 
 from wsk.classes import IGNORE_LABEL, load_class_names
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import atomic_path, file_stamp, load_json, read_image
 
@@ -147,7 +148,7 @@ def _build(json_path, images_dir, classes_file):
             index["dropped"] += 1
             records.pop(stem, None)
             continue
-        if not os.path.isfile(os.path.join(images_dir, name)):
+        if not storage.isfile(os.path.join(images_dir, name)):
             problems.append(f"{os.path.join(images_dir, name)}: image file not found")
         index["ids"].append(stem)
         index["file_names"].append(name)
@@ -170,7 +171,7 @@ class _Index:
 
 
 @functools.lru_cache(maxsize=8)
-def _index_file(path, size, mtime_ns):
+def _index_file(path, stamp):
     return _Index(load_json(path))
 
 
@@ -181,9 +182,9 @@ def _memory_index(json_path, images_dir, classes_file, key):
 
 
 def _read_index_file(path):
+    stamp = storage.stamp(path)
     try:
-        info = os.stat(path)
-        return _index_file(path, info.st_size, info.st_mtime_ns)
+        return None if stamp == "missing" else _index_file(path, stamp)
     except (OSError, WskError):
         return None
 
@@ -206,11 +207,11 @@ def open_index(source, split, json_path, images_dir):
         return index
     meta, records = _build(json_path, images_dir, source.classes)
     folder = os.path.join(source.index, split)
-    os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(folder):   # records of images the JSON no longer keeps
+    storage.makedirs(folder)
+    for name in storage.listdir(folder) if storage.isdir(folder) else ():   # records of images the JSON no longer keeps
         if name.endswith(".json") and not name.startswith(".") and name[:-5] not in records:
             with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(folder, name))
+                storage.remove(os.path.join(folder, name))
     for image_id, anns in records.items():
         _write_json(os.path.join(folder, f"{image_id}.json"), anns)
     _write_json(path, dict(meta, **key))   # last: a complete index means complete records

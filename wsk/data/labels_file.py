@@ -41,6 +41,7 @@ import unicodedata
 from wsk.classes import IGNORE_LABEL, load_class_names
 from wsk.data.sources import DEFAULT_VAL_FRACTION, MaskFiles, as_source
 from wsk.data.voc import count_mask_objects
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import image_size, read_image
 
@@ -117,7 +118,7 @@ def _csv_records(f, path):
 def _records(path):
     """``(has a split column, [(line, fields dict or _Bad)])`` of a CSV or JSON Lines file."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with storage.open_file(path, "r", encoding="utf-8-sig", newline="") as f:
             if not path.lower().endswith(".jsonl"):
                 return _csv_records(f, path)
             records = []
@@ -151,7 +152,7 @@ def _on_disk(root, rel):
     """The file ``rel`` names under ``root`` as written, else in NFC or NFD, or None."""
     for form in dict.fromkeys((rel, unicodedata.normalize("NFC", rel), unicodedata.normalize("NFD", rel))):
         path = os.path.join(root, *form.split("/"))
-        if os.path.isfile(path):
+        if storage.isfile(path):
             return path
     return None
 
@@ -192,8 +193,8 @@ def _check(root, rel, fields, has_split, lookup, classes):
 
 
 @functools.lru_cache(maxsize=8)
-def _parse(path, mtime_ns, size, classes, val_fraction):
-    """The ``Index`` of one version of a labels file (``mtime_ns`` and ``size`` key the cache)."""
+def _parse(path, stamp, classes, val_fraction):
+    """The ``Index`` of one version of a labels file (its ``wsk.storage.stamp`` keys the cache)."""
     has_split, records = _records(path)
     if has_split and val_fraction is not None:
         raise WskError("--val-fraction is for files without a split column (this one has one)", path)
@@ -238,13 +239,11 @@ def _parse(path, mtime_ns, size, classes, val_fraction):
 
 def load_index(path, classes=None, val_fraction=None):
     """The parsed ``Index`` of a labels file, cached per process until the file changes."""
-    path = os.path.abspath(os.fspath(path))
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise WskError("labels file not found", path) from None
-    classes = None if classes is None else os.path.abspath(os.fspath(classes))
-    return _parse(path, info.st_mtime_ns, info.st_size, classes, val_fraction)
+    path = storage.absolute(path)
+    stamp = storage.stamp(path)
+    if stamp == "missing":
+        raise WskError("labels file not found", path)
+    return _parse(path, stamp, storage.absolute(classes), val_fraction)
 
 
 class LabelsFileDataset(MaskFiles):

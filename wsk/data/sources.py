@@ -25,6 +25,7 @@ which open the split themselves (each source caches its parsed index once per pr
 import dataclasses
 import os
 
+from wsk import storage
 from wsk.errors import WskError
 
 KINDS = ("voc", "labels", "coco")
@@ -94,7 +95,7 @@ class MaskFiles:
 
 
 def _absolute(path):
-    return None if path is None else os.path.abspath(os.fspath(path))
+    return storage.absolute(path)
 
 
 def as_source(data, images=None, classes=None, val_fraction=None, val=None, val_images=None, index=None):
@@ -110,9 +111,9 @@ def as_source(data, images=None, classes=None, val_fraction=None, val=None, val_
         kind = "coco"
         if images is None:
             raise WskError("a COCO instances JSON needs its image folder: give --images DIR", path)
-    elif os.path.isdir(path):
+    elif storage.isdir(path):
         kind = "voc"
-    elif not os.path.exists(path):
+    elif not storage.exists(path):
         raise WskError("dataset not found", path)
     else:
         raise WskError("not a dataset: give a VOC folder, a labels file (.csv, .jsonl) or a COCO "

@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from wsk.classes import IGNORE_LABEL, load_class_names
 from wsk.data.sources import MaskFiles
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import IMAGE_SUFFIXES, read_image, read_label_png
 
@@ -62,7 +63,7 @@ def parse_id_line(line):
 def read_id_list(path):
     """Every id of a list file in file order, duplicates kept (see ``duplicate_ids``)."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with storage.open_file(path, "r", encoding="utf-8") as f:
             ids = [parse_id_line(line) for line in f]
     except FileNotFoundError:
         raise WskError("image list not found", path) from None
@@ -81,7 +82,7 @@ def find_split_file(root, split):
     tried = []
     for parts in SPLIT_DIRS:
         path = os.path.join(root, *parts, f"{split}.txt")
-        if os.path.isfile(path):
+        if storage.isfile(path):
             return path
         tried.append(os.path.join(*parts, f"{split}.txt"))
     raise WskError(f"no image list for split {split!r} (looked for {', '.join(tried)})", root)
@@ -101,7 +102,7 @@ def list_split_ids(root, split):
 def _first_existing(root, candidates):
     for parts in candidates:
         path = os.path.join(root, *parts)
-        if os.path.isfile(path):
+        if storage.isfile(path):
             return path
     return None
 
@@ -120,7 +121,7 @@ def paper_training_ids(root):
     """
     root = os.fspath(root)
     trainval_path = os.path.join(root, *CLASSIFICATION_TRAINVAL)
-    if not os.path.isfile(trainval_path):
+    if not storage.isfile(trainval_path):
         raise WskError("classification trainval list not found (needed for the paper's training set)",
                        trainval_path)
     aug_path = train_aug_list(root)
@@ -155,7 +156,8 @@ def parse_annotation(path, class_names):
     An unreadable file or a name that is not an object class is a ``WskError`` naming the file.
     """
     try:
-        tree = ET.parse(path)
+        with storage.open_file(path, "rb") as f:
+            tree = ET.parse(f)
     except FileNotFoundError:
         raise WskError("annotation not found", path) from None
     except (ET.ParseError, OSError) as err:
@@ -231,7 +233,7 @@ class VOCDataset(MaskFiles):
 
     def __init__(self, root, split, ids=None, classes_file=None):
         self.root = os.fspath(root)
-        if not os.path.isdir(self.root):
+        if not storage.isdir(self.root):
             raise WskError("dataset folder not found", self.root)
         self.split = split
         self.classes_file = classes_file
@@ -248,7 +250,7 @@ class VOCDataset(MaskFiles):
         """The ``wsk.data.sources.DataSource`` a worker opens this dataset from."""
         from wsk.data.sources import DataSource
 
-        return DataSource("voc", os.path.abspath(self.root), classes=self.classes_file)
+        return DataSource("voc", storage.absolute(self.root), classes=self.classes_file)
 
     def __repr__(self):
         return f"VOCDataset({self.root!r}, {self.split!r}, {len(self.ids)} images)"
@@ -257,7 +259,7 @@ class VOCDataset(MaskFiles):
         """JPEGImages/<id>.jpg (or another image suffix where that exists)."""
         for suffix in IMAGE_SUFFIXES:
             path = os.path.join(self.root, IMAGE_DIR, image_id + suffix)
-            if os.path.exists(path):
+            if storage.exists(path):
                 return path
         return os.path.join(self.root, IMAGE_DIR, image_id + IMAGE_SUFFIXES[0])
 
@@ -268,7 +270,7 @@ class VOCDataset(MaskFiles):
     def annotation_path(self, image_id):
         """Annotations/<id>.xml, or None when absent."""
         path = os.path.join(self.root, ANNOTATION_DIR, image_id + ".xml")
-        return path if os.path.isfile(path) else None
+        return path if storage.isfile(path) else None
 
     def annotation(self, image_id):
         """The XML objects (``VOCObject``s), or None when the image has no XML."""

@@ -11,6 +11,7 @@ import keras
 
 import wsk.losses  # noqa: F401  (registers the custom losses a compiled model may name)
 import wsk.optimizers  # noqa: F401  (registers CaffeSGD)
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import atomic_path, load_json, save_json
 
@@ -23,7 +24,7 @@ def sidecar_path(model_path):
 def read_sidecar(model_path):
     """The sidecar beside ``model_path`` as a dict, or None when there is none."""
     path = sidecar_path(model_path)
-    return load_json(path) if os.path.isfile(path) else None
+    return load_json(path) if storage.isfile(path) else None
 
 
 def copy_model(model):
@@ -50,12 +51,13 @@ def load_model(path, compile=False):
     A missing, misnamed or damaged file is a ``WskError`` naming it.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise WskError("model file not found", path)
     if not path.endswith(".keras"):
         raise WskError("a model must be a .keras file (Keras 3 format)", path)
     try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+        with storage.local_copy(path) as local:   # a URL: downloaded first
+            return keras.saving.load_model(local, compile=compile, safe_mode=True)
     except Exception as err:  # zipfile.BadZipFile, ValueError, KeyError, OSError ...
         raise WskError(f"not a loadable Keras model ({type(err).__name__}: {err})", path) from None
 

@@ -8,6 +8,7 @@ output is skipped), failures collected with their file instead of stopping the r
 import functools
 import os
 
+from wsk import storage
 from wsk.classes import IGNORE_LABEL
 from wsk.data.sources import open_dataset
 from wsk.data.voc import MIN_REGION_SHARE
@@ -25,7 +26,7 @@ from wsk.workdir import WorkDir
 def proposals_done(work, made_from, image_id):
     """Whether the image's proposals file is valid and was made as ``made_from(image_id)`` says."""
     path = WorkDir(work).proposals(image_id)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return False
     try:
         _, record = Proposals.load_recorded(path)   # one read: valid, and what made it
@@ -115,7 +116,7 @@ def evaluate_proposals(root, work, split="val", counts=DEFAULT_COUNTS, ids=None,
     dataset = open_dataset(root, split, ids=ids)
     workdir = WorkDir(work)
     report = QualityReport(dataset.class_names, counts)
-    missing = [i for i in dataset.ids if not os.path.exists(workdir.proposals(i))]
+    missing = [i for i in dataset.ids if not storage.exists(workdir.proposals(i))]
     if missing:
         raise WskError(f"{len(missing)} image(s) of {split!r} have no proposals, e.g. {missing[0]} "
                        "(run `wsk proposals run` first)", workdir.proposals(missing[0]))

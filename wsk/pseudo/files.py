@@ -1,8 +1,7 @@
 """The files the pseudo-label stages write and read (``wsk.pseudo.stage``): their versions, keys,
 and the reader of an image's kept proposals (light: worker processes import it)."""
 
-import os
-
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import load_json
 
@@ -20,7 +19,7 @@ STATISTICS_KEYS = ("version", "settings", "scores_digest", "pca_dims", "mean", "
 def read_refined(path):
     """The record ``refined/<id>.json`` at ``path`` (``{version, made_from, kept, fallback}``), or
     None when it is missing, damaged or of another version."""
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
     try:
         data = load_json(path)

@@ -7,10 +7,9 @@ streamed refinement keeps the same proposals for 562 of 580 image labels as from
 others swap near-tied candidates; float32 PCA (wsk 0.1) itself differed from float64 on 28.
 """
 
-import os
-
 import numpy as np
 
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import file_stamp, save_npz
 from wsk.models.saving import load_model
@@ -24,7 +23,7 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)   # fc7 features are ReLU outputs:
 
 def load_hcp_model(path):
     """The trained HCP model saved at ``path`` (``WorkDir.hcp_model``, by ``wsk train hcp``)."""
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise WskError("HCP model not found (train it first: `wsk train hcp ROOT WORK`)", path)
 
     return load_model(path)

@@ -3,10 +3,10 @@ here imports Keras): localization maps (§3.3.1, Eq. 2) ``locmaps/<id>.npz`` and
 (§3.3.2, Eq. 5) ``masks/<id>.png``, each recording what it was made from."""
 
 import json
-import os
 
 import numpy as np
 
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import file_stamp, label_png_made_from, load_npz, read_label_png, save_npz, write_label_png
 from wsk.proposals.container import Proposals
@@ -58,7 +58,7 @@ def mask_made_from(workdir, top, image_id):
 
 def mask_valid(path, made_from=None):
     """Whether ``path`` is a readable mask (made from ``made_from``, when given)."""
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return False
     try:
         read_label_png(path)

@@ -1,0 +1,196 @@
+"""ROOT and WORK as URLs (``wsk.storage``): the stages write the same files on ``memory://``, on a local
+S3 server (moto, through s3fs) and through ``file://`` as on local disk, provenance records
+(``made_from``, ``inputs``: stamps and paths) excepted."""
+
+import dataclasses
+import os
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+fsspec = pytest.importorskip("fsspec")
+keras = pytest.importorskip("keras")
+
+from wsk import io, storage  # noqa: E402
+from wsk.data.voc import VOCDataset  # noqa: E402
+from wsk.errors import WskError  # noqa: E402
+from wsk.models import hcp  # noqa: E402
+from wsk.models.saving import save_model  # noqa: E402
+from wsk.proposals.stage import run_proposals  # noqa: E402
+from wsk.pseudo.stage import run_pseudo  # noqa: E402
+from wsk.recipes import PseudoConfig  # noqa: E402
+from wsk.workdir import WorkDir  # noqa: E402
+
+# every proposal a candidate (a random HCP scores near 1/C): refinement then has work to do
+CONFIG = dataclasses.replace(PseudoConfig(), candidate_threshold=0.0, max_proposals=40, score_mode="roi")
+PROVENANCE = ("made_from", "inputs", "scores_digest")
+NOT_COMPARED = ("run.json",)   # names the dataset's path or URL: a provenance record
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _files(root):
+    """``{name relative to root, with /: path or URL}`` of every file under ``root``."""
+    root = os.fspath(root)
+    cut = len(root.rstrip("/")) + 1
+    return {found[cut:].replace(os.sep, "/"): found for found in storage.walk_files(root)}
+
+
+def assert_same_files(expected_root, root):
+    """The same file names under both, and the same contents, provenance records excepted."""
+    expected, found = _files(expected_root), _files(root)
+    assert sorted(found) == sorted(expected)
+    assert len(expected) > 10
+    for name, path in expected.items():
+        other = found[name]
+        if name in NOT_COMPARED:
+            continue
+        if name.endswith(".npz"):
+            a, b = io.load_npz(path), io.load_npz(other)
+            assert sorted(a) == sorted(b), name
+            for key in a:
+                if key not in PROVENANCE:
+                    np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")
+        elif name.endswith(".json"):
+            a, b = io.load_json(path), io.load_json(other)
+            if isinstance(a, dict):
+                a, b = ({k: v for k, v in d.items() if k not in PROVENANCE} for d in (a, b))
+            assert a == b, name
+        elif name.endswith(".png"):
+            np.testing.assert_array_equal(io.read_label_png(path), io.read_label_png(other), err_msg=name)
+        else:   # the HCP model, copied in
+            assert storage.read_bytes(path) == storage.read_bytes(other), name
+
+
+def random_hcp(path, num_classes):
+    keras.utils.set_random_seed(0)
+    save_model(hcp(num_classes=num_classes, image_size=32, width=0.0625), path)
+
+
+def file_stages(root, work, jobs=1):
+    run_proposals(root, work, "train", jobs=jobs, max_proposals=CONFIG.max_proposals).raise_if_failed()
+    for report in run_pseudo(root, work, "train", config=CONFIG, jobs=1).values():
+        assert not report.failed
+
+
+@pytest.fixture(scope="module")
+def on_disk(synthetic_root, tmp_path_factory):
+    """The file stages on local disk: the work directory every URL's is compared with."""
+    work = WorkDir(tmp_path_factory.mktemp("on-disk"))
+    random_hcp(work.hcp_model, VOCDataset(synthetic_root, "train").num_classes - 1)
+    file_stages(synthetic_root, work.root)
+    return work
+
+
+# ------------------------------------------------------------------------------ wsk.io on URLs
+def test_url_readers_and_writers_give_what_was_written(tmp_path):
+    base = "memory://readers"
+    rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    storage.upload(str(tmp_path / "a.png"), f"{base}/data/a.png")
+    np.testing.assert_array_equal(io.read_image(f"{base}/data/a.png"), rgb)
+    assert io.image_size(f"{base}/data/a.png") == (4, 5)
+
+    io.save_npz(f"{base}/work/x.npz", a=np.array([1.5, -2.0], np.float32))
+    np.testing.assert_array_equal(io.load_npz(f"{base}/work/x.npz")["a"], [1.5, -2.0])
+    labels = np.array([[0, 1], [255, 2]], np.uint8)
+    io.write_label_png(f"{base}/work/m.png", labels, made_from={"k": 1})
+    np.testing.assert_array_equal(io.read_label_png(f"{base}/work/m.png"), labels)
+    assert io.label_png_made_from(f"{base}/work/m.png") == {"k": 1}
+    io.save_json(f"{base}/work/sub/r.json", {"b": [1, 2]})
+    assert storage.read_bytes(f"{base}/work/sub/r.json") == b'{\n  "b": [\n    1,\n    2\n  ]\n}\n'
+
+    assert sorted(storage.listdir(f"{base}/work")) == ["m.png", "sub", "x.npz"]
+    assert sorted(_files(f"{base}/work")) == ["m.png", "sub/r.json", "x.npz"]
+    assert storage.isdir(f"{base}/work/sub") and storage.isfile(f"{base}/work/x.npz")
+    before = io.file_stamp(f"{base}/work/x.npz")
+    io.save_npz(f"{base}/work/x.npz", a=np.zeros(3))
+    assert io.file_stamp(f"{base}/work/x.npz") != before   # a rewritten file makes its users stale
+    storage.remove(f"{base}/work/x.npz")
+    assert not storage.exists(f"{base}/work/x.npz") and io.file_stamp(f"{base}/work/x.npz") == "missing"
+    with pytest.raises(WskError, match="memory://readers/work/x.npz: file not found"):
+        io.load_npz(f"{base}/work/x.npz")
+    with pytest.raises(WskError, match="image not found"):
+        io.read_image(f"{base}/data/none.jpg")
+
+
+def test_a_url_write_uploads_once_after_the_body_and_nothing_when_it_fails(monkeypatch):
+    url = "memory://atomic/out.json"
+    puts = []
+    upload = storage.upload
+    monkeypatch.setattr(storage, "upload", lambda local, to: (puts.append((to, open(local).read())), upload(local, to)))
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(url) as tmp:
+            with open(tmp, "w") as f:
+                f.write("half")
+            raise RuntimeError("killed mid-write")
+    assert puts == [] and not storage.exists(url) and not os.path.exists(tmp)
+    with io.atomic_path(url) as tmp:
+        with open(tmp, "w") as f:
+            f.write("whole")
+        assert puts == [] and not storage.exists(url)   # nothing appears before the body ends
+    assert puts == [(url, "whole")] and storage.read_bytes(url) == b"whole" and not os.path.exists(tmp)
+    assert io.remove_temporaries("memory://atomic") == 0   # a URL never holds a temporary
+
+
+def test_file_and_local_paths():
+    assert storage.absolute("file:///data/voc") == "/data/voc"
+    assert storage.absolute("s3://bucket/voc/") == "s3://bucket/voc"
+    assert storage.absolute("voc") == os.path.join(os.getcwd(), "voc")
+    assert not storage.is_url("/data/voc") and not storage.is_url("C:/voc") and storage.is_url("gs://b/x")
+
+
+# ---------------------------------------------------------------------------- the stages on URLs
+@pytest.mark.slow
+def test_file_stages_on_memory_write_what_they_write_on_disk(synthetic_root, on_disk):
+    """ROOT and WORK on ``memory://``, one job (memory:// lives in this process)."""
+    root, work = "memory://stages/data", "memory://stages/work"
+    storage.sync_up(str(synthetic_root), root)
+    storage.upload(on_disk.hcp_model, WorkDir(work).hcp_model)
+    file_stages(root, work)
+    assert_same_files(on_disk.root, work)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A local S3 server (moto) on 127.0.0.1 with one bucket; s3fs finds it through the environment
+    (worker processes inherit it)."""
+    pytest.importorskip("s3fs")
+    server_module = pytest.importorskip("moto.server")
+    port = _free_port()
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
+        monkeypatch.setenv(key, value)
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir("wsk-test")
+    try:
+        yield "s3://wsk-test"
+    finally:
+        fsspec.clear_instance_cache() if hasattr(fsspec, "clear_instance_cache") else None
+        server.stop()
+
+
+@pytest.mark.slow
+def test_per_image_stages_and_beam_on_s3_write_what_they_write_on_disk(synthetic_root, on_disk, s3):
+    """ROOT and WORK on S3: the local per-image stages (proposals in two worker processes) and the
+    Beam pipeline (DirectRunner) each write the files the stages write on disk."""
+    pytest.importorskip("apache_beam")
+    from wsk.pipeline import run_pipeline
+    from wsk.pseudo.stage import pseudo_run
+
+    root = f"{s3}/data"
+    assert storage.sync_up(str(synthetic_root), root) == len(_files(synthetic_root))
+    for name in ("stages", "beam"):
+        storage.upload(on_disk.hcp_model, WorkDir(f"{s3}/{name}").hcp_model)
+    file_stages(root, f"{s3}/stages", jobs=2)
+    assert_same_files(on_disk.root, f"{s3}/stages")
+    run_pipeline(pseudo_run(root, f"{s3}/beam", "train", config=CONFIG), beam_args=["--runner=DirectRunner"])
+    assert_same_files(on_disk.root, f"{s3}/beam")
