@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from wsk.crf import CRF_BACKENDS
 from wsk.data.styles import STYLES
 
 
@@ -19,8 +20,10 @@ from wsk.data.styles import STYLES
               help="Synthetic dataset style (photo: other shapes on photographs, a generalisation check).")
 @click.option("--jobs", type=click.IntRange(1), default=None, help="Worker processes (default: all cores).")
 @click.option("--no-crf", is_flag=True, help="Skip the dense-CRF evaluation.")
+@click.option("--crf-backend", type=click.Choice(CRF_BACKENDS), default=CRF_BACKENDS[0], show_default=True,
+              help="Dense CRF: keras (wsk's own) or densecrf (pydensecrf, pip install 'wsk[densecrf]').")
 @click.option("--tiny", is_flag=True, help="One epoch per step and tiny networks: a smoke run, not a result.")
-def demo(work, images, size, seed, style, jobs, no_crf, tiny):
+def demo(work, images, size, seed, style, jobs, no_crf, tiny, crf_backend):
     """Run the whole pipeline on a synthetic dataset and print pseudo-label and val mIoU.
 
     Generates a synthetic VOC-layout dataset, segment proposals, trains HCP, builds
@@ -33,7 +36,8 @@ def demo(work, images, size, seed, style, jobs, no_crf, tiny):
 
     click.echo(f"wsk demo: work directory {os.path.abspath(work)}", err=True)
     run_demo(work, images=images, size=size, seed=seed, jobs=jobs, tiny=tiny, crf=not no_crf,
-             verbose=1 if sys.stderr.isatty() else 2, printer=click.echo, style=style)
+             verbose=1 if sys.stderr.isatty() else 2, printer=click.echo, style=style,
+             crf_backend=crf_backend)
 
 
 COMMANDS = [demo]

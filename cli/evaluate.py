@@ -24,7 +24,7 @@ def prediction_sources(pred_dirs):
             for name, d in zip(names, pred_dirs)]
 
 
-def model_results(root, split, model_paths, crf, jobs):
+def model_results(root, split, model_paths, crf, jobs, crf_backend="keras"):
     """``EvalResult`` of each model on the split: without CRF, and with it when ``crf`` is given."""
     # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.models.saving import load_model
@@ -36,7 +36,8 @@ def model_results(root, split, model_paths, crf, jobs):
         model = load_model(path)
         results.append(evaluate_model(model, root, split, jobs=jobs, name=name))
         if crf is not None:
-            results.append(evaluate_model(model, root, split, crf=crf, jobs=jobs, name=f"{name}+CRF"))
+            results.append(evaluate_model(model, root, split, crf=crf, jobs=jobs, name=f"{name}+CRF",
+                                          crf_backend=crf_backend))
     return results
 
 
@@ -79,7 +80,9 @@ def evaluate(split, pred_dirs, model_paths, json_path, jobs, **crf_settings):
     if not dataset.ids:
         raise WskError(f"split {split!r} lists no images", source.path)
     results = [evaluate_dataset(dataset, predict, name=name) for name, predict in prediction_sources(pred_dirs)]
-    results += model_results(root, split, model_paths, crf_params(**crf_settings), jobs or default_jobs())
+    backend = crf_settings.pop("crf_backend")
+    results += model_results(root, split, model_paths, crf_params(**crf_settings), jobs or default_jobs(),
+                             backend)
     click.echo(format_table({r.name: r.iou for r in results}, dataset.class_names))
     for r in results:
         click.echo(f"{r.name}: mIoU {100 * r.mean_iou:.1f}%, pixel accuracy {100 * r.pixel_accuracy:.1f}% "

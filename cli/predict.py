@@ -7,7 +7,7 @@ import functools
 
 import click
 
-from wsk.crf import CRFParams
+from wsk.crf import CRF_BACKENDS, CRFParams
 
 
 def crf_options(command):
@@ -28,6 +28,10 @@ def crf_options(command):
                      help="CRF: spatial std of the smoothness kernel (pixels at --crf-reference-side)."),
         click.option("--crf-iterations", type=int, default=defaults.iterations, show_default=True,
                      help="CRF: mean-field iterations."),
+        click.option("--crf-backend", type=click.Choice(CRF_BACKENDS), default=CRF_BACKENDS[0],
+                     show_default=True,
+                     help="CRF: keras (wsk's own, in the process) or densecrf (pydensecrf, "
+                          "pip install 'wsk[densecrf]'); the same CRF."),
         click.option("--crf-reference-side", type=float, default=defaults.reference_side, show_default=True,
                      help="CRF: the longer image side the spatial stds are given for; each image scales "
                           "them by its own longer side over this (0: absolute pixels)."),
@@ -70,10 +74,11 @@ def predict(model, images, out_dir, layout, jobs, batch_size, **crf):
     from wsk.predict import image_files, predict_images
     from wsk.stages import default_jobs
 
+    backend = crf.pop("crf_backend")
     params = crf_params(**crf)
     files = image_files(images)
     network = load_model(model)
-    report = predict_images(network, files, out_dir, crf=params,
+    report = predict_images(network, files, out_dir, crf=params, crf_backend=backend,
                             jobs=default_jobs() if jobs is None else max(1, jobs),
                             batch_size=batch_size, layout=layout)
     click.echo(report.summary(), err=True)

@@ -1,7 +1,7 @@
 """Fully connected CRF over the network's softmax output (DeepLab-CRF [7], used in §4 of the paper).
 
 The energy is the unary ``-log p(x_i)`` of the up-sampled softmax plus two Potts pairwise
-kernels (Krähenbühl and Koltun's dense CRF, through ``pydensecrf``):
+kernels (Krähenbühl and Koltun's dense CRF):
 
 * appearance: ``bi_w * exp(-|p_i - p_j|^2 / (2 bi_xy_std^2) - |I_i - I_j|^2 / (2 bi_rgb_std^2))``
 * smoothness: ``pos_w * exp(-|p_i - p_j|^2 / (2 pos_xy_std^2))``
@@ -13,7 +13,12 @@ reach as far relative to the objects. On VOC nothing changes. On the demo's 64 p
 values smooth over 3 px (a cross arm) and reach across the whole image: measured on the demo's val
 set, scaling lifted AN_A+CRF from 41.2 to 45.8 mIoU (cross 20.8 -> 33.7), AN_B+CRF 64.6 -> 65.7,
 SN_B+CRF 35.3 -> 40.0 (cross 3.1 -> 17.8), SN_A+CRF 30.8 -> 31.9.
-This module imports neither Keras nor TensorFlow, so CRF worker processes start quickly.
+Two backends compute the same energy with the same approximation (the permutohedral-lattice
+mean field): ``keras`` (the default; ``wsk.models.dense_crf``, in ``keras.ops``, batched, any
+Keras backend, in this process) and ``densecrf`` (pydensecrf, the reference; the optional
+``wsk[densecrf]``, which needs a C++ compiler to install; run one image per worker process).
+This module imports neither Keras nor TensorFlow (the keras backend imports them when first
+used), so CRF worker processes start quickly.
 """
 
 import dataclasses
@@ -27,6 +32,8 @@ from wsk.io import load_npz, read_image, write_label_png
 # Probabilities are clipped here before the log, so that a zero never becomes an infinite unary.
 MIN_PROBABILITY = 1e-8
 VOC_IMAGE_SIDE = 500.0   # PASCAL VOC photos' longer side, pixels: where DeepLab's values were validated
+CRF_BACKENDS = ("keras", "densecrf")   # the default first (module docstring)
+KERAS_PAD = 32           # the keras backend pads each image's sides to a multiple of this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,15 +64,18 @@ class CRFParams:
 def dense_crf(image, probabilities, bi_w=CRFParams.bi_w, bi_xy_std=CRFParams.bi_xy_std,
               bi_rgb_std=CRFParams.bi_rgb_std, pos_w=CRFParams.pos_w,
               pos_xy_std=CRFParams.pos_xy_std, iterations=CRFParams.iterations,
-              reference_side=CRFParams.reference_side):
+              reference_side=CRFParams.reference_side, backend="keras"):
     """Refine a softmax map with a fully connected CRF.
 
     ``image``: RGB uint8 ``(H, W, 3)``; ``probabilities``: ``(H, W, C)`` per-pixel class
     probabilities (each pixel sums to one). The spatial stds act as ``std * max(H, W) /
-    reference_side`` pixels (as given when ``reference_side`` is None). Returns ``(labels, refined)``: ``labels`` int32
+    reference_side`` pixels (as given when ``reference_side`` is None). ``backend``: one of
+    ``CRF_BACKENDS`` (module docstring). Returns ``(labels, refined)``: ``labels`` int32
     ``(H, W)`` the argmax of ``refined``, float32 ``(H, W, C)`` the CRF's mean-field marginals.
     """
     params = CRFParams(bi_w, bi_xy_std, bi_rgb_std, pos_w, pos_xy_std, iterations, reference_side)
+    if backend not in CRF_BACKENDS:
+        raise WskError(f"unknown CRF backend {backend!r}; choose one of {', '.join(CRF_BACKENDS)}")
     image = np.asarray(image)
     probabilities = np.asarray(probabilities, np.float32)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -73,8 +83,35 @@ def dense_crf(image, probabilities, bi_w=CRFParams.bi_w, bi_xy_std=CRFParams.bi_
     if probabilities.ndim != 3 or probabilities.shape[:2] != image.shape[:2]:
         raise WskError(f"the CRF needs probabilities (H, W, C) of the image's size {image.shape[:2]}, "
                        f"got {probabilities.shape}")
+    if backend == "keras":
+        refined = _keras_crf(image, probabilities, params)
+    else:
+        refined = _densecrf(image, probabilities, params)
+    return refined.argmax(axis=-1).astype(np.int32), refined
+
+
+def _keras_crf(image, probabilities, params):
+    """``wsk.models.dense_crf`` on one image, padded to a multiple of ``KERAS_PAD`` (shapes repeat)."""
+    from wsk.models.dense_crf import dense_crf_marginals   # imports Keras: only when asked for
+
     height, width, classes = probabilities.shape
-    import pydensecrf.densecrf as dcrf
+    padded_h, padded_w = -(-height // KERAS_PAD) * KERAS_PAD, -(-width // KERAS_PAD) * KERAS_PAD
+    images = np.zeros((1, padded_h, padded_w, 3), np.uint8)
+    images[0, :height, :width] = image
+    padded = np.full((1, padded_h, padded_w, classes), 1.0 / classes, np.float32)
+    padded[0, :height, :width] = probabilities
+    marginals = dense_crf_marginals(images, padded, params, sizes=np.array([[height, width]], np.int32))
+    return np.ascontiguousarray(np.asarray(marginals)[0, :height, :width], np.float32)
+
+
+def _densecrf(image, probabilities, params):
+    """pydensecrf's ``DenseCRF2D`` (the reference; an optional dependency, ``wsk[densecrf]``)."""
+    try:
+        import pydensecrf.densecrf as dcrf
+    except ImportError:
+        raise WskError("the densecrf CRF backend needs pydensecrf: pip install 'wsk[densecrf]' "
+                       "(or use --crf-backend keras)") from None
+    height, width, classes = probabilities.shape
     scale = 1.0 if params.reference_side is None else max(height, width) / params.reference_side
     unary = -np.log(np.clip(probabilities, MIN_PROBABILITY, 1.0))
     unary = np.ascontiguousarray(unary.reshape(height * width, classes).T)
@@ -84,11 +121,10 @@ def dense_crf(image, probabilities, bi_w=CRFParams.bi_w, bi_xy_std=CRFParams.bi_
     crf.addPairwiseBilateral(sxy=params.bi_xy_std * scale, srgb=params.bi_rgb_std,
                              rgbim=np.ascontiguousarray(image), compat=params.bi_w)
     marginals = np.asarray(crf.inference(int(params.iterations)), np.float32)
-    refined = np.ascontiguousarray(marginals.reshape(classes, height, width).transpose(1, 2, 0))
-    return refined.argmax(axis=-1).astype(np.int32), refined
+    return np.ascontiguousarray(marginals.reshape(classes, height, width).transpose(1, 2, 0))
 
 
-def refine_saved(image_id, tasks, params):
+def refine_saved(image_id, tasks, params, backend="densecrf"):
     """CRF worker for ``wsk.stages.run_per_image``: one image's saved softmax -> label PNG.
 
     ``tasks[image_id]`` is ``(image_path, probabilities_npz, out_png)``; the ``.npz`` holds
@@ -100,6 +136,6 @@ def refine_saved(image_id, tasks, params):
     if probabilities.shape[:2] != image.shape[:2]:
         raise WskError(f"saved probabilities are {probabilities.shape[:2]}, the image "
                        f"{image.shape[:2]}", probabilities_path)
-    labels, _ = dense_crf(image, probabilities, **dataclasses.asdict(params))
+    labels, _ = dense_crf(image, probabilities, **dataclasses.asdict(params), backend=backend)
     write_label_png(out_path, labels)
     os.remove(probabilities_path)

@@ -18,7 +18,7 @@ VARIANT_ORDER = tuple(VARIANTS)   # AN_A, SN_A, AN_B, SN_B: the paper's Table 1 
 
 
 def run_demo(work, images=480, size=64, seed=0, jobs=None, recipe="demo", tiny=False, crf=True,
-             verbose=1, printer=print, style="shapes"):
+             verbose=1, printer=print, style="shapes", crf_backend="keras"):
     """Generate the synthetic dataset into ``WORK/data`` (``images``/``size``/``seed``/``style``),
     then run every stage into ``work``; returns the summary dict (``wsk.driver.report_run``).
     ``tiny`` uses the ``tiny`` recipe (one epoch per step: a smoke run, not a result)."""
@@ -30,7 +30,8 @@ def run_demo(work, images=480, size=64, seed=0, jobs=None, recipe="demo", tiny=F
             generate_dataset(root, num_images=images, size=size, seed=seed, style=get_style(style))
     run = open_run(work, root, recipe="tiny" if tiny else recipe, command={"command": "wsk demo", "params": {"images": images, "size": size, "seed": seed, "style": style,
                                                          "tiny": tiny, "crf": crf}},
-                   jobs=jobs or default_jobs(), variants=VARIANT_ORDER, crf=crf, seed=seed, verbose=verbose)
+                   jobs=jobs or default_jobs(), variants=VARIANT_ORDER, crf=crf, seed=seed, verbose=verbose,
+                   crf_backend=crf_backend)
     summary = run_all(run, ablation=True, printer=printer, timer=timer)
     summary["dataset"] = {"images": images, "size": size, "seed": seed, "style": style}
     return summary

@@ -90,7 +90,7 @@ def evaluate_variants(run):
                 continue
             model = model or load_model(path)
             result = evaluate_model(model, run.source, run.val_split, crf=CRFParams() if crf else None,
-                                    jobs=run.jobs, name=name)
+                                    jobs=run.jobs, name=name, crf_backend=run.crf_backend)
             save_json(run.workdir.eval_json(name), {
                 "name": name, "class_names": list(result.class_names), "matrix": result.matrix.tolist(),
                 "miou": float(result.mean_iou), "made_from": {"model": file_stamp(path), "split": run.val_split}})

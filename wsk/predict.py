@@ -110,10 +110,11 @@ def _batches(sizes, ids, batch_size):
 
 
 def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layout="png",
-                   name="predict"):
+                   name="predict", crf_backend="keras"):
     """Segment ``images`` (``{id: image path}``) with ``model`` and write ``<id>.png`` label maps.
 
-    ``crf``: ``None`` (argmax of the network's softmax) or a ``wsk.crf.CRFParams``. With a CRF,
+    ``crf``: ``None`` (argmax of the network's softmax) or a ``wsk.crf.CRFParams``, run by
+    ``crf_backend`` (``wsk.crf.CRF_BACKENDS``; keras runs in this process). With the densecrf CRF,
     ``jobs > 1`` and at least ``CRF_WORKERS_MIN_PIXELS`` pixels in all, the softmax of each image
     is saved to ``OUT/.crf-pending/<id>.npz`` and the CRF runs in ``jobs`` worker processes
     (started once), a chunk of images at a time. Images of different
@@ -141,14 +142,15 @@ def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layou
             report.failed.append((image_id, str(err)))
     todo = [image_id for image_id in todo if image_id in sizes]
     pixels = sum(height * width for height, width in sizes.values())
-    deferred = crf is not None and jobs > 1 and pixels >= CRF_WORKERS_MIN_PIXELS
+    deferred = (crf is not None and crf_backend == "densecrf" and jobs > 1
+                and pixels >= CRF_WORKERS_MIN_PIXELS)
     # Deferred CRF: bound the softmax maps on disk by running the workers a chunk at a time.
     chunk = max(8 * jobs, 32) if deferred else len(todo) or 1
     with worker_pool(jobs if deferred and todo else 1) as pool:   # started once, for every chunk
         for start in range(0, len(todo), chunk):
             ids = todo[start:start + chunk]
             pending = _run_network(model, images, ids, sizes, out_path, folder, crf, deferred,
-                                   batch_size, report, name)
+                                   batch_size, report, name, crf_backend)
             if pending:
                 _run_crf_workers(images, pending, folder, out_path, crf, pool, report, name)
     pending_dir = os.path.join(folder, PENDING_DIR)
@@ -159,7 +161,7 @@ def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layou
 
 
 def _run_network(model, images, ids, sizes, out_path, folder, crf, deferred, batch_size, report,
-                 name):
+                 name, crf_backend="keras"):
     """Network (and in-process CRF) over ``ids``; returns ids whose softmax awaits a CRF worker."""
     pending = []
     with progress(length=len(ids), label=name) as bar:
@@ -185,7 +187,8 @@ def _run_network(model, images, ids, sizes, out_path, folder, crf, deferred, bat
                         pending.append(image_id)
                         continue
                     if crf is not None:
-                        labels, _ = dense_crf(pixel, probabilities, **dataclasses.asdict(crf))
+                        labels, _ = dense_crf(pixel, probabilities, **dataclasses.asdict(crf),
+                                              backend=crf_backend)
                     write_label_png(out_path[image_id], labels)
                     report.done.append(image_id)
                 except WskError as err:
@@ -209,14 +212,16 @@ def _run_crf_workers(images, ids, folder, out_path, crf, pool, report, name):
     report.failed.extend(crf_report.failed)
 
 
-def predict_dataset(model, dataset, out_dir, crf=None, jobs=1, batch_size=1, layout="png"):
+def predict_dataset(model, dataset, out_dir, crf=None, jobs=1, batch_size=1, layout="png",
+                    crf_backend="keras"):
     """``predict_images`` over every id of a ``wsk.data.VOCDataset``; returns the ``StageReport``."""
     images = {image_id: dataset.image_path(image_id) for image_id in dataset.ids}
     return predict_images(model, images, out_dir, crf=crf, jobs=jobs, batch_size=batch_size,
-                          layout=layout, name=f"predict {dataset.split}")
+                          layout=layout, name=f"predict {dataset.split}", crf_backend=crf_backend)
 
 
-def evaluate_model(model, root, split, crf=None, jobs=1, out_dir=None, batch_size=1, name=None):
+def evaluate_model(model, root, split, crf=None, jobs=1, out_dir=None, batch_size=1, name=None,
+                   crf_backend="keras"):
     """Predict the ``split`` of the dataset ``root`` (``wsk.data.sources``: a path or a ``DataSource``) with ``model`` and score it.
 
     Returns a ``wsk.metrics.EvalResult`` (confusion matrix summed over every image of the split
@@ -236,7 +241,8 @@ def evaluate_model(model, root, split, crf=None, jobs=1, out_dir=None, batch_siz
     temporary = tempfile.mkdtemp(prefix="wsk-eval-") if out_dir is None else None
     folder = temporary or os.fspath(out_dir)
     try:
-        report = predict_dataset(model, dataset, folder, crf=crf, jobs=jobs, batch_size=batch_size)
+        report = predict_dataset(model, dataset, folder, crf=crf, jobs=jobs, batch_size=batch_size,
+                                 crf_backend=crf_backend)
         report.raise_if_failed()
         return evaluate_dataset(dataset, PredictionFolder(folder), name=name or f"model on {split}")
     finally:

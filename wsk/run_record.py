@@ -263,6 +263,7 @@ class Run:
     refine: bool = True
     variants: tuple = ()
     crf: bool = True
+    crf_backend: str = "keras"   # wsk.crf.CRF_BACKENDS
     seed: int = 0
     verbose: int = 1          # Keras fit: 1 a progress bar, 2 a line per epoch
     ids: tuple | None = None  # only these images of the training split (None: all)
@@ -301,7 +302,8 @@ def open_run(work, data=None, recipe=None, overrides=None, split=None, val_split
     False). ``data``: a ``DataSource`` or a path (``wsk.data.sources.as_source``); ``recipe``: a
     name, a ``Recipe`` or None; ``overrides``: recipe values a flag gave (``{"seg.scale_range":
     (0.5, 1.5)}``, None: not given). A differing run field is a ``WskError`` naming run.json.
-    ``fields``: the command fields of ``Run`` (``jobs``, ``refine``, ``variants``, ``crf``, ``seed``).
+    ``fields``: the command fields of ``Run`` (``jobs``, ``refine``, ``variants``, ``crf``,
+    ``crf_backend``, ``seed``).
     """
     from wsk.data.sources import as_source, open_dataset
     from wsk.workdir import WorkDir

@@ -20,6 +20,7 @@ the code), built once and reused for every iteration. Pixels outside each image'
 (padding for batching) stay out of the lattice.
 """
 
+import collections
 import math
 
 import keras
@@ -29,7 +30,14 @@ from keras import ops
 from wsk.crf import MIN_PROBABILITY, CRFParams
 
 INT32_MAX = 2**31 - 1
+SLOT_BUCKET = 1024   # vertex grids are sized in steps of this, so that shapes repeat across images
 RGB_MAX = 255.0
+
+
+# a lattice in sorted-entry order (point, sorted_weight, sorted_vertex: one entry per point and
+# corner, sorted by vertex) and in point order (vertex, weight: (B*N, d+1)); neighbours (d+1, 2, S+1)
+Lattice = collections.namedtuple(
+    "Lattice", "point sorted_weight sorted_vertex vertex weight neighbours")
 
 
 def _round_half_away(x):
@@ -96,10 +104,11 @@ def build_lattice(features, valid, upper):
     """The permutohedral lattice of a batch of feature sets.
 
     ``features`` ``(B, N, d)`` float32 in ``[0, upper[i]]``; ``valid`` ``(B, N)`` bool (False:
-    padding, kept out). Returns ``(vertex, weight, neighbours)``: ``vertex`` ``(B*N*(d+1),)`` int32
-    vertex id of each point's ``d+1`` enclosing simplex corners (padding: the empty slot ``P``),
-    ``weight`` ``(B*N, d+1)`` their barycentric weights (0 for padding), ``neighbours``
-    ``(d+1, 2, P+1)`` int32 each vertex's two neighbours along each axis (missing: slot ``P``).
+    padding, kept out). Returns a ``Lattice``: ``sorted_vertex`` the vertex id of each point's
+    ``d+1`` simplex corners in the order of their codes (padding: the empty slot ``S``, last),
+    ``point`` and ``sorted_weight`` their point and barycentric weight; ``vertex`` and ``weight``
+    the same ``(B*N, d+1)`` per point (weight 0 on padding); ``neighbours`` ``(d+1, 2, S+1)`` each
+    vertex's two neighbours along each axis (missing: the empty slot ``S``, whose grid row stays 0).
     """
     batch, points, d = features.shape
     dim = d + 1
@@ -157,49 +166,70 @@ def build_lattice(features, valid, upper):
     fresh = ops.concatenate([ops.ones((1,), "int32"),
                              ops.cast(ordered[1:] != ordered[:-1], "int32")], axis=0)
     ids = ops.cumsum(fresh) - 1
-    ids = ops.where(ordered == INT32_MAX, total, ids)
     count = ops.max(ops.where(ordered == INT32_MAX, -1, ids)) + 1
-    vertex = ops.scatter(order[:, None], ids, (total,))
-    unique = ops.scatter(ids[:, None], ordered * fresh, (total + 1,))[:total]
+    slots = _slots(count, total)
+    ids = ops.where(ordered == INT32_MAX, slots, ids)
+    # each vertex's code: the sorted code at its first entry
+    first_entry = ops.searchsorted(ids, ops.arange(slots, dtype="int32"), side="left")
+    unique = ops.take(ordered, ops.minimum(first_entry, total - 1))
 
     # neighbours along each axis, found by searchsorted among the sorted codes
     local = ops.mod(unique, block)
-    first = unique - local
-    keys = _decode(local, bases, radices, dim)                                # (P, d)
-    real = ops.arange(total, dtype="int32") < count
-    found_all = []
+    keys = _decode(local, bases, radices, dim)                                # (S, d)
+    real = ops.arange(slots, dtype="int32") < count
+    neighbours = []
     for axis in range(dim):
-        pair = []
         for sign in (1, -1):
             step = np.full((d,), -sign, np.int32)
             if axis < d:
                 step[axis] = sign * d
             neighbour, inside = _encode(keys + step, bases, radices, dim)
-            neighbour = neighbour + first
+            neighbour = neighbour + (unique - local)
             at = ops.minimum(ops.searchsorted(ordered, neighbour, side="left"), total - 1)
             hit = (ops.take(ordered, at) == neighbour) & inside & real
-            pair.append(ops.where(hit, ops.take(ids, at), total))
-        found_all.append(ops.stack(pair + [], axis=0))
-    neighbours = ops.stack(found_all, axis=0)                                 # (d+1, 2, P)
-    neighbours = ops.concatenate([neighbours, ops.full((dim, 2, 1), total, "int32")], axis=-1)
-    return vertex, ops.reshape(weight, (batch * points, dim)), neighbours
+            neighbours.append(ops.where(hit, ops.take(ids, at), slots))
+    neighbours = ops.reshape(ops.stack(neighbours, axis=0), (dim, 2, slots))
+    neighbours = ops.concatenate([neighbours, ops.full((dim, 2, 1), slots, "int32")], axis=-1)
+
+    weight = ops.reshape(weight, (total,))
+    vertex = ops.reshape(ops.take(ids, ops.argsort(order)), (batch * points, dim))
+    return Lattice(point=ops.floor_divide(order, dim), sorted_weight=ops.take(weight, order),
+                   sorted_vertex=ids, vertex=vertex, weight=ops.reshape(weight, (batch * points, dim)),
+                   neighbours=neighbours)
+
+
+def _slots(count, total):
+    """Rows of the vertex grid: the vertex count where it is known now (eager), else the bound."""
+    try:
+        count = int(count)
+    except Exception:      # symbolic (graph or jit tracing): keep the static bound
+        return total
+    return min(total, -(-count // SLOT_BUCKET) * SLOT_BUCKET)
+
+
+def _sorted_segment_sum(data, ids, rows):
+    """``segment_sum`` over ``ids`` sorted ascending with the last id ``rows - 1`` present."""
+    if keras.backend.backend() == "tensorflow":     # TF's sorted kernel takes no num_segments
+        return ops.segment_sum(data, ids, sorted=True)
+    return ops.segment_sum(data, ids, num_segments=rows, sorted=True)
 
 
 def lattice_filter(values, lattice):
     """Splat ``values`` ``(B*N, C)``, blur, slice: the unnormalised Gaussian filter."""
-    vertex, weight, neighbours = lattice
-    dim = weight.shape[-1]
+    dim = lattice.weight.shape[-1]
     d = dim - 1
-    slots = neighbours.shape[-1]
-    channels = values.shape[-1]
-    spread = ops.reshape(values[:, None, :] * weight[..., None], (-1, channels))
-    grid = ops.segment_sum(spread, vertex, num_segments=slots)
+    rows = lattice.neighbours.shape[-1]
+    spread = ops.take(values, lattice.point, axis=0) * lattice.sorted_weight[:, None]
+    # one zero entry on the empty slot, so that the sorted segment sum has all `rows` rows
+    spread = ops.concatenate([spread, ops.zeros((1, values.shape[-1]), values.dtype)], axis=0)
+    ids = ops.concatenate([lattice.sorted_vertex, ops.full((1,), rows - 1, "int32")], axis=0)
+    grid = _sorted_segment_sum(spread, ids, rows)
     for axis in range(dim):
-        grid = grid + 0.5 * (ops.take(grid, neighbours[axis, 0], axis=0)
-                             + ops.take(grid, neighbours[axis, 1], axis=0))
+        grid = grid + 0.5 * (ops.take(grid, lattice.neighbours[axis, 0], axis=0)
+                             + ops.take(grid, lattice.neighbours[axis, 1], axis=0))
     alpha = np.float32(1.0 / (1.0 + 2.0 ** -d))
-    gathered = ops.reshape(ops.take(grid, vertex, axis=0), (-1, dim, channels))
-    return alpha * ops.sum(gathered * weight[..., None], axis=1)
+    gathered = ops.take(grid, lattice.vertex, axis=0)                         # (B*N, d+1, C)
+    return alpha * ops.squeeze(ops.matmul(lattice.weight[:, None, :], gathered), axis=1)
 
 
 def _normaliser(lattice, valid_flat):
