@@ -111,13 +111,50 @@ def build_lattice(features, valid, upper):
     vertex's two neighbours along each axis (missing: the empty slot ``S``, whose grid row stays 0).
     """
     batch, points, d = features.shape
+    block = (d + 1) * math.prod(_key_layout(upper, d)[1])
+    if block >= INT32_MAX:
+        raise ValueError(f"the CRF lattice needs {block} codes per image, over int32: "
+                         "use coarser CRF standard deviations or a smaller image")
+    if batch is not None and batch > 1 and block * batch >= INT32_MAX:
+        # the codes of the whole batch overflow int32: one lattice per image, merged
+        return _merge([_build(features[b:b + 1], valid[b:b + 1], upper) for b in range(batch)], points)
+    if batch is None and block >= INT32_MAX // 64:
+        raise ValueError("the CRF lattice needs a known batch size with these standard deviations")
+    return _build(features, valid, upper)
+
+
+def _merge(lattices, points):
+    """One lattice of the per-image ``lattices`` (vertex ids offset; padding on weight-0 entries)."""
+    sizes = [lattice.neighbours.shape[-1] - 1 for lattice in lattices]
+    slots = sum(sizes)
+    parts = {name: [] for name in Lattice._fields}
+    offset = 0
+    for index, (lattice, size) in enumerate(zip(lattices, sizes)):
+        def shift(ids, empty, size=size, offset=offset):
+            return ops.where(ids == size, empty, ids + offset)
+        # padding entries (id `size`, weight 0) go on the image's last slot: the ids stay sorted
+        parts["sorted_vertex"].append(shift(lattice.sorted_vertex, offset + size - 1))
+        parts["point"].append(lattice.point + index * points)
+        parts["sorted_weight"].append(lattice.sorted_weight)
+        parts["vertex"].append(shift(lattice.vertex, slots))
+        parts["weight"].append(lattice.weight)
+        parts["neighbours"].append(shift(lattice.neighbours[..., :size], slots))
+        offset += size
+    dim = lattices[0].weight.shape[-1]
+    merged = {name: ops.concatenate(values, axis=-1 if name == "neighbours" else 0)
+              for name, values in parts.items()}
+    merged["neighbours"] = ops.concatenate([merged["neighbours"], ops.full((dim, 2, 1), slots, "int32")],
+                                           axis=-1)
+    return Lattice(**merged)
+
+
+def _build(features, valid, upper):
+    """``build_lattice`` with every image's codes in one int32 range."""
+    batch, points, d = features.shape
     dim = d + 1
     total = batch * points * dim
     bases, radices = _key_layout(upper, d)
     block = dim * math.prod(radices)
-    if block * batch >= INT32_MAX:
-        raise ValueError(f"the CRF lattice needs {block * batch} codes, over int32: "
-                         "use coarser CRF standard deviations or smaller batches")
     factors = _scale_factors(d)
 
     # elevate onto the hyperplane x . 1 = 0 of Z^{d+1} (Adams et al. §3.1)
@@ -204,7 +241,7 @@ def _slots(count, total):
         count = int(count)
     except Exception:      # symbolic (graph or jit tracing): keep the static bound
         return total
-    return min(total, -(-count // SLOT_BUCKET) * SLOT_BUCKET)
+    return min(total, max(1, -(-count // SLOT_BUCKET)) * SLOT_BUCKET)
 
 
 def _sorted_segment_sum(data, ids, rows):

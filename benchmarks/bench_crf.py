@@ -1,0 +1,175 @@
+"""The dense CRF's two backends side by side, in one run (issue 23).
+
+    .venv/bin/python benchmarks/bench_crf.py [--images N] [--demo WORK]
+
+* seconds per image at 64 px and at VOC size (500x375, 21 classes): the keras CRF
+  (``wsk.models.dense_crf``) on the TensorFlow backend in this process and on the JAX backend in a
+  child process (eager, as ``wsk.crf.dense_crf`` runs it), and pydensecrf as 2 worker processes (as
+  ``wsk predict`` runs it);
+* pixel agreement of the keras CRF's labels with pydensecrf's;
+* on ../shared/voc-sample, 21-class unaries made from the ground truth by a fixed seeded corruption
+  (``corrupted_softmax``: shift, blur, label noise), the +CRF mIoU of both against the ground truth.
+
+The +CRF mIoU on the demo's val set needs a trained demo: it is skipped here (``--demo`` is
+not implemented yet); ``wsk eval --model WORK/.../SN_B.keras --crf --crf-backend ...`` measures it.
+Thread and process counts follow the machine (2 cores here); compare ratios from one run.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+VOC_SAMPLE = os.path.join(os.path.dirname(REPO), "shared", "voc-sample")
+CLASSES = 21
+VOC_SIZE = (375, 500)
+
+
+def corrupted_softmax(mask, seed, classes=CLASSES):
+    """Unaries from a ground-truth mask (``255`` counts as background): a fixed seeded corruption.
+
+    One-hot labels shifted by up to 12 px, blurred (Gaussian, sigma 6 px), mixed 50/50 with
+    label noise (a random Dirichlet class distribution per 24 px block) and with a 5% uniform floor.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = mask.shape
+    labels = np.where(mask == 255, 0, mask).astype(np.int64)
+    onehot = np.eye(classes, dtype=np.float32)[labels]
+    dy, dx = rng.integers(-12, 13, 2)
+    onehot = np.roll(onehot, (int(dy), int(dx)), axis=(0, 1))
+    blurred = np.stack([cv2.GaussianBlur(onehot[..., c], (0, 0), 6.0) for c in range(classes)], -1)
+    blocks = rng.dirichlet(np.full(classes, 0.3), (height // 24 + 1, width // 24 + 1)).astype(np.float32)
+    noise = np.repeat(np.repeat(blocks, 24, 0), 24, 1)[:height, :width]
+    mixed = 0.5 * blurred + 0.5 * noise + 0.05 / classes
+    return (mixed / mixed.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def voc_cases(limit=None):
+    """``[(id, image uint8, mask, corrupted softmax)]`` of the VOC sample (empty when absent)."""
+    from wsk.io import read_image, read_label_png
+
+    path = os.path.join(VOC_SAMPLE, "ImageSets", "Segmentation", "val.txt")
+    if not os.path.exists(path):
+        return []
+    ids = open(path).read().split()[:limit]
+    cases = []
+    for index, image_id in enumerate(ids):
+        image = read_image(os.path.join(VOC_SAMPLE, "JPEGImages", f"{image_id}.jpg"))
+        mask = read_label_png(os.path.join(VOC_SAMPLE, "SegmentationClass", f"{image_id}.png"))
+        cases.append((image_id, image, mask, corrupted_softmax(mask, seed=index)))
+    return cases
+
+
+def miou(masks, labels):
+    from wsk.metrics import confusion_matrix, mean_iou
+
+    matrix = sum(confusion_matrix(m, l, CLASSES) for m, l in zip(masks, labels))
+    return 100.0 * float(mean_iou(matrix))
+
+
+def _densecrf_labels(args):
+    from wsk.crf import dense_crf
+
+    image, probabilities = args
+    return dense_crf(image, probabilities, backend="densecrf")[0]
+
+
+def densecrf_pool(pairs, processes=2):
+    """pydensecrf over ``pairs`` in ``processes`` spawned workers: (labels, seconds per image)."""
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        pool.map(_densecrf_labels, pairs[:processes])           # start-up out of the timing
+        start = time.perf_counter()
+        labels = pool.map(_densecrf_labels, pairs, chunksize=1)
+    return labels, (time.perf_counter() - start) / len(pairs)
+
+
+def keras_labels(pairs):
+    """The keras CRF in this process, one image at a time: (labels, seconds per image)."""
+    from wsk.crf import dense_crf
+
+    dense_crf(*pairs[0])                                         # warm-up out of the timing
+    start = time.perf_counter()
+    labels = [dense_crf(image, p)[0] for image, p in pairs]
+    return labels, (time.perf_counter() - start) / len(pairs)
+
+
+def workloads(count, voc):
+    """``{name: [(image, softmax)]}``: ``count`` images at 64 px and at VOC size (21 classes)."""
+    sources = voc or [(None, np.random.default_rng(0).integers(0, 255, (375, 500, 3), np.uint8),
+                       np.zeros((375, 500), np.uint8), corrupted_softmax(np.zeros((375, 500), np.uint8), 0))]
+    loads = {"64px": [], "voc500x375": []}
+    for index in range(count):
+        _, image, mask, _ = sources[index % len(sources)]
+        for name, (height, width) in (("64px", (48, 64)), ("voc500x375", VOC_SIZE)):
+            small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            small_mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+            loads[name].append((small, corrupted_softmax(small_mask, seed=100 + index)))
+    return loads
+
+
+def worker(count):
+    """Child process (``--worker``): the keras CRF's timings and labels on this Keras backend."""
+    voc = voc_cases()
+    out = {}
+    for name, pairs in workloads(count, voc).items():
+        labels, seconds = keras_labels(pairs)
+        out[name] = {"seconds": seconds, "labels": [l.tolist() for l in labels]}
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=6, help="images per timing")
+    parser.add_argument("--demo", default=None, help="a trained demo work directory (not used yet)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.images)))
+        return
+    voc = voc_cases()
+    loads = workloads(args.images, voc)
+    jax = subprocess.run([sys.executable, __file__, "--worker", "--images", str(args.images)],
+                         env=dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3"),
+                         capture_output=True, text=True, check=True)
+    jax = json.loads(jax.stdout.strip().splitlines()[-1])
+    report = {}
+    for name, pairs in loads.items():
+        reference, dense_s = densecrf_pool(pairs)
+        labels, keras_s = keras_labels(pairs)
+        agree = np.mean([np.mean(a == b) for a, b in zip(labels, reference)])
+        jax_agree = np.mean([np.mean(np.array(a) == b) for a, b in zip(jax[name]["labels"], reference)])
+        report[name] = {"densecrf_2proc_s_per_image": round(dense_s, 4),
+                        "keras_tf_s_per_image": round(keras_s, 4),
+                        "keras_jax_s_per_image": round(jax[name]["seconds"], 4),
+                        "tf_throughput_over_densecrf": round(dense_s / keras_s, 3),
+                        "jax_throughput_over_densecrf": round(dense_s / jax[name]["seconds"], 3),
+                        "pixel_agreement_tf": round(float(agree), 5),
+                        "pixel_agreement_jax": round(float(jax_agree), 5)}
+    if voc:
+        pairs = [(image, p) for _, image, _, p in voc]
+        masks = [mask for _, _, mask, _ in voc]
+        reference, _ = densecrf_pool(pairs)
+        labels, _ = keras_labels(pairs)
+        report["voc_sample_corrupted"] = {
+            "images": len(voc),
+            "miou_unaries": round(miou(masks, [p.argmax(-1) for _, p in pairs]), 2),
+            "miou_densecrf": round(miou(masks, reference), 2),
+            "miou_keras": round(miou(masks, labels), 2),
+            "pixel_agreement": round(float(np.mean([np.mean(a == b) for a, b in zip(labels, reference)])), 5)}
+    else:
+        report["voc_sample_corrupted"] = f"skipped: {VOC_SAMPLE} is absent"
+    report["demo_val_crf_miou"] = ("skipped: no demo work directory given" if args.demo is None
+                                   else "skipped: --demo is not implemented yet")
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
