@@ -253,26 +253,36 @@ def _sorted_segment_sum(data, ids, rows):
 
 def lattice_filter(values, lattice):
     """Splat ``values`` ``(B*N, C)``, blur, slice: the unnormalised Gaussian filter."""
-    dim = lattice.weight.shape[-1]
-    d = dim - 1
+    return _filter(values, _prepare(lattice))
+
+
+def _prepare(lattice):
+    """What every filtering with ``lattice`` reuses, sliced once: one extra zero-weight entry on
+    the empty slot (the sorted segment sum then has every row), the neighbour lists split."""
     rows = lattice.neighbours.shape[-1]
-    spread = ops.take(values, lattice.point, axis=0) * lattice.sorted_weight[:, None]
-    # one zero entry on the empty slot, so that the sorted segment sum has all `rows` rows
-    spread = ops.concatenate([spread, ops.zeros((1, values.shape[-1]), values.dtype)], axis=0)
+    dim = lattice.weight.shape[-1]
+    point = ops.concatenate([lattice.point, ops.zeros((1,), "int32")], axis=0)
+    weight = ops.concatenate([lattice.sorted_weight, ops.zeros((1,), "float32")], axis=0)[:, None]
     ids = ops.concatenate([lattice.sorted_vertex, ops.full((1,), rows - 1, "int32")], axis=0)
-    grid = _sorted_segment_sum(spread, ids, rows)
-    for axis in range(dim):
-        grid = grid + 0.5 * (ops.take(grid, lattice.neighbours[axis, 0], axis=0)
-                             + ops.take(grid, lattice.neighbours[axis, 1], axis=0))
+    neighbours = [(lattice.neighbours[axis, 0], lattice.neighbours[axis, 1]) for axis in range(dim)]
+    return point, weight, ids, rows, neighbours, lattice.vertex, lattice.weight[:, None, :]
+
+
+def _filter(values, prepared):
+    point, sorted_weight, ids, rows, neighbours, vertex, weight = prepared
+    grid = _sorted_segment_sum(ops.take(values, point, axis=0) * sorted_weight, ids, rows)
+    for first, second in neighbours:
+        grid = grid + 0.5 * (ops.take(grid, first, axis=0) + ops.take(grid, second, axis=0))
+    d = len(neighbours) - 1
     alpha = np.float32(1.0 / (1.0 + 2.0 ** -d))
-    gathered = ops.take(grid, lattice.vertex, axis=0)                         # (B*N, d+1, C)
-    return alpha * ops.squeeze(ops.matmul(lattice.weight[:, None, :], gathered), axis=1)
+    gathered = ops.take(grid, vertex, axis=0)                                 # (B*N, d+1, C)
+    return alpha * ops.squeeze(ops.matmul(weight, gathered), axis=1)
 
 
 def _normaliser(lattice, valid_flat):
     """``1 / sqrt(filter(1))`` per point (0 on padding): symmetric normalisation."""
     ones = ops.cast(valid_flat, "float32")[:, None]
-    norm = lattice_filter(ones, lattice)[:, 0]
+    norm = _filter(ones, lattice)[:, 0]
     return ops.where(valid_flat, 1.0 / ops.sqrt(norm + 1e-20), 0.0)
 
 
@@ -326,12 +336,12 @@ def dense_crf_marginals(images, probabilities, params, sizes=None):
                                     (params.pos_w, params.bi_w)):
         if w == 0:
             continue
-        lattice = build_lattice(features, valid, upper)
+        lattice = _prepare(build_lattice(features, valid, upper))
         kernels.append((lattice, _normaliser(lattice, valid_flat), np.float32(w)))
     for _ in range(int(params.iterations)):
         energy = log_p
         for lattice, norm, w in kernels:
-            energy = energy + w * norm[:, None] * lattice_filter(q * norm[:, None], lattice)
+            energy = energy + w * norm[:, None] * _filter(q * norm[:, None], lattice)
         q = ops.softmax(energy, axis=-1)
     return ops.reshape(q, (batch, height, width, classes))
 
