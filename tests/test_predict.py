@@ -177,11 +177,13 @@ def test_crf_in_workers_matches_crf_in_process(tmp_path, monkeypatch):
     images = image_files([tmp_path / "img"])
     model = colour_model()
     plain = predict_images(model, images, tmp_path / "plain")
-    serial = predict_images(model, images, tmp_path / "serial", crf=CRFParams(), jobs=1)
+    serial = predict_images(model, images, tmp_path / "serial", crf=CRFParams(), jobs=1,
+                            crf_backend="densecrf")
     small = predict_images(model, images, tmp_path / "small", crf=CRFParams(), jobs=2)
     assert calls == []   # three small images: workers would cost more than they save
     monkeypatch.setattr(wsk.predict, "CRF_WORKERS_MIN_PIXELS", 0)
-    parallel = predict_images(model, images, tmp_path / "parallel", crf=CRFParams(), jobs=2, batch_size=2)
+    parallel = predict_images(model, images, tmp_path / "parallel", crf=CRFParams(), jobs=2, batch_size=2,
+                              crf_backend="densecrf")   # workers: the densecrf backend only
     assert sorted(i for ids in calls for i in ids) == ["a", "b", "c"]
     for report in (plain, serial, small, parallel):
         assert report.done == ["a", "b", "c"] and not report.failed
