@@ -169,3 +169,17 @@ def test_jax_backend_gives_the_same_labels():
         timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert np.array_equal(np.array(json.loads(result.stdout.strip().splitlines()[-1])), expected.argmax(-1))
+
+
+def test_layer_in_a_saved_model_with_a_free_batch_size(tmp_path):
+    """In a functional model (batch size None, traced as a graph by predict) and a .keras file."""
+    image_in = keras.Input((20, 24, 3))
+    prob_in = keras.Input((20, 24, 3))
+    model = keras.Model([image_in, prob_in], DenseCRF(iterations=3)(image_in, prob_in))
+    model.save(tmp_path / "crf.keras")
+    loaded = keras.models.load_model(tmp_path / "crf.keras")
+    scenes = [_scene(20, 24, 3, seed=seed) for seed in (8, 9)]
+    images = np.stack([s[0] for s in scenes]).astype(np.float32)
+    probabilities = np.stack([s[1] for s in scenes])
+    eager = np.asarray(dense_crf_marginals(images, probabilities, CRFParams(iterations=3)))
+    np.testing.assert_allclose(loaded.predict([images, probabilities], verbose=0), eager, atol=1e-5)

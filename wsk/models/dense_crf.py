@@ -238,7 +238,7 @@ def _build(features, valid, upper):
 def _slots(count, total):
     """Rows of the vertex grid: the vertex count where it is known now (eager), else the bound."""
     try:
-        count = int(count)
+        count = int(ops.convert_to_numpy(count))
     except Exception:      # symbolic (graph or jit tracing): keep the static bound
         return total
     return min(total, max(1, -(-count // SLOT_BUCKET)) * SLOT_BUCKET)
@@ -322,8 +322,17 @@ def dense_crf_marginals(images, probabilities, params, sizes=None):
     images = ops.convert_to_tensor(images)
     batch, height, width, classes = probabilities.shape
     if sizes is None:
-        sizes = ops.tile(ops.convert_to_tensor([[height, width]], "int32"), (batch, 1))
+        sizes = ops.ones_like(probabilities[:, 0, 0, :2], "int32") * np.array([height, width], np.int32)
     sizes = ops.cast(ops.convert_to_tensor(sizes), "int32")
+    if batch is None:   # symbolic batch (a graph with a free batch size): one image at a time
+        return ops.map(lambda args: _marginals(args[0][None], args[1][None], params, args[2][None])[0],
+                       (images, probabilities, sizes))
+    return _marginals(images, probabilities, params, sizes)
+
+
+def _marginals(images, probabilities, params, sizes):
+    """``dense_crf_marginals`` with a known batch size and ``sizes`` given."""
+    batch, height, width, classes = probabilities.shape
     rows = ops.arange(height, dtype="int32")[None, :, None] < sizes[:, None, None, :1]
     cols = ops.arange(width, dtype="int32")[None, None, :] < sizes[:, None, None, 1:]
     valid = ops.reshape(rows & cols, (batch, height * width))
