@@ -16,8 +16,11 @@ filter ``K_m`` is the permutohedral-lattice approximation of Adams, Baek and Dav
 There is no hash table: lattice vertices get integer codes (mixed radix over bounds known from
 the parameters), which are sorted; vertex ids come from cumulative sums over the sorted codes and
 neighbours from ``searchsorted``. One lattice per kernel per batch (images are separate blocks of
-the code), built once and reused for every iteration. Pixels outside each image's valid size
-(padding for batching) stay out of the lattice.
+the code; where the batch's codes would overflow int32, one lattice per image, merged), built once
+and reused for every iteration. Pixels outside each image's valid size (padding for batching) stay
+out of the lattice. Eagerly, the vertex grid is cut to the vertices present (in steps of
+``SLOT_BUCKET``); traced (graph, jit) it keeps its static bound, one row per point and corner, and a
+free batch size is mapped one image at a time.
 """
 
 import collections
@@ -28,6 +31,7 @@ import numpy as np
 from keras import ops
 
 from wsk.crf import MIN_PROBABILITY, CRFParams
+from wsk.errors import WskError
 
 INT32_MAX = 2**31 - 1
 SLOT_BUCKET = 1024   # vertex grids are sized in steps of this, so that shapes repeat across images
@@ -110,16 +114,14 @@ def build_lattice(features, valid, upper):
     the same ``(B*N, d+1)`` per point (weight 0 on padding); ``neighbours`` ``(d+1, 2, S+1)`` each
     vertex's two neighbours along each axis (missing: the empty slot ``S``, whose grid row stays 0).
     """
-    batch, points, d = features.shape
+    batch, points, d = features.shape   # batch known: dense_crf_marginals maps a free one
     block = (d + 1) * math.prod(_key_layout(upper, d)[1])
     if block >= INT32_MAX:
-        raise ValueError(f"the CRF lattice needs {block} codes per image, over int32: "
-                         "use coarser CRF standard deviations or a smaller image")
+        raise WskError(f"the CRF lattice needs {block} codes per image, over int32: "
+                       "use coarser CRF standard deviations or a smaller image")
     if batch is not None and batch > 1 and block * batch >= INT32_MAX:
         # the codes of the whole batch overflow int32: one lattice per image, merged
         return _merge([_build(features[b:b + 1], valid[b:b + 1], upper) for b in range(batch)], points)
-    if batch is None and block >= INT32_MAX // 64:
-        raise ValueError("the CRF lattice needs a known batch size with these standard deviations")
     return _build(features, valid, upper)
 
 
