@@ -162,7 +162,6 @@ def _free_port():
 def s3(monkeypatch):
     """A local S3 server (moto) on 127.0.0.1 with one bucket; s3fs finds it through the environment
     (worker processes inherit it)."""
-    pytest.importorskip("s3fs")
     server_module = pytest.importorskip("moto.server")
     port = _free_port()
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -170,11 +169,13 @@ def s3(monkeypatch):
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
         monkeypatch.setenv(key, value)
-    fsspec.filesystem("s3", skip_instance_cache=True).mkdir("wsk-test")
+    s3fs = pytest.importorskip("s3fs")
+    s3fs.S3FileSystem.clear_instance_cache()   # none left pointing at another test's server
+    s3fs.S3FileSystem().mkdir("wsk-test")
     try:
         yield "s3://wsk-test"
     finally:
-        fsspec.clear_instance_cache() if hasattr(fsspec, "clear_instance_cache") else None
+        s3fs.S3FileSystem.clear_instance_cache()
         server.stop()
 
 
