@@ -1,4 +1,5 @@
-"""Cross-image refinement (§3.2, Eq. 1) and its PCA against naive NumPy references."""
+"""Cross-image refinement (§3.2, Eq. 1) and its PCA, as the pipeline runs them (streaming), against
+naive NumPy references: Eq. 1 by its double loop, the PCA by an SVD of all candidates stacked."""
 
 import math
 
@@ -6,8 +7,9 @@ import numpy as np
 import pytest
 
 from wsk.errors import WskError
-from wsk.pseudo import cross_image_refinement, reduce_features
-from wsk.pseudo.refinement import Moments, eq1_distances, pca_from_moments, refine_image, refinement_statistics
+from wsk.pseudo import (ClassTotals, Moments, cross_image_refinement, pca_from_moments, refine_image,
+                        refinement_statistics)
+from wsk.pseudo.refinement import image_statistics
 
 
 def naive_eq1(per_image):
@@ -40,80 +42,130 @@ def naive_kept(per_image, keep, order):
     return kept
 
 
-def random_class_features(rng, images, dim):
-    return {f"img{i}": rng.normal(size=(rng.integers(1, 8), dim)) * rng.uniform(0.5, 2.0)
-            + rng.normal(size=dim) for i in range(images)}
+def naive_pca(features, energy):
+    """PCA by SVD of the centred rows: the fewest leading axes keeping more than ``energy``."""
+    centred = features - features.mean(axis=0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    ratio = np.cumsum(singular ** 2) / np.sum(singular ** 2)
+    d = int(np.searchsorted(ratio, energy, side="right")) + 1
+    return centred @ vt[:d].T
 
 
-def test_closed_form_distances_equal_naive_eq1():
+def naive_refinement(images, keep, order, energy):
+    """§3.2 from scratch: the PCA of every candidate stacked, then Eq. 1's double loop class by class.
+    ``images``: id -> (features, labels); returns id -> {label: set of kept rows}."""
+    ids = list(images)
+    stacked = np.concatenate([images[i][0] for i in ids])
+    reduced = np.split(naive_pca(stacked, energy), np.cumsum([len(images[i][1]) for i in ids])[:-1])
+    reduced = dict(zip(ids, reduced))
+    out = {i: {} for i in ids}
+    for label in {int(k) for i in ids for k in images[i][1]}:
+        rows = {i: np.flatnonzero(images[i][1] == label) for i in ids}
+        per_image = {i: reduced[i][r] for i, r in rows.items() if len(r)}
+        for i, kept in naive_kept(per_image, keep, order).items():
+            out[i][label] = {int(rows[i][j]) for j in kept}
+    return out
+
+
+def random_images(rng, images, dim, labels=(2, 5, 9)):
+    """id -> (features, labels): 0-7 candidates an image, a decaying spectrum, per-image offsets."""
+    out = {}
+    for n in range(images):
+        count = int(rng.integers(0, 8))
+        out[f"im{n}"] = (rng.normal(size=(count, dim)) * (0.6 ** np.arange(dim)) * rng.uniform(0.5, 2.0)
+                         + rng.normal(size=dim), rng.choice(labels, size=count))
+    return out
+
+
+def eq1_by_class_totals(per_image, label=1):
+    """Eq. 1 of one class's candidates (id -> (n, D)) through ``ClassTotals``, features unprojected."""
+    stats = {i: image_statistics(f, [label] * len(f)) for i, f in per_image.items()}
+    totals = ClassTotals()
+    for s in stats.values():
+        totals.add(s)
+    return {i: totals.distances(label, f, stats[i][label]) if len(f) else np.zeros(0)
+            for i, f in per_image.items()}
+
+
+def test_class_totals_distances_equal_naive_eq1():
     rng = np.random.default_rng(0)
-    per_image = random_class_features(rng, 6, 5)
-    fast = eq1_distances(per_image)
+    per_image = {f"img{i}": rng.normal(size=(rng.integers(1, 8), 5)) * rng.uniform(0.5, 2.0) + rng.normal(size=5)
+                 for i in range(6)}
+    fast = eq1_by_class_totals(per_image)
     slow = naive_eq1(per_image)
     for image_id in per_image:
         np.testing.assert_allclose(fast[image_id], slow[image_id], rtol=1e-10)
+    # by hand: a = {(0, 0), (2, 0)}, b = {(0, 2)}: for (0, 0), N - 1 = 1 other image, distance 4;
+    # for (2, 0): 4 + 4 = 8; for b's (0, 2): the mean of 4 and 8 = 6
+    hand = eq1_by_class_totals({"a": np.array([[0.0, 0.0], [2.0, 0.0]]), "b": np.array([[0.0, 2.0]])})
+    np.testing.assert_allclose(hand["a"], [4.0, 8.0])
+    np.testing.assert_allclose(hand["b"], [6.0])
 
 
 @pytest.mark.parametrize("order", ["closest", "farthest"])
 @pytest.mark.parametrize("keep", [0.5, 0.3, 1.0])
 def test_kept_sets_equal_naive(order, keep):
     rng = np.random.default_rng(1)
-    features = {3: random_class_features(rng, 7, 4), 11: random_class_features(rng, 4, 4),
-                5: {"only": rng.normal(size=(5, 4))}}
-    kept = cross_image_refinement(features, keep=keep, order=order)
-    assert set(kept) == {3, 11, 5}
-    for class_index, per_image in features.items():
-        expected = naive_kept(per_image, keep, order)
-        assert set(kept[class_index]) == set(per_image)
-        for image_id in per_image:
-            got = kept[class_index][image_id]
-            assert len(got) == len(set(got.tolist()))
-            assert set(got.tolist()) == expected[image_id], (class_index, image_id)
+    images = random_images(rng, 9, 12)
+    images["alone"] = (rng.normal(size=(5, 12)), np.array([7] * 5))   # class 7: one image only
+    kept = cross_image_refinement(images, keep=keep, order=order)
+    expected = naive_refinement(images, keep, order, 0.98)
+    assert set(kept) == set(images)
+    for image_id in images:
+        assert set(kept[image_id]) == set(expected[image_id]), image_id
+        for label, rows in kept[image_id].items():
+            assert len(rows) == len(set(rows.tolist()))
+            assert set(rows.tolist()) == expected[image_id][label], (label, image_id)
+    assert sorted(kept["alone"][7].tolist()) == list(range(5))
 
 
 def test_orders_pick_opposite_ends():
-    # image a: one candidate near the other images' candidates, one far away
-    features = {1: {"a": np.array([[0.0, 0.0], [10.0, 0.0]]),
-                    "b": np.array([[0.0, 1.0]]), "c": np.array([[1.0, 0.0], [0.0, -1.0]])}}
-    assert cross_image_refinement(features, order="closest")[1]["a"].tolist() == [0]
-    assert cross_image_refinement(features, order="farthest")[1]["a"].tolist() == [1]
+    # image a: one candidate near the other images' candidates, one far away (the PCA keeps the
+    # axis of the far one, along which the order is decided)
+    one = np.ones(1, int)
+    images = {"a": (np.array([[0.0, 0.0], [10.0, 0.0]]), one.repeat(2)), "b": (np.array([[0.0, 1.0]]), one),
+              "c": (np.array([[1.0, 0.0], [0.0, -1.0]]), one.repeat(2))}
+    assert cross_image_refinement(images, order="closest")["a"][1].tolist() == [0]
+    assert cross_image_refinement(images, order="farthest")["a"][1].tolist() == [1]
     # half of 1 candidate rounds up: b keeps its only candidate
-    assert cross_image_refinement(features)[1]["b"].tolist() == [0]
+    assert cross_image_refinement(images)["b"][1].tolist() == [0]
 
 
-def test_single_image_class_keeps_everything():
+def test_single_image_class_keeps_everything_and_an_image_without_candidates_nothing():
     rng = np.random.default_rng(2)
-    features = {4: {"x": rng.normal(size=(6, 3)), "empty": np.zeros((0, 3))}}
-    kept = cross_image_refinement(features, keep=0.5, order="closest")
-    assert sorted(kept[4]["x"].tolist()) == list(range(6))
-    assert kept[4]["empty"].tolist() == []
+    images = {"x": (rng.normal(size=(6, 3)), np.full(6, 4)), "empty": (np.zeros((0, 3)), np.zeros(0, int))}
+    kept = cross_image_refinement(images, keep=0.5, order="closest")
+    assert sorted(kept["x"][4].tolist()) == list(range(6))
+    assert kept["empty"] == {}
 
 
 def test_images_without_candidates_do_not_count_in_eq1():
     rng = np.random.default_rng(3)
-    per_image = random_class_features(rng, 3, 4)
-    with_empty = dict(per_image, none=np.zeros((0, 4)))
-    a = eq1_distances(per_image)
-    b = eq1_distances(with_empty)
+    per_image = {f"img{i}": rng.normal(size=(rng.integers(1, 8), 4)) for i in range(3)}
+    a = eq1_by_class_totals(per_image)
+    b = eq1_by_class_totals(dict(per_image, none=np.zeros((0, 4))))
     for image_id in per_image:
         np.testing.assert_allclose(a[image_id], b[image_id])
     assert len(b["none"]) == 0
 
 
 def test_bad_arguments_are_wsk_errors():
-    with pytest.raises(WskError):
-        cross_image_refinement({1: {"a": np.zeros((2, 2))}}, order="descending")
-    with pytest.raises(WskError):
-        cross_image_refinement({1: {"a": np.zeros((2, 2))}}, keep=0.0)
-    with pytest.raises(WskError):
-        cross_image_refinement({1: {"a": np.zeros((2, 2)), "b": np.zeros((2, 3))}})
+    images = {"a": (np.zeros((2, 2)), np.ones(2, int))}
+    with pytest.raises(WskError, match="order"):
+        cross_image_refinement(images, order="descending")
+    with pytest.raises(WskError, match="fraction"):
+        cross_image_refinement(images, keep=0.0)
+    with pytest.raises(WskError, match="dimension"):
+        cross_image_refinement(dict(images, b=(np.zeros((2, 3)), np.ones(2, int))))
+    with pytest.raises(WskError, match="labels"):
+        cross_image_refinement({"a": (np.zeros((2, 2)), np.ones(3, int))})
 
 
 def test_pca_keeps_98_percent_energy_and_no_more_components_than_needed():
     rng = np.random.default_rng(4)
     spectrum = 0.75 ** np.arange(40)
     features = rng.normal(size=(400, 40)) * spectrum + rng.normal(size=40)
-    reduced = reduce_features(features, energy=0.98)
+    reduced = pca_from_moments(Moments().add(features), energy=0.98)(features)
     centred = features - features.mean(axis=0)
     singular = np.linalg.svd(centred, compute_uv=False)
     ratio = np.cumsum(singular ** 2) / np.sum(singular ** 2)
@@ -127,32 +179,17 @@ def test_pca_keeps_98_percent_energy_and_no_more_components_than_needed():
     np.testing.assert_allclose(reduced @ reduced.T, expected @ expected.T, atol=1e-8)
 
 
-def test_pca_energy_of_the_reduced_features_matches_numpy():
+def test_pca_energy_with_fewer_rows_than_columns():
     rng = np.random.default_rng(5)
-    features = rng.normal(size=(60, 120)) @ rng.normal(size=(120, 120))   # fewer rows than columns
-    reduced = reduce_features(features, energy=0.98)
+    features = rng.normal(size=(60, 120)) @ rng.normal(size=(120, 120))
+    reduced = pca_from_moments(Moments().add(features), energy=0.98)(features)
     centred = features - features.mean(axis=0)
     kept_energy = np.sum((reduced - reduced.mean(axis=0)) ** 2) / np.sum(centred ** 2)
     assert kept_energy >= 0.98
+    assert reduced.shape[1] == naive_pca(features, 0.98).shape[1] < 60
 
 
-def test_pca_degenerate_inputs_pass_through():
-    one = np.ones((1, 5))
-    np.testing.assert_array_equal(reduce_features(one), one)
-    flat = np.ones((4, 5))
-    np.testing.assert_array_equal(reduce_features(flat), flat)
-
-
-# --- streaming refinement (flat memory): the same PCA and Eq. 1 from accumulated statistics ------
-
-def naive_pca(features, energy):
-    """PCA by SVD of the centred rows: the fewest leading axes keeping more than ``energy``."""
-    centred = features - features.mean(axis=0)
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    ratio = np.cumsum(singular ** 2) / np.sum(singular ** 2)
-    d = int(np.searchsorted(ratio, energy, side="right")) + 1
-    return centred @ vt[:d].T
-
+# --- the statistics alone: moments merged as Beam combines them, degenerate inputs ---------------
 
 def test_pca_from_moments_equals_svd_of_the_stacked_rows():
     rng = np.random.default_rng(6)
@@ -185,13 +222,8 @@ def test_pca_from_moments_degenerate_inputs_give_no_projection():
 @pytest.mark.parametrize("order", ["closest", "farthest"])
 def test_streaming_refinement_keeps_what_naive_eq1_on_naive_pca_keeps(order):
     rng = np.random.default_rng(7)
-    dim = 12
-    images = {}
-    for n in range(9):
-        count = int(rng.integers(0, 7))
-        images[f"im{n}"] = (rng.normal(size=(count, dim)) * (0.6 ** np.arange(dim)) + rng.normal(size=dim),
-                            rng.choice([2, 5, 9], size=count))
-    images["alone"] = (rng.normal(size=(3, dim)), np.array([7, 7, 7]))   # class 7: one image only
+    images = random_images(rng, 9, 12)
+    images["alone"] = (rng.normal(size=(3, 12)), np.array([7, 7, 7]))   # class 7: one image only
     reads = []
 
     def read(image_id):
@@ -199,23 +231,82 @@ def test_streaming_refinement_keeps_what_naive_eq1_on_naive_pca_keeps(order):
         return images[image_id]
 
     projection, totals, dims = refinement_statistics(read, list(images), energy=0.98)
-    assert sorted(reads) == sorted(list(images) * 2)
-    # the reference: PCA of all candidates stacked, then Eq. 1 literally, class by class
-    ids = list(images)
-    stacked = np.concatenate([images[i][0] for i in ids])
-    reduced = naive_pca(stacked, 0.98)
-    assert dims == reduced.shape[1]
-    offsets = np.cumsum([0] + [len(images[i][1]) for i in ids])
-    for label in (2, 5, 9, 7):
-        per_image = {}
-        for n, image_id in enumerate(ids):
-            rows = np.flatnonzero(images[image_id][1] == label)
-            if len(rows):
-                per_image[image_id] = reduced[offsets[n]:offsets[n + 1]][rows]
-        expected = naive_kept(per_image, 0.5, order)
-        for image_id in per_image:
-            got = refine_image(*images[image_id], projection, totals, 0.5, order)[label]
-            rows = np.flatnonzero(images[image_id][1] == label)
-            assert set(got.tolist()) == {int(rows[j]) for j in expected[image_id]}, (label, image_id)
+    assert sorted(reads) == sorted(list(images) * 2)      # two passes, one image at a time
+    assert dims == naive_pca(np.concatenate([f for f, _ in images.values()]), 0.98).shape[1] < 12
+    assert totals.images == {label: sum(label in labels for _, labels in images.values()) for label in (2, 5, 9, 7)}
+    expected = naive_refinement(images, 0.5, order, 0.98)
+    for image_id, (features, labels) in images.items():
+        got = refine_image(features, labels, projection, totals, 0.5, order)
+        assert {k: set(v.tolist()) for k, v in got.items()} == expected[image_id], image_id
     assert refine_image(*images["alone"], projection, totals)[7].tolist() == [0, 1, 2]
-    assert refine_image(np.zeros((0, dim)), np.zeros(0, int), projection, totals) == {}
+    assert refine_image(np.zeros((0, 12)), np.zeros(0, int), projection, totals) == {}
+
+
+# --- the public names are what the pipeline runs -------------------------------------------------
+
+def write_scores(workdir, image_id, labels, classes, rng, proposals=20, dim=10):
+    """A scores file as the scoring stage writes it: 0-5 candidates per label, float16 features."""
+    from wsk.io import save_npz
+    from wsk.pseudo.files import SCORES_VERSION
+
+    candidates, candidate_labels = [], []
+    for label in labels:
+        count = int(rng.integers(0, 6))
+        candidates += rng.choice(proposals, size=count, replace=False).tolist()
+        candidate_labels += [label] * count
+    features = rng.normal(size=(len(candidates), dim)) * 0.7 ** np.arange(dim) + rng.normal(size=dim)
+    save_npz(workdir.scores(image_id), version=np.int32(SCORES_VERSION), scores=rng.random((proposals, classes)),
+             candidates=np.array(candidates, np.int32), candidate_labels=np.array(candidate_labels, np.int32),
+             features=features.astype(np.float16), mode=np.array("roi"), threshold=np.float32(0.5),
+             inputs=np.array("test"))
+
+
+def test_wsk_pseudos_public_names_are_the_functions_the_pipeline_runs(synthetic_root, tmp_path, monkeypatch):
+    import json
+
+    import wsk.pseudo
+    import wsk.pseudo.refinement
+    from wsk.io import load_npz
+    from wsk.pseudo import refine_stage
+    from wsk.pseudo.stage import pseudo_run
+    from wsk.stage_list import run_stages
+
+    # the refinement stage and the Beam pipeline call the very objects wsk.pseudo exports
+    assert refine_stage.refinement_statistics is wsk.pseudo.refinement_statistics
+    assert refine_stage.refine_image is wsk.pseudo.refine_image
+    assert refine_stage.ClassTotals is wsk.pseudo.ClassTotals
+    pytest.importorskip("apache_beam")
+    import wsk.pipeline
+
+    assert wsk.pipeline.Moments is wsk.pseudo.Moments and wsk.pipeline.ClassTotals is wsk.pseudo.ClassTotals
+
+    # and a run of the stage list's refinement entries goes through them: spies on the exported objects
+    calls = []
+    eq1, pca = wsk.pseudo.ClassTotals.distances, wsk.pseudo.pca_from_moments
+    assert wsk.pseudo.refinement.pca_from_moments is pca
+    monkeypatch.setattr(wsk.pseudo.ClassTotals, "distances", lambda *a: calls.append("Eq. 1") or eq1(*a))
+    monkeypatch.setattr(wsk.pseudo.refinement, "pca_from_moments", lambda *a: calls.append("PCA") or pca(*a))
+    run = pseudo_run(synthetic_root, tmp_path / "work", "train")
+    dataset, workdir = run.dataset(), run.workdir
+    rng = np.random.default_rng(8)
+    for image_id in dataset.ids:
+        write_scores(workdir, image_id, [int(k) for k in dataset.labels(image_id)], dataset.num_classes - 1, rng)
+    run_stages(("refinement statistics", "refinement"), run)
+    assert calls.count("PCA") == 1 and calls.count("Eq. 1") > 0
+
+    # what it wrote is what the naive PCA and Eq. 1 keep (and what cross_image_refinement keeps)
+    images = {}
+    for image_id in dataset.ids:
+        rec = load_npz(workdir.scores(image_id))
+        images[image_id] = (rec["features"].astype(np.float64), rec["candidate_labels"])
+    expected = naive_refinement(images, 0.5, "closest", 0.98)
+    in_memory = cross_image_refinement(images)
+    refined = 0
+    for image_id in dataset.ids:
+        candidates = load_npz(workdir.scores(image_id))["candidates"]
+        kept = json.loads(open(workdir.refined(image_id)).read())["kept"]
+        for label, rows in expected[image_id].items():
+            assert set(kept[str(label)]) == {int(candidates[r]) for r in rows}, (image_id, label)
+            assert set(in_memory[image_id][label].tolist()) == rows
+            refined += len(rows) < (images[image_id][1] == label).sum()
+    assert refined > 0       # refinement dropped candidates somewhere

@@ -119,18 +119,24 @@ def test_the_equation_functions_take_the_papers_numbers_from_the_recipes():
     from wsk.proposals.stage import run_proposals
     from wsk.recipes import HCPRecipe, PseudoConfig
 
-    candidates, refinement, rough_masks = (importlib.import_module(f"wsk.pseudo.{name}")
-                                           for name in ("candidates", "refinement", "rough_masks"))
+    candidates, refinement, rough_masks, scoring = (importlib.import_module(f"wsk.pseudo.{name}")
+                                                    for name in ("candidates", "refinement", "rough_masks", "scoring"))
 
     expected = [
         (candidates.select_candidates, "threshold", "PseudoConfig.candidate_threshold", 0.5),
         (rough_masks.rough_masks, "top", "PseudoConfig.rough_top_regions", 10),
-        (refinement.reduce_features, "energy", "PseudoConfig.pca_energy", 0.98),
         (refinement.pca_from_moments, "energy", "PseudoConfig.pca_energy", 0.98),
+        (refinement.fit_projection, "energy", "PseudoConfig.pca_energy", 0.98),
         (refinement.refinement_statistics, "energy", "PseudoConfig.pca_energy", 0.98),
+        (refinement.cross_image_refinement, "energy", "PseudoConfig.pca_energy", 0.98),
         (refinement.rank_and_keep, "keep", "PseudoConfig.refine_keep", 0.5),
-        (refinement.refine_image, "order", "PseudoConfig.refine_order", "closest"),
+        (refinement.refine_image, "keep", "PseudoConfig.refine_keep", 0.5),
         (refinement.cross_image_refinement, "keep", "PseudoConfig.refine_keep", 0.5),
+        (refinement.rank_and_keep, "order", "PseudoConfig.refine_order", "closest"),
+        (refinement.refine_image, "order", "PseudoConfig.refine_order", "closest"),
+        (refinement.cross_image_refinement, "order", "PseudoConfig.refine_order", "closest"),
+        (scoring.ProposalScorer.__init__, "mode", "PseudoConfig.score_mode", "crop"),
+        (scoring.score_proposals, "mode", "PseudoConfig.score_mode", "crop"),
         (select_hypotheses, "m", "HCPRecipe.hypotheses", 10),
         (generate, "max_proposals", "PseudoConfig.max_proposals", 2000),
         (run_proposals, "max_proposals", "PseudoConfig.max_proposals", 2000),
@@ -140,3 +146,31 @@ def test_the_equation_functions_take_the_papers_numbers_from_the_recipes():
         header = inspect.getsource(function).split('"""')[0]
         assert f"{parameter}={field}" in header.replace(" ", "").replace("\n", ""), (function, header)
     assert (PseudoConfig.candidate_threshold, HCPRecipe.hypotheses) == (0.5, 10)
+
+
+def test_no_equation_module_writes_a_paper_number_as_a_literal_default():
+    """Every function of the modules that implement §3 (all of them, not only those listed above):
+    no parameter defaults to a literal that is one of the paper's numbers in ``wsk.recipes``."""
+    import ast
+    import importlib
+    import inspect
+
+    from wsk.recipes import HCPRecipe, PseudoConfig
+
+    paper = {PseudoConfig.candidate_threshold, PseudoConfig.pca_energy, PseudoConfig.refine_keep,
+             PseudoConfig.refine_order, PseudoConfig.rough_top_regions, PseudoConfig.score_mode,
+             PseudoConfig.max_proposals, HCPRecipe.hypotheses}
+    assert paper == {0.5, 0.98, 10, "closest", "crop", 2000}
+    modules = [f"wsk.pseudo.{name}" for name in ("candidates", "localization", "refinement", "refine_stage",
+                                                  "regions", "rough_masks", "score_stage", "scoring", "targets")]
+    modules += [f"wsk.proposals.{name}" for name in ("generate", "hypotheses", "stage")]
+    literals = []
+    for name in modules:
+        tree = ast.parse(inspect.getsource(importlib.import_module(name)))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for default in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+                    if (isinstance(default, ast.Constant) and not isinstance(default.value, bool)
+                            and default.value in paper):
+                        literals.append(f"{name}.{node.name}: {default.value!r}")
+    assert literals == []

@@ -1,4 +1,4 @@
-"""Cross-image contextual refinement (§3.2, Eq. 1).
+"""Cross-image contextual refinement (§3.2, Eq. 1), streaming: the functions the pipeline runs.
 
 Candidates of one class are compared with the candidates of the *other* images that
 share the label. With ``x`` a candidate of image ``i`` and image ``i'`` holding
@@ -11,86 +11,36 @@ mean vector, ``meansq`` the mean squared norm of image ``i'``'s candidates), the
 the other images only needs the class-wide sums of those per-image statistics minus the
 image's own: the cost is linear in the number of candidates, not quadratic.
 
-The same algebra lets the refinement stream over a dataset's scores files (``refine_stream``):
-the PCA is fitted from the accumulated first and second moments of the features
-(``Moments``, ``pca_from_moments``), and Eq. 1 needs per class only the number of images with
-candidates, the sum of their means and the sum of their mean squared norms
-(``ClassTotals``). Memory is then ``O(D^2 + classes x d)``, whatever the number of candidates,
-and no more than one image's candidates are held at a time.
+So the refinement streams over a dataset one image at a time:
+
+* the PCA of §3.2 is fitted from the accumulated first and second moments of the features
+  (``Moments``, ``pca_from_moments``);
+* Eq. 1 needs per class only the number of images with candidates, the sum of their means and
+  the sum of their mean squared norms (``ClassTotals``, whose ``distances`` is Eq. 1);
+* ``refinement_statistics`` makes both in two passes, ``refine_image`` ranks one image's
+  candidates against them.
+
+Memory is ``O(D^2 + classes x d)``, whatever the number of candidates, and no more than one
+image's candidates are held at a time. The refinement stage (``wsk.pseudo.refine_stage``) and the
+Beam pipeline (``wsk.pipeline``) run these; ``cross_image_refinement`` is the same two calls over
+candidates held in memory.
 """
 
 import dataclasses
 import math
 
 import numpy as np
-from sklearn.decomposition import PCA
 
 from wsk.errors import WskError
 from wsk.recipes import ORDERS, PseudoConfig
 
 
-
-def reduce_features(features, energy=PseudoConfig.pca_energy):
-    """Project ``(N, D)`` candidate features on the principal components keeping ``energy``.
-
-    §3.2: PCA fitted once over all candidates keeps the fewest leading components whose
-    explained variance is at least (scikit-learn: more than) ``energy`` of the total.
-    Returns the ``(N, d)`` projections (float32 input stays float32, anything else is
-    float64). With fewer than two candidates, or features without variance, there is
-    nothing to fit and the features are returned as they are (distances, all Eq. 1 needs,
-    are then unchanged).
-    """
-    features = np.asarray(features)
-    if features.dtype != np.float32:
-        features = features.astype(np.float64)
-    if features.ndim != 2:
-        raise WskError(f"features must be (candidates, dimensions), got shape {features.shape}")
-    if not 0.0 < energy < 1.0:
-        raise WskError(f"PCA energy must lie in (0, 1), got {energy}")
-    n, dim = features.shape
-    if n < 2 or dim < 2 or not np.any(features.var(axis=0) > 0):
-        return features
-    # covariance_eigh works on the D x D covariance: fast when candidates outnumber dimensions.
-    solver = "covariance_eigh" if n > dim else "full"
-    pca = PCA(n_components=energy, svd_solver=solver)
-    return pca.fit_transform(features)
-
-
-def eq1_distances(features_by_image):
-    """Eq. 1 for every candidate of one class, in closed form.
-
-    ``features_by_image`` maps image id -> ``(n_i, D)`` features of that image's candidates
-    for the class. Images without candidates are left out (Eq. 1 divides by ``n_{i'}``), so
-    ``N`` counts the images with at least one candidate. Returns image id -> ``(n_i,)``
-    float64 distances, or ``None`` for every image when ``N < 2`` (no other image to compare).
-    """
-    stats = {}
-    for image_id, feats in features_by_image.items():
-        feats = np.asarray(feats, dtype=np.float64)
-        if feats.ndim != 2:
-            raise WskError(f"features of image {image_id} must be (candidates, dimensions), "
-                           f"got shape {feats.shape}")
-        if len(feats):
-            sq = np.einsum("ij,ij->i", feats, feats)
-            stats[image_id] = (feats, sq, feats.mean(axis=0), sq.mean())
-    if len(stats) < 2:
-        return {image_id: None for image_id in features_by_image}
-    dims = {s[0].shape[1] for s in stats.values()}
-    if len(dims) != 1:
-        raise WskError(f"candidate features of one class differ in dimension: {sorted(dims)}")
-    total_mean = sum(s[2] for s in stats.values())
-    total_meansq = sum(s[3] for s in stats.values())
-    others = len(stats) - 1
-    out = {}
-    for image_id in features_by_image:
-        if image_id not in stats:
-            out[image_id] = np.zeros(0)
-            continue
-        feats, sq, mean, meansq = stats[image_id]
-        other_mean = (total_mean - mean) / others
-        other_meansq = (total_meansq - meansq) / others
-        out[image_id] = sq - 2.0 * feats @ other_mean + other_meansq
-    return out
+def check_ranking(keep, order):
+    """A ``WskError`` unless ``keep`` lies in (0, 1] and ``order`` is one of ``ORDERS``."""
+    if not 0.0 < keep <= 1.0:
+        raise WskError(f"the kept fraction must lie in (0, 1], got {keep}")
+    if order not in ORDERS:
+        raise WskError(f"refinement order must be one of {', '.join(ORDERS)}, got {order!r}")
 
 
 def rank_and_keep(distances, keep=PseudoConfig.refine_keep, order=PseudoConfig.refine_order):
@@ -106,43 +56,12 @@ def rank_and_keep(distances, keep=PseudoConfig.refine_keep, order=PseudoConfig.r
     *closest* (``order="closest"``, the recipes' default: small distances first).
     Ties keep the lower index first.
     """
-    if order not in ORDERS:
-        raise WskError(f"refinement order must be one of {', '.join(ORDERS)}, got {order!r}")
+    check_ranking(keep, order)
     distances = np.asarray(distances, dtype=np.float64)
     count = math.ceil(keep * len(distances))
     key = distances if order == "closest" else -distances
     return np.argsort(key, kind="stable")[:count].astype(np.int64)
 
-
-def cross_image_refinement(features_by_image, keep=PseudoConfig.refine_keep, order=PseudoConfig.refine_order):
-    """Refine the candidates of every class across images (§3.2, Eq. 1).
-
-    ``features_by_image`` is ``{class_index: {image_id: (n_i, D) features}}``: for each class,
-    the (PCA-reduced) features of each image's candidates for that class, rows in the
-    image's candidate order. Returns ``{class_index: {image_id: kept row indices}}``: for
-    each image, the rows (int64, best first) of its ``ceil(keep * n_i)`` candidates ranked
-    by Eq. 1 in ``order`` ("closest" or "farthest", see ``rank_and_keep``). A class whose
-    candidates all come from one image has no other image to compare with: that image keeps
-    every candidate. An image with no candidate keeps none.
-    """
-    if not 0.0 < keep <= 1.0:
-        raise WskError(f"the kept fraction must lie in (0, 1], got {keep}")
-    if order not in ORDERS:
-        raise WskError(f"refinement order must be one of {', '.join(ORDERS)}, got {order!r}")
-    kept = {}
-    for class_index, per_image in features_by_image.items():
-        distances = eq1_distances(per_image)
-        kept[class_index] = {}
-        for image_id, feats in per_image.items():
-            dist = distances[image_id]
-            if dist is None:
-                kept[class_index][image_id] = np.arange(len(feats), dtype=np.int64)
-            else:
-                kept[class_index][image_id] = rank_and_keep(dist, keep, order)
-    return kept
-
-
-# --- streaming: moments, PCA from them, class totals (the same Eq. 1, one image at a time) -------
 
 @dataclasses.dataclass
 class Moments:
@@ -194,12 +113,12 @@ class Projection:
 
 
 def pca_from_moments(moments, energy=PseudoConfig.pca_energy):
-    """The ``Projection`` of ``reduce_features`` (§3.2), fitted from ``Moments`` alone.
+    """The PCA of §3.2 ("PCA to reserve 98% energy"), fitted from ``Moments`` alone: a ``Projection``.
 
     The fewest leading eigenvectors of the covariance whose explained variance exceeds
     ``energy`` of the total (scikit-learn's rule for a float ``n_components``). None when there
-    is nothing to fit (fewer than two rows or dimensions, no variance): features are then used
-    as they are, as ``reduce_features`` does.
+    is nothing to fit (fewer than two rows or dimensions, no variance): the features are then
+    used as they are (Eq. 1's distances are unchanged by leaving them unprojected).
     """
     if not 0.0 < energy < 1.0:
         raise WskError(f"PCA energy must lie in (0, 1), got {energy}")
@@ -234,6 +153,8 @@ def image_statistics(features, labels):
     """``{label: (mean (d,), mean squared norm)}`` of one image's candidates per label."""
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
+    if features.ndim != 2 or labels.shape != features.shape[:1]:
+        raise WskError(f"features of shape {features.shape} do not fit {labels.shape} candidate labels")
     out = {}
     for label in np.unique(labels):
         rows = features[labels == label]
@@ -282,7 +203,10 @@ class ClassTotals:
 def refine_image(features, labels, projection, totals, keep=PseudoConfig.refine_keep,
                  order=PseudoConfig.refine_order):
     """``{label: kept candidate rows, best first}`` of one image (§3.2), from the dataset's
-    ``projection`` and ``totals``: what ``cross_image_refinement`` keeps for it."""
+    ``projection`` and ``totals`` (``refinement_statistics``): for each label, the rows of its
+    ``ceil(keep * n)`` candidates ranked by Eq. 1 in ``order`` (``rank_and_keep``), or all of them
+    when no other image has candidates of the label."""
+    check_ranking(keep, order)
     labels = np.asarray(labels)
     if not len(labels):
         return {}
@@ -315,3 +239,17 @@ def refinement_statistics(read, ids, energy=PseudoConfig.pca_energy):
         if len(labels):
             totals.add(image_statistics(reduce_with(projection, features), labels))
     return projection, totals, dims
+
+
+def cross_image_refinement(candidates, keep=PseudoConfig.refine_keep, order=PseudoConfig.refine_order,
+                           energy=PseudoConfig.pca_energy):
+    """§3.2 over candidates held in memory: ``refinement_statistics`` then ``refine_image``.
+
+    ``candidates`` maps image id -> ``(features (n, D), candidate labels (n,))``. Returns image id ->
+    ``{label: kept candidate rows, best first}`` (``{}`` for an image without candidates): what the
+    refinement stage writes for each image, for a set small enough to hold.
+    """
+    check_ranking(keep, order)
+    projection, totals, _ = refinement_statistics(candidates.__getitem__, list(candidates), energy)
+    return {image_id: refine_image(*candidates[image_id], projection, totals, keep, order)
+            for image_id in candidates}

@@ -26,7 +26,7 @@ from wsk import models
 from wsk.errors import WskError
 from wsk.models.hcp import TRUNK_STRIDE
 from wsk.models.preprocessing import MEAN_BGR, crop_hypothesis
-from wsk.recipes import SCORE_MODES
+from wsk.recipes import SCORE_MODES, PseudoConfig
 
 
 
@@ -114,7 +114,7 @@ class ProposalScorer:
     mode needs ``segments``, the image's ``wsk.proposals.Proposals`` whose boxes these are.
     """
 
-    def __init__(self, model, mode="crop", batch_size=64, roi_scale=2.0):
+    def __init__(self, model, mode=PseudoConfig.score_mode, batch_size=64, roi_scale=2.0):
         if mode not in SCORE_MODES:
             raise WskError(f"scoring mode must be one of {', '.join(SCORE_MODES)}, got {mode!r}")
         self.mode = mode
@@ -181,7 +181,8 @@ class ProposalScorer:
         return self._batched(self._head, pooled)
 
 
-def score_proposals(model, image, boxes, mode="crop", batch_size=64, roi_scale=2.0, segments=None):
+def score_proposals(model, image, boxes, mode=PseudoConfig.score_mode, batch_size=64, roi_scale=2.0,
+                    segments=None):
     """HCP softmax ``(P, C)`` and fc7 features ``(P, D)`` of an image's proposal boxes (§3.1).
 
     One-off convenience over ``ProposalScorer`` (which builds the sub-networks once; use it
