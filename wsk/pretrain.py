@@ -34,7 +34,7 @@ from wsk.models.hcp import DROPOUT, FC_CHANNELS
 from wsk.models.layers import CaffePooling2D
 from wsk.models.description import ModelDescription
 from wsk.models.saving import load_model, save_model, sidecar_path
-from wsk.models.vgg import VGG16_BLOCKS, block_conv_names, conv_names, scaled
+from wsk.models.vgg import PIXEL_RMS, VGG16_BLOCKS, block_conv_names, conv_names, scaled
 from wsk.recipes import PretrainConfig
 
 CORPUS = "wsk.data.corpus.generate_corpus"   # what the trunk is trained on
@@ -51,7 +51,7 @@ def normalised_trunk(num_classes, size, width):
     """
 
     inputs = keras.Input((size, size, 3), name="image")
-    x = keras.layers.Rescaling(1.0 / 72.0, name="unit_scale")(inputs)
+    x = keras.layers.Rescaling(1.0 / PIXEL_RMS, name="unit_scale")(inputs)
     for block, (names, (channels, _)) in enumerate(zip(block_conv_names(), VGG16_BLOCKS), start=1):
         for name in names:
             x = keras.layers.Conv2D(scaled(channels, width), 3, padding="same", use_bias=False,
@@ -70,14 +70,14 @@ def normalised_trunk(num_classes, size, width):
 
 def fold_into_hcp(trained, num_classes, size, width):
     """A plain ``wsk.models.hcp`` (one hypothesis) computing what ``trained`` computes at inference:
-    each batch normalisation folded into the layer before it, the 1/72 input scale into conv1_1."""
+    each batch normalisation folded into the layer before it, the 1/PIXEL_RMS input scale into conv1_1."""
     model = hcp(num_classes=num_classes, hypotheses=1, image_size=size, width=width)
     for name in list(conv_names()) + ["fc6", "fc7"]:
         kernel = trained.get_layer(name).get_weights()[0]
         gamma, beta, mean, var = trained.get_layer(f"{name}_bn").get_weights()
         scale = gamma / np.sqrt(var + trained.get_layer(f"{name}_bn").epsilon)
         if name == "conv1_1":
-            kernel = kernel / 72.0
+            kernel = kernel / PIXEL_RMS
         model.get_layer(name).set_weights([kernel * scale, beta - mean * scale])
     model.get_layer("fc8").set_weights(trained.get_layer("fc8").get_weights())
     return model
@@ -86,7 +86,7 @@ def fold_into_hcp(trained, num_classes, size, width):
 def unfold_into_trunk(model, trunk, sample, class_names=None, trunk_classes=None):
     """Start the normalised trunk ``model`` from a folded HCP ``trunk`` (``fold_into_hcp``'s inverse).
 
-    Every conv/fc kernel is the trunk's (conv1_1 times the 1/72 input scale), and every batch
+    Every conv/fc kernel is the trunk's (conv1_1 times the 1/PIXEL_RMS input scale), and every batch
     normalisation is set from the layer's pre-activation mean and variance over ``sample``
     (preprocessed images) so that it adds back the trunk's bias: in inference mode ``model``
     computes the trunk's fc7 exactly, in training mode nearly (batch statistics). fc8 columns of
@@ -101,7 +101,7 @@ def unfold_into_trunk(model, trunk, sample, class_names=None, trunk_classes=None
         if have != kernel.shape:
             raise WskError(f"layer {name} of the starting trunk has shape {kernel.shape}, the "
                            f"pretrained network's {have} (another width or image size?)")
-        model.get_layer(name).set_weights([kernel * 72.0 if name == "conv1_1" else kernel])
+        model.get_layer(name).set_weights([kernel * PIXEL_RMS if name == "conv1_1" else kernel])
         bn = model.get_layer(f"{name}_bn")
         bn.set_weights([np.ones_like(bias), bias, np.zeros_like(bias), np.full_like(bias, 1 - bn.epsilon)])
         biases[name] = bias

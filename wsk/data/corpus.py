@@ -1,4 +1,4 @@
-"""The pretraining corpus: wsk's offline stand-in for ImageNet (design.md, "Pretrained trunks").
+"""The pretraining corpus: wsk's offline stand-in for ImageNet (the README's "Pretrained trunk").
 
 The paper starts HCP and DeepLab-LargeFOV from an ImageNet VGG-16, a network that has seen
 1,000 classes before it meets VOC's 20. Offline, a corpus generated here plays that part: it

@@ -11,7 +11,7 @@
 
 Each record says what it was made from (settings, the stamp of its scores file and of the
 statistics file), so a rerun after any change redoes exactly the stale ones. The local stage, the
-stage list (``wsk.steps``) and the Beam pipeline call these same functions.
+stage list (``wsk.stage_list``) and the Beam pipeline call these same functions.
 """
 
 import functools

@@ -1,4 +1,4 @@
-"""Stages 3 and 4 of the pseudo labels, one image at a time (worker processes run these; nothing
+"""The pseudo labels' last two steps, one image at a time (worker processes run these; nothing
 here imports Keras): localization maps (§3.3.1, Eq. 2) ``locmaps/<id>.npz`` and rough masks
 (§3.3.2, Eq. 5) ``masks/<id>.png``, each recording what it was made from."""
 
