@@ -27,7 +27,6 @@ import cv2
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 VOC_SAMPLE = os.path.join(os.path.dirname(REPO), "shared", "voc-sample")
 CLASSES = 21
 VOC_SIZE = (375, 500)
