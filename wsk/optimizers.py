@@ -16,6 +16,8 @@ import re
 import keras
 from keras import ops
 
+from wsk.keras_private import optimizer_variable_index
+
 
 def deeplab_multipliers(last_layer="fc8", last_mult=10):
     """DeepLab's multiplier groups as ``[(pattern, lr_mult, decay_mult), ...]`` (first match wins).
@@ -89,7 +91,7 @@ class CaffeSGD(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         """v <- m v + lr lr_mult (g + decay decay_mult w); w <- w - v."""
-        index = self._get_variable_index(variable)
+        index = optimizer_variable_index(self, variable)
         lr_mult, decay_mult = self._variable_multipliers[index]
         gradient = ops.cast(gradient, variable.dtype)
         decay = self.caffe_weight_decay * decay_mult

@@ -8,6 +8,7 @@ import numpy as np
 
 from wsk.errors import WskError
 from wsk.io import atomic_path, load_json, remove_paths, save_json, sha256_of
+from wsk.keras_private import BackupHooks, set_seed_counters
 from wsk.metrics import multilabel_average_precision
 
 
@@ -64,13 +65,10 @@ class ResumeEpoch(keras.callbacks.Callback):
         if not self._started:
             self.variable.assign(epoch)
             self._started = True
-        for state in self.model.variables:
-            if state.path.endswith("seed_generator_state"):
-                seed = np.asarray(state.numpy() if hasattr(state, "numpy") else state.value)
-                state.assign(np.array([seed[0], epoch * self.EPOCH_STRIDE], dtype=seed.dtype))
+        set_seed_counters(self.model, epoch * self.EPOCH_STRIDE)
 
 
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+class AtomicBackupAndRestore(BackupHooks):
     """``keras.callbacks.BackupAndRestore`` whose backup survives a kill at any moment.
 
     Keras writes the weights, then the epoch, in place: a kill between the two resumes the new
@@ -84,28 +82,27 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         super().__init__(backup_dir)
         self.printer = printer
 
-    def _save_model(self):
+    def save_backup(self):
         os.makedirs(self.backup_dir, exist_ok=True)
-        with atomic_path(self._weights_path) as tmp_weights:
+        with atomic_path(self.weights_path) as tmp_weights:
             self.model.save_weights(tmp_weights, overwrite=True)
-            record = {"epoch": self._current_epoch, "batch": self._last_batch_seen,
-                      "weights_sha256": sha256_of(tmp_weights)}
-        save_json(self._training_metadata_path, record)
+            record = dict(self.position, weights_sha256=sha256_of(tmp_weights))
+        save_json(self.metadata_path, record)
 
-    def _load_model(self):
-        have_weights = os.path.exists(self._weights_path)
-        have_record = os.path.exists(self._training_metadata_path)
+    def load_backup(self):
+        have_weights = os.path.exists(self.weights_path)
+        have_record = os.path.exists(self.metadata_path)
         if have_weights or have_record:
             try:
-                record = load_json(self._training_metadata_path) if have_record else {}
+                record = load_json(self.metadata_path) if have_record else {}
             except WskError:
                 record = {}
-            if not have_weights or record.get("weights_sha256") != sha256_of(self._weights_path):
+            if not have_weights or record.get("weights_sha256") != sha256_of(self.weights_path):
                 self.printer(f"{self.backup_dir}: the last backup was interrupted while being written; "
                              "restarting this step from its start")
-                remove_paths(self._weights_path, self._training_metadata_path)
+                remove_paths(self.weights_path, self.metadata_path)
                 return
-        super()._load_model()
+        self.keras_load_backup()
 
 
 class Diverged(Exception):

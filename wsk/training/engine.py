@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from wsk.errors import WskError
+from wsk.keras_private import build_from_spec, skip_fit_build
 from wsk.models.imagenet import is_vgg16_source
 from wsk.models.vgg import from_scratch_multipliers
 from wsk.optimizers import CaffeSGD, deeplab_multipliers, step_schedule
@@ -116,8 +117,8 @@ def prepare_multi_worker_fit(model, dataset):
       workers is the value itself.
     """
     with model.distribute_strategy.scope():
-        model._symbolic_build(data_batch=dataset.element_spec)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+        build_from_spec(model, dataset.element_spec)
+    skip_fit_build(model)
     train_step = model.train_step
     model.train_step = lambda data: {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
 
