@@ -173,7 +173,8 @@ class Style:
 
     ``shape(name, u, v, radius)`` is the class's boolean mask in its rotated frame;
     ``texture(name, u, v, radius, size, rng)`` its two colours' mixing weights; ``background(size,
-    rng)`` a float32 ``(S, S, 3)`` image.
+    rng)`` a float32 ``(S, S, 3)`` image; ``colours(background mean, rng)`` an object's two colours
+    (never a function of its class); ``scale_range`` the object diameter / image side, drawn uniformly.
     """
 
     name: str
@@ -181,6 +182,8 @@ class Style:
     shape: object
     texture: object
     background: object
+    colours: object = _colours
+    scale_range: tuple = SCALE_RANGE
 
 
 def _class_texture(name, u, v, radius, size, rng):
@@ -206,7 +209,7 @@ def render_image(size, classes, rng, style=SHAPES_STYLE):
         placed = True
         for k, cls in enumerate(classes, start=1):
             for _try in range(30):
-                radius = size * rng.uniform(*SCALE_RANGE) / 2
+                radius = size * rng.uniform(*style.scale_range) / 2
                 low = min(0.7 * radius, size / 2)  # at most 30% of the radius outside the image
                 cx, cy = rng.uniform(low, size - low, 2)
                 u, v = _frame(x, y, cx, cy, rng.uniform(0, 2 * np.pi))
@@ -220,7 +223,7 @@ def render_image(size, classes, rng, style=SHAPES_STYLE):
                 break
             areas.append(int(shape.sum()))
             texture = style.texture(style.class_names[cls], u, v, radius, size, rng)
-            a, b = _colours(image[shape].mean(axis=0), rng)
+            a, b = style.colours(image[shape].mean(axis=0), rng)
             weight = texture[shape][:, None]
             image[shape] = (a * (1 - weight) + b * weight).astype(np.float32)
             instances[shape] = k
