@@ -6,7 +6,7 @@ each one provides (not only that the private name still exists), so a Keras rele
 name but changes its meaning fails there too.
 
 Verified (``tests/test_keras_private.py``, ``tests/test_optimizers.py``, ``tests/test_train.py``'s
-backup tests) on Keras 3.10.0 with TensorFlow 2.19.0 and on Keras 3.15.1 with TensorFlow 2.21.0,
+backup tests) on Keras 3.10.0 with TensorFlow 2.16.2 and 2.19.1, and on Keras 3.15.1 with TensorFlow 2.21.0,
 the newest releases then; ``setup.cfg`` bounds ``keras`` and ``tensorflow`` to that range.
 
 What each hook relies on:
