@@ -5,6 +5,7 @@ per commit, and the three new shapes the corpus never draws."""
 import ast
 import colorsys
 import dataclasses
+import importlib.util
 import math
 import os
 import re
@@ -212,3 +213,56 @@ def test_new_shapes_cover_the_areas_of_their_geometry():
 def test_new_shapes_are_unseen_by_the_pretraining_corpus():
     assert not set(ss.UNSEEN_SHAPES) & set(BROAD_SHAPES)
     assert not set(ss.UNSEEN_SHAPES) & set(corpus.CORPUS_SHAPES)
+
+
+# ----------------------------------------------------------------- the benchmark's summary
+def load_bench():
+    """benchmarks/bench_generalization.py as a module (not on sys.path: nothing else becomes importable)."""
+    spec = importlib.util.spec_from_file_location("bench_generalization", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def style(classes, stages, per_class):
+    return {"draw": {}, "classes": list(classes), "stages": stages, "per_class": per_class}
+
+
+def test_the_best_network_is_chosen_on_the_tuning_styles_and_reported_on_the_test_styles():
+    bench = load_bench()
+    names = ("background", "disc", "star")
+    tuning = [style(names, {"val: AN_B": 50.0, "val: SN_B": 40.0, "val: AN_B+CRF": 52.0}, {}),
+              style(names, {"val: AN_B": 60.0, "val: SN_B": 30.0, "val: AN_B+CRF": 61.0}, {})]
+    test = [style(names, {"val: AN_B": 20.0, "val: SN_B": 70.0, "val: AN_B+CRF": 22.0}, {}),
+            style(names, {"val: AN_B": 30.0, "val: SN_B": 80.0, "val: AN_B+CRF": 33.0}, {})]
+    # AN_B: 55 on the tuning styles against SN_B's 35; SN_B is better on the test styles, unseen
+    assert bench.best_variant(tuning, ("AN_A", "AN_B", "SN_B")) == "AN_B"
+    rows = bench.summary_rows(tuning, test, "AN_B")
+    assert rows["best network"]["test"] == [20.0, 30.0]
+    assert rows["best network+CRF"]["test"] == [22.0, 33.0]
+    assert bench.statistics(rows["best network"]["test"]) == {"mean": 25.0, "std": 5.0, "min": 20.0, "max": 30.0,
+                                                              "n": 2}
+
+
+def test_class_means_pool_classes_by_name_and_the_thresholds_are_the_issues():
+    bench = load_bench()
+    assert dict(bench.DONE_WHEN) == {"HCP val mAP": 0.85, "pseudo-labels: rough masks": 55.0,
+                                     "pseudo-labels: lowest class mean": 30.0, "best network": 50.0,
+                                     "every variant: lowest class mean": 15.0}
+    rough = "pseudo-labels: rough masks"
+    test = [style(("background", "disc", "star"), {"HCP val mAP": 0.9, rough: 60.0, "val: AN_B": 52.0},
+                  {rough: [90.0, 40.0, 20.0], "val: AN_B": [80.0, 30.0, 16.0], "val: AN_B+CRF": [80.0, 9.0, 50.0]}),
+            style(("background", "star", "arrow"), {"HCP val mAP": 0.7, rough: 56.0, "val: AN_B": 49.0},
+                  {rough: [80.0, 60.0, 31.0], "val: AN_B": [70.0, 20.0, 40.0], "val: AN_B+CRF": [70.0, 30.0, 40.0]})]
+    assert bench.class_means(test, rough) == {"background": 85.0, "disc": 40.0, "star": 40.0, "arrow": 31.0}
+    rows = bench.summary_rows(test, test, "AN_B")
+    assert rows["pseudo-labels: lowest class mean"]["test"] == [31.0]
+    assert rows["every variant: lowest class mean"]["test"] == [18.0]    # star: (16 + 20) / 2
+    assert rows["every variant+CRF: lowest class mean"]["test"] == [9.0]   # disc
+    lines = {line.split("  ")[0]: line for line in bench.table(rows).splitlines()}
+    assert lines["HCP val mAP"].endswith(">= 0.85: FAIL")                  # mean 0.8
+    assert lines["pseudo-labels: rough masks"].endswith(">= 55: pass")      # 58
+    assert lines["pseudo-labels: lowest class mean"].endswith(">= 30: pass")   # 31
+    assert lines["best network"].endswith(">= 50: pass")                    # 50.5
+    assert lines["every variant: lowest class mean"].endswith(">= 15: pass")   # 18
+    assert "done when" not in lines["every variant+CRF: lowest class mean"]
