@@ -63,7 +63,11 @@ def crf_params(crf, crf_bi_w, crf_bi_xy_std, crf_bi_rgb_std, crf_pos_w, crf_pos_
               help="CRF worker processes [default: all cores].")
 @click.option("--batch-size", type=int, default=1, show_default=True,
               help="Images of the same size segmented together.")
-def predict(model, images, out_dir, layout, jobs, batch_size, **crf):
+@click.option("--max-side", type=click.IntRange(min=1), default=None,
+              help="Longer side, pixels, the network and the CRF run at; larger photos are resized "
+                   "down and their labels come back at the photo's size [default: the model's "
+                   "training scale from its description, else 500].")
+def predict(model, images, out_dir, layout, jobs, batch_size, max_side, **crf):
     """Segment IMAGES (files or folders of images) with MODEL, a .keras segmentation network.
 
     Images whose PNG already exists (and has the image's size) are skipped, so an
@@ -72,6 +76,7 @@ def predict(model, images, out_dir, layout, jobs, batch_size, **crf):
     # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.models.saving import load_model
     from wsk.predict import image_files, predict_images
+    from wsk.zoo import recorded_max_side
     from wsk.stages import default_jobs
 
     backend = crf.pop("crf_backend")
@@ -80,7 +85,8 @@ def predict(model, images, out_dir, layout, jobs, batch_size, **crf):
     network = load_model(model)
     report = predict_images(network, files, out_dir, crf=params, crf_backend=backend,
                             jobs=default_jobs() if jobs is None else max(1, jobs),
-                            batch_size=batch_size, layout=layout)
+                            batch_size=batch_size, layout=layout,
+                            max_side=recorded_max_side(model) if max_side is None else max_side)
     click.echo(report.summary(), err=True)
     report.raise_if_failed()
 

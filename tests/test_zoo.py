@@ -331,7 +331,8 @@ def test_zoo_segmenter_takes_raw_photos_like_wsk_predict(tmp_path, keras_home, v
     assert isinstance(segmenter, Segmenter) and segmenter.class_names[0] == "background"
     photos = sorted((voc_sample / "JPEGImages").glob("*.jpg"))[:3]
     out = tmp_path / "predicted"
-    result = CliRunner().invoke(cli, ["predict", wsk.zoo.fetch(name), *map(str, photos), "--out", str(out)])
+    result = CliRunner().invoke(cli, ["predict", wsk.zoo.fetch(name), *map(str, photos), "--out", str(out),
+                                      "--max-side", str(segmenter.max_side)])   # the card's (no sidecar here)
     assert result.exit_code == 0, result.output
     saved = tmp_path / "segmenter.keras"
     segmenter.save(saved)

@@ -2,8 +2,10 @@
 
 ``predict_images`` / ``predict_dataset`` write one palette PNG per image id and resume: an id
 whose PNG already exists, is readable and has the image's size is skipped. The network runs
-in this process on batches of equally sized images (``wsk.models.inference.segment``); the dense CRF
-(``wsk.crf``) runs in this process when ``jobs == 1``, otherwise in worker processes
+in this process on batches of equally sized images at most ``max_side`` on the longer side (a larger
+photo is resized down, segmented, refined, and its labels up-sampled back to its own size a band of
+rows at a time: ``wsk.models.inference``); the dense CRF (``wsk.crf``) runs in this process when
+``jobs == 1``, otherwise (densecrf backend, photos that fit ``max_side``) in worker processes
 (``wsk.stages.run_per_image``) that read the softmax saved to a temporary ``.npz`` per image.
 
 Output layouts (``layout``):
@@ -26,7 +28,8 @@ from PIL import Image
 from wsk.crf import dense_crf, refine_saved
 from wsk.data.sources import open_dataset
 from wsk.errors import WskError
-from wsk.models.inference import segment
+from wsk.models.description import recipe_max_side
+from wsk.models.inference import resize_image, segment, upsample_labels, working_size
 from wsk.models.tasks import raw_network
 from wsk.io import IMAGE_SUFFIXES, image_size, read_image, remove_temporaries, save_npz, write_label_png
 from wsk.metrics import PredictionFolder, evaluate_dataset
@@ -92,11 +95,15 @@ def _valid_png(png_path, image_path):
         return False
 
 
-def _segment_arrays(model, images):
-    """``wsk.models.inference.segment`` on a NumPy batch; NumPy labels and probabilities back."""
-
-    labels, probabilities = segment(raw_network(model), np.stack(images))
-    return ops.convert_to_numpy(labels), ops.convert_to_numpy(probabilities)
+def _segment_arrays(model, images, max_side):
+    """A NumPy batch resized to its working size (``wsk.models.inference.working_size``) and
+    segmented there: the working-size images (uint8) and softmax maps, NumPy."""
+    images = np.stack(images)
+    height, width = working_size(images.shape[1], images.shape[2], max_side)
+    if (height, width) != images.shape[1:3]:
+        images = ops.convert_to_numpy(resize_image(images, height, width)).astype(np.uint8)
+    _, probabilities = segment(raw_network(model), images)
+    return images, ops.convert_to_numpy(probabilities)
 
 
 def _batches(sizes, ids, batch_size):
@@ -110,8 +117,11 @@ def _batches(sizes, ids, batch_size):
 
 
 def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layout="png",
-                   name="predict", crf_backend="keras"):
+                   name="predict", crf_backend="keras", max_side=None):
     """Segment ``images`` (``{id: image path}``) with ``model`` and write ``<id>.png`` label maps.
+
+    The network and the CRF run at most at ``max_side`` on the longer side (None: the paper's
+    training scale, ``recipe_max_side()``); the labels come back at each photo's own size.
 
     ``crf``: ``None`` (argmax of the network's softmax) or a ``wsk.crf.CRFParams``, run by
     ``crf_backend`` (``wsk.crf.CRF_BACKENDS``; keras runs in this process). With the densecrf CRF,
@@ -123,6 +133,9 @@ def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layou
     """
     if batch_size < 1:
         raise WskError(f"batch size must be at least 1, got {batch_size}")
+    max_side = recipe_max_side() if max_side is None else max_side
+    if max_side < 1:
+        raise WskError(f"max side must be at least 1 pixel, got {max_side}")
     folder = output_folder(out_dir, layout)
     out_path = {image_id: os.path.join(folder, f"{image_id}.png") for image_id in images}
     remove_temporaries(folder)
@@ -143,14 +156,14 @@ def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layou
     todo = [image_id for image_id in todo if image_id in sizes]
     pixels = sum(height * width for height, width in sizes.values())
     deferred = (crf is not None and crf_backend == "densecrf" and jobs > 1
-                and pixels >= CRF_WORKERS_MIN_PIXELS)
+                and pixels >= CRF_WORKERS_MIN_PIXELS)   # photos larger than max_side stay here
     # Deferred CRF: bound the softmax maps on disk by running the workers a chunk at a time.
     chunk = max(8 * jobs, 32) if deferred else len(todo) or 1
     with worker_pool(jobs if deferred and todo else 1) as pool:   # started once, for every chunk
         for start in range(0, len(todo), chunk):
             ids = todo[start:start + chunk]
             pending = _run_network(model, images, ids, sizes, out_path, folder, crf, deferred,
-                                   batch_size, report, name, crf_backend)
+                                   batch_size, report, name, crf_backend, max_side)
             if pending:
                 _run_crf_workers(images, pending, folder, out_path, crf, pool, report, name)
     pending_dir = os.path.join(folder, PENDING_DIR)
@@ -161,7 +174,7 @@ def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layou
 
 
 def _run_network(model, images, ids, sizes, out_path, folder, crf, deferred, batch_size, report,
-                 name, crf_backend="keras"):
+                 name, crf_backend, max_side):
     """Network (and in-process CRF) over ``ids``; returns ids whose softmax awaits a CRF worker."""
     pending = []
     with progress(length=len(ids), label=name) as bar:
@@ -175,21 +188,22 @@ def _run_network(model, images, ids, sizes, out_path, folder, crf, deferred, bat
                     report.failed.append((image_id, str(err)))
             shapes, outputs = {pixel.shape for pixel in pixels}, []
             if len(shapes) > 1:  # a header that lied about the size: one image at a time
-                outputs = [_segment_arrays(model, [pixel]) for pixel in pixels]
-                outputs = [(labels[0], probabilities[0]) for labels, probabilities in outputs]
+                outputs = [_segment_arrays(model, [pixel], max_side) for pixel in pixels]
+                outputs = [(small[0], probabilities[0]) for small, probabilities in outputs]
             elif pixels:
-                outputs = list(zip(*_segment_arrays(model, pixels)))
-            for image_id, pixel, (labels, probabilities) in zip(good, pixels, outputs):
+                outputs = list(zip(*_segment_arrays(model, pixels, max_side)))
+            for image_id, pixel, (small, probabilities) in zip(good, pixels, outputs):
                 try:
-                    if deferred:
+                    if deferred and small.shape == pixel.shape:
                         save_npz(_pending_path(folder, image_id),
                                  probabilities=probabilities.astype(np.float32))
                         pending.append(image_id)
                         continue
                     if crf is not None:
-                        labels, _ = dense_crf(pixel, probabilities, **dataclasses.asdict(crf),
-                                              backend=crf_backend)
-                    write_label_png(out_path[image_id], labels)
+                        _, probabilities = dense_crf(small, probabilities, **dataclasses.asdict(crf),
+                                                     backend=crf_backend)
+                    labels = upsample_labels(probabilities[None], *pixel.shape[:2])[0]
+                    write_label_png(out_path[image_id], ops.convert_to_numpy(labels))
                     report.done.append(image_id)
                 except WskError as err:
                     report.failed.append((image_id, str(err)))
@@ -213,11 +227,12 @@ def _run_crf_workers(images, ids, folder, out_path, crf, pool, report, name):
 
 
 def predict_dataset(model, dataset, out_dir, crf=None, jobs=1, batch_size=1, layout="png",
-                    crf_backend="keras"):
+                    crf_backend="keras", max_side=None):
     """``predict_images`` over every id of a ``wsk.data.VOCDataset``; returns the ``StageReport``."""
     images = {image_id: dataset.image_path(image_id) for image_id in dataset.ids}
     return predict_images(model, images, out_dir, crf=crf, jobs=jobs, batch_size=batch_size,
-                          layout=layout, name=f"predict {dataset.split}", crf_backend=crf_backend)
+                          layout=layout, name=f"predict {dataset.split}", crf_backend=crf_backend,
+                          max_side=max_side)
 
 
 def evaluate_model(model, root, split, crf=None, jobs=1, out_dir=None, batch_size=1, name=None,

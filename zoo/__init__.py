@@ -34,9 +34,10 @@ import wsk.models
 from wsk import registry
 from wsk.classes import VOC_CLASSES
 from wsk.errors import WskError
-from wsk.models.description import PREPROCESSING, ModelDescription
+from wsk.models.description import PREPROCESSING, ModelDescription, recipe_max_side
 from wsk.models.saving import load_model, load_weights_file, read_sidecar
 from wsk.models.tasks import model_task
+from wsk.recipes import RECIPES
 from wsk.registry import download, fetch, get_card
 
 __all__ = ["list", "info", "load", "network", "fetch", "add", "load_weights"]
@@ -92,13 +93,15 @@ def load(name, weights=True):
     """Model ``name``, ready for its task, with its trained weights when ``weights``.
 
     A segmentation model comes as a ``wsk.models.Segmenter``: ``load(name).predict(images)`` takes
-    uint8 RGB images of any size and returns their label maps (the raw network is its
+    uint8 RGB images of any size and returns their label maps, running at most at the card's
+    ``card_max_side`` (the raw network is its
     ``.network``, the card's classes its ``.class_names``). An HCP classifier comes as its network.
     """
     card = get_card(name)
     model = network(name, weights)
     if card["task"] == "segmentation":
-        return wsk.models.Segmenter(model, card["class_names"], name=name.replace(".", "_"))
+        return wsk.models.Segmenter(model, card["class_names"], max_side=card_max_side(card),
+                                    name=name.replace(".", "_"))
     return model
 
 
@@ -151,6 +154,23 @@ def training_description(model_path):
     ``model.keras``), or None when there is none."""
     record = read_sidecar(model_path)
     return None if record is None else ModelDescription.from_json(record, model_path)
+
+
+def recorded_max_side(model_path):
+    """The ``max_side`` of the ``wsk train`` description beside ``model_path``, else the paper's
+    training scale (``wsk.models.description.recipe_max_side()``)."""
+    description = training_description(model_path)
+    return (description is not None and description.max_side) or recipe_max_side()
+
+
+def card_max_side(card):
+    """The longer side, pixels, a card's segmentation model runs at: its training record's
+    ``max_side``, else its recipe's training scale (``recipe_max_side``), else the paper's."""
+    recorded = (card.get("training") or {}).get("max_side")
+    if recorded:
+        return int(recorded)
+    recipe = card.get("recipe")
+    return recipe_max_side(recipe if isinstance(recipe, str) and recipe in RECIPES else "paper")
 
 
 def training_record(description):

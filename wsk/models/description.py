@@ -8,9 +8,11 @@ a record that is not one (unknown or missing fields, wrong types) with a ``WskEr
 import dataclasses
 
 from wsk.classes import check_background_first
+from wsk.crf import VOC_IMAGE_SIDE
 from wsk.errors import WskError
 from wsk.models.deeplab import OUTPUT_STRIDE
 from wsk.models.preprocessing import MEAN_BGR
+from wsk.recipes import get_recipe
 from wsk.registry import BUILDERS as ARCHITECTURES   # builder -> task
 
 FORMAT = 1
@@ -34,6 +36,19 @@ class Preprocessing:
 PREPROCESSING = Preprocessing()
 
 
+def recipe_max_side(recipe="paper"):
+    """The longer side, pixels, at which a segmentation network trained with ``recipe`` (a name or a
+    ``wsk.recipes.Recipe``) runs by default: its training scale. The networks train on photos at
+    their own scale (``SegRecipe.scale_range`` 1), so this is the side of the recipe's photos:
+    PASCAL VOC's 500 px (``wsk.crf.VOC_IMAGE_SIDE``) for ``paper``; the demo's images for ``demo``
+    and ``tiny``, whose side is their HCP's ``image_size`` (the demo's HCP takes each whole image at
+    its own size). A bare ``SegRecipe`` says nothing of the photos: None."""
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    if not hasattr(recipe, "hcp"):
+        return None
+    return int(VOC_IMAGE_SIDE) if recipe.name == "paper" else int(recipe.hcp.image_size)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelDescription:
     """A trained model: its architecture and builder arguments, classes, input, how it was trained.
@@ -55,6 +70,7 @@ class ModelDescription:
     supervision: str | None = None
     single_label_only: bool | None = None
     crop_size: int | None = None
+    max_side: int | None = None          # segmentation: longer side, pixels, it runs at (recipe_max_side)
     recipe: dict | None = None
     training_images: int | None = None
     inputs_digest: str | None = None
@@ -124,13 +140,14 @@ def hcp_description(class_names, recipe, training_images, digest):
 
 
 def segmentation_description(class_names, variant, soft, single_label, refined, recipe, training_images,
-                             digest):
-    """The description of a DeepLab-LargeFOV trained by ``wsk.training.segmentation`` as ``variant``."""
+                             digest, max_side=None):
+    """The description of a DeepLab-LargeFOV trained by ``wsk.training.segmentation`` as ``variant``
+    with ``recipe`` (its ``SegRecipe``); ``max_side``: ``recipe_max_side`` of the whole recipe."""
     return ModelDescription(
         "deeplab_largefov", tuple(class_names), recipe.width, output_stride=OUTPUT_STRIDE,
         output=f"logits (N, (H-1)//{OUTPUT_STRIDE}+1, (W-1)//{OUTPUT_STRIDE}+1, num_classes)",
         variant=variant, refined=bool(refined),
         supervision=("localization maps (Eq. 2), soft cross-entropy (Eq. 4)" if soft
                      else "rough masks (Eq. 5), cross-entropy ignoring 255"),
-        single_label_only=bool(single_label), crop_size=recipe.crop_size,
+        single_label_only=bool(single_label), crop_size=recipe.crop_size, max_side=max_side,
         recipe=dataclasses.asdict(recipe), training_images=training_images, inputs_digest=digest)
