@@ -60,7 +60,7 @@ def test_lattice_filter_approximates_the_gaussian():
     ys, xs = np.mgrid[:height, :width]
     features = (np.stack([xs.ravel(), ys.ravel()], 1) / 2.0).astype(np.float32)
     values = np.stack([np.sin(xs / 3.0).ravel(), rng.uniform(0, 1, height * width)], 1).astype(np.float32)
-    lattice = build_lattice(features[None], np.ones((1, height * width), bool), [width / 2.0, height / 2.0])
+    lattice = build_lattice(features, np.ones(height * width, bool), [width / 2.0, height / 2.0])
     approx = np.asarray(lattice_filter(values, lattice)) / np.asarray(
         lattice_filter(np.ones((height * width, 1), np.float32), lattice))
     kernel = np.exp(-0.5 * ((features[:, None] - features[None]) ** 2).sum(-1))

@@ -15,12 +15,14 @@ filter ``K_m`` is the permutohedral-lattice approximation of Adams, Baek and Dav
 
 There is no hash table: lattice vertices get integer codes (mixed radix over bounds known from
 the parameters), which are sorted; vertex ids come from cumulative sums over the sorted codes and
-neighbours from ``searchsorted``. One lattice per kernel per batch (images are separate blocks of
-the code; where the batch's codes would overflow int32, one lattice per image, merged), built once
-and reused for every iteration. Pixels outside each image's valid size (padding for batching) stay
-out of the lattice. Eagerly, the vertex grid is cut to the vertices present (in steps of
-``SLOT_BUCKET``); traced (graph, jit) it keeps its static bound, one row per point and corner, and a
-free batch size is mapped one image at a time.
+neighbours from ``searchsorted``. Each image is its own lattice, one per kernel, built once and
+reused for every iteration, in two steps of fixed shapes: ``lattice_codes`` (codes sorted, vertices
+counted) and ``marginals_from_codes`` (a vertex grid of ``slots`` rows, the mean field), so that
+``wsk.crf`` compiles each once per image shape and vertex bucket (``vertex_slots``). Pixels outside
+each image's valid size (padding for batching) stay out of the lattice. Eagerly, the vertex grid is
+cut to the vertices present (``vertex_slots``); traced (graph, jit) it keeps its static bound, one
+row per point and corner. A known batch is a Python loop over images (``unroll``); a free one,
+or ``unroll=False``, is ``ops.map``.
 """
 
 import collections
@@ -34,14 +36,16 @@ from wsk.crf import MIN_PROBABILITY, CRFParams
 from wsk.errors import WskError
 
 INT32_MAX = 2**31 - 1
-SLOT_BUCKET = 1024   # vertex grids are sized in steps of this, so that shapes repeat across images
+SLOT_BUCKET = 1024   # vertex grids are sized in steps of this and 1.5x, 4/3x above (vertex_slots)
 RGB_MAX = 255.0
 
 
-# a lattice in sorted-entry order (point, sorted_weight, sorted_vertex: one entry per point and
-# corner, sorted by vertex) and in point order (vertex, weight: (B*N, d+1)); neighbours (d+1, 2, S+1)
-Lattice = collections.namedtuple(
-    "Lattice", "point sorted_weight sorted_vertex vertex weight neighbours")
+# a lattice: each point's d+1 simplex corners, vertex ids and barycentric weights (N, d+1) (padding:
+# weight 0 on the empty slot S, last); neighbours (d+1, 2, S+1): each vertex's two along each axis
+Lattice = collections.namedtuple("Lattice", "vertex weight neighbours")
+# what lattice_codes keeps of one lattice: the point-corner order sorted by code, the sorted codes,
+# their vertex ids (padding: INT32_MAX codes after every vertex), the weights (N, d+1)
+Codes = collections.namedtuple("Codes", "order ordered ids weight")
 
 
 def _round_half_away(x):
@@ -104,59 +108,33 @@ def _decode(codes, bases, radices, dim):
     return ops.stack([base + dim * a + remainder for base, a in zip(bases, digits)], axis=-1)
 
 
-def build_lattice(features, valid, upper):
-    """The permutohedral lattice of a batch of feature sets.
+def vertex_slots(count, total):
+    """Rows of a vertex grid for ``count`` vertices (of at most ``total``): ``SLOT_BUCKET`` times
+    1, 2, 3, 4, 6, 8, 12, 16, ... (a few sizes, so that compiled shapes repeat across images)."""
+    steps = max(1, -(-int(count) // SLOT_BUCKET))
+    size = 1
+    while size < steps:
+        size = 2 if size == 1 else size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return min(int(total), size * SLOT_BUCKET)
 
-    ``features`` ``(B, N, d)`` float32 in ``[0, upper[i]]``; ``valid`` ``(B, N)`` bool (False:
-    padding, kept out). Returns a ``Lattice``: ``sorted_vertex`` the vertex id of each point's
-    ``d+1`` simplex corners in the order of their codes (padding: the empty slot ``S``, last),
-    ``point`` and ``sorted_weight`` their point and barycentric weight; ``vertex`` and ``weight``
-    the same ``(B*N, d+1)`` per point (weight 0 on padding); ``neighbours`` ``(d+1, 2, S+1)`` each
-    vertex's two neighbours along each axis (missing: the empty slot ``S``, whose grid row stays 0).
-    """
-    batch, points, d = features.shape   # batch known: dense_crf_marginals maps a free one
+
+def _check_block(upper, d):
     block = (d + 1) * math.prod(_key_layout(upper, d)[1])
     if block >= INT32_MAX:
         raise WskError(f"the CRF lattice needs {block} codes per image, over int32: "
                        "use coarser CRF standard deviations or a smaller image")
-    if batch is not None and batch > 1 and block * batch >= INT32_MAX:
-        # the codes of the whole batch overflow int32: one lattice per image, merged
-        return _merge([_build(features[b:b + 1], valid[b:b + 1], upper) for b in range(batch)], points)
-    return _build(features, valid, upper)
 
 
-def _merge(lattices, points):
-    """One lattice of the per-image ``lattices`` (vertex ids offset; padding on weight-0 entries)."""
-    sizes = [lattice.neighbours.shape[-1] - 1 for lattice in lattices]
-    slots = sum(sizes)
-    parts = {name: [] for name in Lattice._fields}
-    offset = 0
-    for index, (lattice, size) in enumerate(zip(lattices, sizes)):
-        def shift(ids, empty, size=size, offset=offset):
-            return ops.where(ids == size, empty, ids + offset)
-        # padding entries (id `size`, weight 0) go on the image's last slot: the ids stay sorted
-        parts["sorted_vertex"].append(shift(lattice.sorted_vertex, offset + size - 1))
-        parts["point"].append(lattice.point + index * points)
-        parts["sorted_weight"].append(lattice.sorted_weight)
-        parts["vertex"].append(shift(lattice.vertex, slots))
-        parts["weight"].append(lattice.weight)
-        parts["neighbours"].append(shift(lattice.neighbours[..., :size], slots))
-        offset += size
-    dim = lattices[0].weight.shape[-1]
-    merged = {name: ops.concatenate(values, axis=-1 if name == "neighbours" else 0)
-              for name, values in parts.items()}
-    merged["neighbours"] = ops.concatenate([merged["neighbours"], ops.full((dim, 2, 1), slots, "int32")],
-                                           axis=-1)
-    return Lattice(**merged)
+def _codes(features, valid, upper):
+    """One image's lattice codes: ``features`` ``(N, d)`` in ``[0, upper[i]]``, ``valid`` ``(N,)``.
 
-
-def _build(features, valid, upper):
-    """``build_lattice`` with every image's codes in one int32 range."""
-    batch, points, d = features.shape
+    Returns ``(Codes, count)``: ``count`` the number of distinct vertices.
+    """
+    points, d = features.shape
     dim = d + 1
-    total = batch * points * dim
+    total = points * dim
+    _check_block(upper, d)
     bases, radices = _key_layout(upper, d)
-    block = dim * math.prod(radices)
     factors = _scale_factors(d)
 
     # elevate onto the hyperplane x . 1 = 0 of Z^{d+1} (Adams et al. §3.1)
@@ -167,7 +145,7 @@ def _build(features, valid, upper):
         elevated[j] = total_sum - np.float32(j) * scaled
         total_sum = total_sum + scaled
     elevated[0] = total_sum
-    elevated = ops.stack(elevated, axis=-1)                                   # (B, N, d+1)
+    elevated = ops.stack(elevated, axis=-1)                                   # (N, d+1)
 
     # nearest remainder-0 point, then the simplex's ordering (rank) of the residuals
     rounded = _round_half_away(elevated * np.float32(1.0 / dim))
@@ -185,19 +163,17 @@ def _build(features, valid, upper):
     # barycentric weights of the d+1 corners
     residual = (elevated - rem0) * np.float32(1.0 / dim)
     spread = (ops.one_hot(d - rank, dim + 1) - ops.one_hot(d - rank + 1, dim + 1))
-    bary = ops.sum(residual[..., None] * spread, axis=-2)                     # (B, N, d+2)
+    bary = ops.sum(residual[..., None] * spread, axis=-2)                     # (N, d+2)
     weight = ops.concatenate([bary[..., :1] + 1.0 + bary[..., dim:], bary[..., 1:dim]], axis=-1)
     weight = weight * ops.cast(valid, "float32")[..., None]
 
     # corner r's key: rem0 + r, or rem0 + r - (d+1) where the coordinate ranks above d - r
     corner = np.arange(dim, dtype=np.int32)[:, None]                          # (d+1, 1)
-    rank_k = rank[..., None, :d]                                              # (B, N, 1, d)
+    rank_k = rank[..., None, :d]                                              # (N, 1, d)
     keys = (ops.cast(rem0[..., None, :d], "int32") + corner
-            - dim * ops.cast(rank_k > d - corner, "int32"))                   # (B, N, d+1, d)
+            - dim * ops.cast(rank_k > d - corner, "int32"))                   # (N, d+1, d)
     code, _ = _encode(keys, bases, radices, dim)
-    code = code + ops.reshape(ops.arange(batch, dtype="int32") * block, (batch, 1, 1))
-    code = ops.where(valid[..., None], code, INT32_MAX)
-    code = ops.reshape(code, (total,))
+    code = ops.reshape(ops.where(valid[..., None], code, INT32_MAX), (total,))
 
     # vertex ids: sort the codes, number the distinct ones
     order = ops.argsort(code)
@@ -206,16 +182,26 @@ def _build(features, valid, upper):
                              ops.cast(ordered[1:] != ordered[:-1], "int32")], axis=0)
     ids = ops.cumsum(fresh) - 1
     count = ops.max(ops.where(ordered == INT32_MAX, -1, ids)) + 1
-    slots = _slots(count, total)
+    return Codes(order, ordered, ids, weight), count
+
+
+def _lattice(codes, slots, upper):
+    """One image's ``Lattice`` from its ``Codes``, on a vertex grid of ``slots`` rows (plus the
+    empty slot): at least its vertex count, a static int."""
+    order, ordered, ids, weight = codes
+    points, dim = weight.shape
+    d = dim - 1
+    total = points * dim
+    bases, radices = _key_layout(upper, d)
     ids = ops.where(ordered == INT32_MAX, slots, ids)
-    # each vertex's code: the sorted code at its first entry
-    first_entry = ops.searchsorted(ids, ops.arange(slots, dtype="int32"), side="left")
-    unique = ops.take(ordered, ops.minimum(first_entry, total - 1))
+    # each vertex's code: the sorted code at its first entry; a slot past the count has none
+    first_entry = ops.minimum(ops.searchsorted(ids, ops.arange(slots, dtype="int32"), side="left"),
+                              total - 1)
+    unique = ops.take(ordered, first_entry)
+    real = ops.take(ids, first_entry) == ops.arange(slots, dtype="int32")
+    keys = _decode(unique, bases, radices, dim)                               # (S, d)
 
     # neighbours along each axis, found by searchsorted among the sorted codes
-    local = ops.mod(unique, block)
-    keys = _decode(local, bases, radices, dim)                                # (S, d)
-    real = ops.arange(slots, dtype="int32") < count
     neighbours = []
     for axis in range(dim):
         for sign in (1, -1):
@@ -223,92 +209,152 @@ def _build(features, valid, upper):
             if axis < d:
                 step[axis] = sign * d
             neighbour, inside = _encode(keys + step, bases, radices, dim)
-            neighbour = neighbour + (unique - local)
             at = ops.minimum(ops.searchsorted(ordered, neighbour, side="left"), total - 1)
             hit = (ops.take(ordered, at) == neighbour) & inside & real
             neighbours.append(ops.where(hit, ops.take(ids, at), slots))
     neighbours = ops.reshape(ops.stack(neighbours, axis=0), (dim, 2, slots))
     neighbours = ops.concatenate([neighbours, ops.full((dim, 2, 1), slots, "int32")], axis=-1)
+    vertex = ops.reshape(ops.scatter(order[:, None], ids, (total,)), (points, dim))
+    return Lattice(vertex=vertex, weight=weight, neighbours=neighbours)
 
-    weight = ops.reshape(weight, (total,))
-    vertex = ops.reshape(ops.take(ids, ops.argsort(order)), (batch * points, dim))
-    return Lattice(point=ops.floor_divide(order, dim), sorted_weight=ops.take(weight, order),
-                   sorted_vertex=ids, vertex=vertex, weight=ops.reshape(weight, (batch * points, dim)),
-                   neighbours=neighbours)
+
+def build_lattice(features, valid, upper):
+    """The permutohedral lattice of one image's features ``(N, d)`` float32 in ``[0, upper[i]]``;
+    ``valid`` ``(N,)`` bool (False: padding, kept out). Returns a ``Lattice`` (its grid cut to the
+    vertices present where they are known now, ``vertex_slots``)."""
+    codes, count = _codes(ops.convert_to_tensor(features, "float32"), ops.convert_to_tensor(valid), upper)
+    return _lattice(codes, _slots(count, codes.ordered.shape[0]), upper)
 
 
 def _slots(count, total):
-    """Rows of the vertex grid: the vertex count where it is known now (eager), else the bound."""
+    """``vertex_slots`` where the count is known now (eager), else the static bound ``total``."""
     try:
-        count = int(ops.convert_to_numpy(count))
+        count = int(ops.convert_to_numpy(ops.max(count)))
     except Exception:      # symbolic (graph or jit tracing): keep the static bound
         return total
-    return min(total, max(1, -(-count // SLOT_BUCKET)) * SLOT_BUCKET)
-
-
-def _sorted_segment_sum(data, ids, rows):
-    """``segment_sum`` over ``ids`` sorted ascending with the last id ``rows - 1`` present."""
-    if keras.backend.backend() == "tensorflow":     # TF's sorted kernel takes no num_segments
-        return ops.segment_sum(data, ids, sorted=True)
-    return ops.segment_sum(data, ids, num_segments=rows, sorted=True)
+    return vertex_slots(count, total)
 
 
 def lattice_filter(values, lattice):
-    """Splat ``values`` ``(B*N, C)``, blur, slice: the unnormalised Gaussian filter."""
-    return _filter(values, _prepare(lattice))
+    """Splat ``values`` ``(N, C)``, blur, slice: the unnormalised Gaussian filter."""
+    vertex, weight, neighbours = lattice
+    rows = neighbours.shape[-1]
+    dim = weight.shape[-1]
+    data = ops.reshape(values[:, None, :] * weight[:, :, None], (-1, values.shape[-1]))
+    grid = ops.segment_sum(data, ops.reshape(vertex, (-1,)), num_segments=rows)
+
+    def blur(axis, grid):   # a loop, not unrolled: compilers keep each axis' grid (no refusing)
+        pair = ops.take(neighbours, axis, axis=0)
+        return grid + 0.5 * (ops.take(grid, pair[0], axis=0) + ops.take(grid, pair[1], axis=0))
+
+    grid = ops.fori_loop(0, dim, blur, grid)
+    out = ops.take(grid, vertex[:, 0], axis=0) * weight[:, :1]
+    for corner in range(1, dim):
+        out = out + ops.take(grid, vertex[:, corner], axis=0) * weight[:, corner:corner + 1]
+    return np.float32(1.0 / (1.0 + 2.0 ** -(dim - 1))) * out
 
 
-def _prepare(lattice):
-    """What every filtering with ``lattice`` reuses, sliced once: one extra zero-weight entry on
-    the empty slot (the sorted segment sum then has every row), the neighbour lists split."""
-    rows = lattice.neighbours.shape[-1]
-    dim = lattice.weight.shape[-1]
-    point = ops.concatenate([lattice.point, ops.zeros((1,), "int32")], axis=0)
-    weight = ops.concatenate([lattice.sorted_weight, ops.zeros((1,), "float32")], axis=0)[:, None]
-    ids = ops.concatenate([lattice.sorted_vertex, ops.full((1,), rows - 1, "int32")], axis=0)
-    neighbours = [(lattice.neighbours[axis, 0], lattice.neighbours[axis, 1]) for axis in range(dim)]
-    return point, weight, ids, rows, neighbours, lattice.vertex, lattice.weight[:, None, :]
-
-
-def _filter(values, prepared):
-    point, sorted_weight, ids, rows, neighbours, vertex, weight = prepared
-    grid = _sorted_segment_sum(ops.take(values, point, axis=0) * sorted_weight, ids, rows)
-    for first, second in neighbours:
-        grid = grid + 0.5 * (ops.take(grid, first, axis=0) + ops.take(grid, second, axis=0))
-    d = len(neighbours) - 1
-    alpha = np.float32(1.0 / (1.0 + 2.0 ** -d))
-    gathered = ops.take(grid, vertex, axis=0)                                 # (B*N, d+1, C)
-    return alpha * ops.squeeze(ops.matmul(weight, gathered), axis=1)
-
-
-def _normaliser(lattice, valid_flat):
+def _normaliser(lattice, valid):
     """``1 / sqrt(filter(1))`` per point (0 on padding): symmetric normalisation."""
-    ones = ops.cast(valid_flat, "float32")[:, None]
-    norm = _filter(ones, lattice)[:, 0]
-    return ops.where(valid_flat, 1.0 / ops.sqrt(norm + 1e-20), 0.0)
+    norm = lattice_filter(ops.cast(valid, "float32")[:, None], lattice)[:, 0]
+    return ops.where(valid, 1.0 / ops.sqrt(norm + 1e-20), 0.0)
 
 
-def _features(images, sizes, params, height, width):
-    """Positional ``(B, N, 2)`` and bilateral ``(B, N, 5)`` features and their upper bounds."""
-    batch = images.shape[0]
+def _kernels(images, sizes, params):
+    """The features ``(B, N, d)`` of the kernels with a nonzero weight, and the valid mask ``(B, N)``."""
+    batch, height, width = images.shape[0], images.shape[1], images.shape[2]
+    rows = ops.arange(height, dtype="int32")[None, :, None] < sizes[:, None, None, :1]
+    cols = ops.arange(width, dtype="int32")[None, None, :] < sizes[:, None, None, 1:]
+    valid = ops.reshape(rows & cols, (-1, height * width))
     sizes_f = ops.cast(sizes, "float32")
     if params.reference_side is None:
-        scale = ops.ones((batch, 1), "float32")
-        reach = float(max(height, width))
+        scale = ops.ones_like(sizes_f[:, :1])
     else:
         scale = ops.max(sizes_f, axis=-1, keepdims=True) / np.float32(params.reference_side)
-        reach = float(params.reference_side)
     ys, xs = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32),
                          indexing="ij")
     xs, ys = xs.reshape(1, -1), ys.reshape(1, -1)
     pos = ops.stack([xs / (params.pos_xy_std * scale), ys / (params.pos_xy_std * scale)], axis=-1)
-    rgb = ops.reshape(ops.clip(ops.cast(images, "float32"), 0.0, RGB_MAX), (batch, -1, 3))
+    rgb = ops.reshape(ops.clip(ops.cast(images, "float32"), 0.0, RGB_MAX), (-1, height * width, 3))
     bi = ops.concatenate([ops.stack([xs / (params.bi_xy_std * scale),
                                      ys / (params.bi_xy_std * scale)], axis=-1),
                           rgb / np.float32(params.bi_rgb_std)], axis=-1)
-    pos_upper = [reach / params.pos_xy_std] * 2
-    bi_upper = [reach / params.bi_xy_std] * 2 + [RGB_MAX / params.bi_rgb_std] * 3
-    return (pos, pos_upper), (bi, bi_upper)
+    kernels = [(pos, params.pos_w), (bi, params.bi_w)]
+    return [features for features, w in kernels if w != 0], valid
+
+
+def _uppers(params, height, width):
+    """The features' upper bounds of the kernels with a nonzero weight (``_kernels``' order)."""
+    reach = float(max(height, width) if params.reference_side is None else params.reference_side)
+    uppers = [([reach / params.pos_xy_std] * 2, params.pos_w),
+              ([reach / params.bi_xy_std] * 2 + [RGB_MAX / params.bi_rgb_std] * 3, params.bi_w)]
+    return [upper for upper, w in uppers if w != 0]
+
+
+def _per_image(fn, xs, unroll):
+    """``fn`` over the leading axis of the structure ``xs``: a Python loop (``unroll``) or ``ops.map``."""
+    if not unroll:
+        return ops.map(fn, xs)
+    leaves = keras.tree.flatten(xs)
+    outs = [fn(keras.tree.pack_sequence_as(xs, [leaf[b] for leaf in leaves]))
+            for b in range(leaves[0].shape[0])]
+    return keras.tree.map_structure(lambda *parts: ops.stack(parts, axis=0), *outs)
+
+
+def _standard(images, probabilities, sizes):
+    probabilities = ops.convert_to_tensor(probabilities, "float32")
+    images = ops.convert_to_tensor(images)
+    height, width = probabilities.shape[1], probabilities.shape[2]
+    if sizes is None:
+        sizes = ops.ones_like(probabilities[:, 0, 0, :1], "int32") * np.array([height, width], np.int32)
+    return images, probabilities, ops.cast(ops.convert_to_tensor(sizes), "int32")
+
+
+def lattice_codes(images, sizes, params, unroll=True):
+    """The first, fixed-shape step: each image's sorted lattice codes per kernel and vertex counts.
+
+    ``images`` ``(B, H, W, 3)``, ``sizes`` ``(B, 2)`` int (``dense_crf_marginals``). Returns
+    ``(codes, counts)``: a tuple of batched ``Codes``, one per kernel with a nonzero weight, and
+    ``(B, kernels)`` int32 vertex counts (``vertex_slots`` of their maximum sizes the grids).
+    """
+    kernels, valid = _kernels(images, sizes, params)
+    uppers = _uppers(params, images.shape[1], images.shape[2])
+
+    def one(args):
+        features, image_valid = args
+        pairs = [_codes(f, image_valid, upper) for f, upper in zip(features, uppers)]
+        counts = [count for _, count in pairs]
+        return tuple(codes for codes, _ in pairs), ops.stack(counts) if counts else ops.zeros((0,), "int32")
+
+    return _per_image(one, (tuple(kernels), valid), unroll)
+
+
+def marginals_from_codes(probabilities, sizes, params, codes, slots, unroll=True):
+    """The second step: the mean field on lattices of ``slots`` (one static int per kernel) rows
+    built from ``lattice_codes``' ``codes``; returns the marginals ``(B, H, W, C)``."""
+    batch, height, width, classes = probabilities.shape
+    rows = ops.arange(height, dtype="int32")[None, :, None] < sizes[:, None, None, :1]
+    cols = ops.arange(width, dtype="int32")[None, None, :] < sizes[:, None, None, 1:]
+    valid = ops.reshape(rows & cols, (-1, height * width))
+    log_p = ops.log(ops.clip(ops.reshape(probabilities, (-1, height * width, classes)), MIN_PROBABILITY, 1.0))
+    weights = [np.float32(w) for w in (params.pos_w, params.bi_w) if w != 0]
+    uppers = _uppers(params, height, width)
+
+    def one(args):
+        image_log_p, image_valid, image_codes = args
+        lattices = [_lattice(c, s, upper) for c, s, upper in zip(image_codes, slots, uppers)]
+        norms = [_normaliser(lattice, image_valid)[:, None] for lattice in lattices]
+
+        def step(_, q):
+            energy = image_log_p
+            for lattice, norm, w in zip(lattices, norms, weights):
+                energy = energy + w * norm * lattice_filter(q * norm, lattice)
+            return ops.softmax(energy, axis=-1)
+
+        return ops.fori_loop(0, int(params.iterations), step, ops.softmax(image_log_p, axis=-1))
+
+    q = _per_image(one, (log_p, valid, tuple(codes)), unroll)
+    return ops.reshape(q, (-1, height, width, classes))
 
 
 def dense_crf_marginals(images, probabilities, params, sizes=None):
@@ -320,41 +366,11 @@ def dense_crf_marginals(images, probabilities, params, sizes=None):
     lattice; its marginals are the clipped input probabilities). Spatial stds scale by each image's
     own longer side over ``params.reference_side``.
     """
-    probabilities = ops.convert_to_tensor(probabilities, "float32")
-    images = ops.convert_to_tensor(images)
-    batch, height, width, classes = probabilities.shape
-    if sizes is None:
-        sizes = ops.ones_like(probabilities[:, 0, 0, :2], "int32") * np.array([height, width], np.int32)
-    sizes = ops.cast(ops.convert_to_tensor(sizes), "int32")
-    if batch is None:   # symbolic batch (a graph with a free batch size): one image at a time
-        return ops.map(lambda args: _marginals(args[0][None], args[1][None], params, args[2][None])[0],
-                       (images, probabilities, sizes))
-    return _marginals(images, probabilities, params, sizes)
-
-
-def _marginals(images, probabilities, params, sizes):
-    """``dense_crf_marginals`` with a known batch size and ``sizes`` given."""
-    batch, height, width, classes = probabilities.shape
-    rows = ops.arange(height, dtype="int32")[None, :, None] < sizes[:, None, None, :1]
-    cols = ops.arange(width, dtype="int32")[None, None, :] < sizes[:, None, None, 1:]
-    valid = ops.reshape(rows & cols, (batch, height * width))
-    valid_flat = ops.reshape(valid, (-1,))
-
-    log_p = ops.log(ops.clip(ops.reshape(probabilities, (-1, classes)), MIN_PROBABILITY, 1.0))
-    q = ops.softmax(log_p, axis=-1)
-    kernels = []
-    for (features, upper), w in zip(_features(images, sizes, params, height, width),
-                                    (params.pos_w, params.bi_w)):
-        if w == 0:
-            continue
-        lattice = _prepare(build_lattice(features, valid, upper))
-        kernels.append((lattice, _normaliser(lattice, valid_flat), np.float32(w)))
-    for _ in range(int(params.iterations)):
-        energy = log_p
-        for lattice, norm, w in kernels:
-            energy = energy + w * norm[:, None] * _filter(q * norm[:, None], lattice)
-        q = ops.softmax(energy, axis=-1)
-    return ops.reshape(q, (batch, height, width, classes))
+    images, probabilities, sizes = _standard(images, probabilities, sizes)
+    unroll = probabilities.shape[0] is not None
+    codes, counts = lattice_codes(images, sizes, params, unroll)
+    slots = tuple(_slots(counts[:, k], c.ordered.shape[-1]) for k, c in enumerate(codes))
+    return marginals_from_codes(probabilities, sizes, params, codes, slots, unroll)
 
 
 @keras.saving.register_keras_serializable(package="wsk")
