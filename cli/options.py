@@ -69,14 +69,14 @@ def view_run(work, data_kwargs, split=None):
     the recorded training split) as its split: run.json checked against DATA when there is one,
     nothing written either way."""
     import dataclasses
-    import os
 
+    from wsk import storage
     from wsk.pseudo.stage import pseudo_run
     from wsk.run_record import open_run
     from wsk.workdir import WorkDir
 
     source = source_of(**data_kwargs)
-    if os.path.exists(WorkDir(work).run_record):
+    if storage.exists(WorkDir(storage.absolute(work)).run_record):
         run = open_run(work, source, write=False)
         return dataclasses.replace(run, split=split or run.split)
     return pseudo_run(source, work, split or source.default_splits[0])

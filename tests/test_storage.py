@@ -195,3 +195,90 @@ def test_per_image_stages_and_beam_on_s3_write_what_they_write_on_disk(synthetic
     assert_same_files(on_disk.root, f"{s3}/stages")
     run_pipeline(pseudo_run(root, f"{s3}/beam", "train", config=CONFIG), beam_args=["--runner=DirectRunner"])
     assert_same_files(on_disk.root, f"{s3}/beam")
+
+
+# ------------------------------------------------------------------------------- `wsk run` on URLs
+RUN = ["--recipe", "tiny", "--variants", "SN_B", "--no-crf", "--jobs", "1"]
+RUN_PROVENANCE = PROVENANCE + ("stamps", "inputs_digest", "times", "source", "model", "savedmodel", "path", "root")
+NOT_READ = ("saved_model.pb", "fingerprint.pb", "variables.data-00000-of-00001", "variables.index")
+
+
+def _run_files(root):
+    """``_files`` with TensorBoard's event files (named by time, host and process) as their folder."""
+    return {(name.rsplit("/", 1)[0] + "/<events>" if "/events.out.tfevents." in name else name): path
+            for name, path in _files(root).items()}
+
+
+def _without(value, keys):
+    if isinstance(value, dict):
+        return {k: _without(v, keys) for k, v in value.items() if k not in keys}
+    return value
+
+
+def assert_same_run(expected_root, root):
+    """What ``wsk run`` wrote under both: the same file names, the same arrays, label maps, JSON
+    (provenance: stamps, paths, digests of stamps and times excepted), trained weights and logs."""
+    expected, found = _run_files(expected_root), _run_files(root)
+    assert sorted(found) == sorted(expected)
+    kinds = set()
+    for name, path in expected.items():
+        other, base = found[name], name.rsplit("/", 1)[-1]
+        if name in NOT_COMPARED or base == "<events>" or base in NOT_READ:
+            continue   # run.json names the dataset; events hold wall times; a SavedModel its trace
+        kind = name.rsplit(".", 1)[-1]
+        kinds.add(kind)
+        if kind == "npz":
+            a, b = io.load_npz(path), io.load_npz(other)
+            assert sorted(a) == sorted(b), name
+            for key in set(a) - set(RUN_PROVENANCE):
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")
+        elif kind == "json":
+            assert _without(io.load_json(path), RUN_PROVENANCE) == _without(io.load_json(other), RUN_PROVENANCE), name
+        elif kind == "png":
+            np.testing.assert_array_equal(io.read_label_png(path), io.read_label_png(other), err_msg=name)
+        elif kind == "keras":
+            from wsk.models.saving import load_model
+
+            for a, b in zip(load_model(path).get_weights(), load_model(other).get_weights(), strict=True):
+                np.testing.assert_array_equal(a, b, err_msg=name)
+        else:   # history.csv, classes.txt
+            assert storage.read_bytes(path) == storage.read_bytes(other), name
+    assert kinds == {"npz", "json", "png", "keras", "csv", "txt"}
+
+
+def wsk_run(data, work):
+    from click.testing import CliRunner
+
+    from wsk.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["run", data, work] + RUN)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def run_on_disk(synthetic_root, tmp_path_factory):
+    """``wsk run`` on local paths: what every URL's run is compared with."""
+    work = tmp_path_factory.mktemp("run-on-disk")
+    wsk_run(str(synthetic_root), str(work))
+    return work
+
+
+@pytest.mark.slow
+def test_wsk_run_on_file_urls_writes_what_it_writes_on_plain_paths(synthetic_root, run_on_disk, tmp_path):
+    output = wsk_run(f"file://{synthetic_root}", f"file://{tmp_path}/work")
+    assert_same_run(run_on_disk, tmp_path / "work")
+    assert f"exported SN_B (best val mIoU" in output and f"{tmp_path}/work/export/SN_B" in output
+
+
+@pytest.mark.slow
+def test_wsk_run_on_memory_writes_what_it_writes_on_disk(synthetic_root, run_on_disk):
+    """DATA and WORK on ``memory://``: every stage, HCP and segmentation training (their backups and
+    logs made locally and uploaded), evaluation and the SavedModel export."""
+    root, work = "memory://run/data", "memory://run/work"
+    storage.sync_up(str(synthetic_root), root)
+    output = wsk_run(root, work)
+    assert_same_run(run_on_disk, work)
+    assert "exported SN_B" in output and f"{work}/export/SN_B" in output
+    assert not storage.exists(f"{work}/seg/SN_B/checkpoints")   # the backup goes when training ends
+    assert storage.exists(f"{work}/export/SN_B/saved_model.pb")

@@ -9,10 +9,9 @@ the best variant exported.
   ``WORK/export/<variant>/``, ready for ``wsk zoo add``.
 """
 
-import os
-
 import numpy as np
 
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import file_stamp, load_json, save_json
 from wsk.metrics import EvalResult
@@ -50,7 +49,7 @@ def _result_name(run, variant, crf):
 def stored_result(run, name, model_path):
     """The ``EvalResult`` kept for ``name``, or None when absent or made from another model."""
     path = run.workdir.eval_json(name)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
     data = load_json(path)
     if data.get("made_from") != {"model": file_stamp(model_path), "split": run.val_split}:
@@ -124,7 +123,7 @@ def export_best(run):
     record = run.workdir.path("export", f"{variant}.json")
     made_from = {"model": file_stamp(model_path), "why": why}
     report = StageReport("export")
-    if os.path.exists(out) and os.path.exists(record) and load_json(record).get("made_from") == made_from:
+    if storage.exists(out) and storage.exists(record) and load_json(record).get("made_from") == made_from:
         report.skipped.append(variant)
         return report
     export(model_path, out, overwrite=True)

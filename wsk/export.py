@@ -14,7 +14,8 @@
 
 ``OUT/assets/classes.txt`` lists the class names, one per line, in output order, and
 ``OUT/assets/wsk_model.json`` records the task, classes and source. The SavedModel is written to
-a temporary folder beside ``OUT`` and renamed, so ``OUT`` is either complete or absent.
+a temporary folder beside ``OUT`` and renamed, so ``OUT`` is either complete or absent; an ``OUT``
+that is a URL (``wsk.storage``) is written in a local folder, then uploaded file by file.
 Needs the TensorFlow backend (``KERAS_BACKEND=tensorflow``, Keras's default).
 """
 
@@ -27,6 +28,7 @@ import tensorflow as tf
 from keras import ops
 
 import wsk.zoo
+from wsk import storage
 from wsk.classes import CLASS_LIST_FILE, load_class_names
 from wsk.errors import WskError
 from wsk.models.inference import segment
@@ -64,9 +66,9 @@ def resolve(model_or_name, classes=None):
     equal the model's.
     """
     spec = os.fspath(model_or_name)
-    if os.path.exists(spec) or spec.endswith(".keras"):
+    if storage.exists(spec) or spec.endswith(".keras"):
         model = raw_network(load_model(spec))
-        source = {"file": os.path.abspath(spec)}
+        source = {"file": storage.absolute(spec)}
         names = wsk.zoo.class_names_of(model, spec, None if classes is None else class_names_from(classes))
     else:
         card = wsk.zoo.info(spec)
@@ -122,8 +124,8 @@ def export_savedmodel(model, out, class_names, source=None, overwrite=False):
     """
     if keras.backend.backend() != "tensorflow":
         raise WskError(f"SavedModel export needs KERAS_BACKEND=tensorflow, not {keras.backend.backend()}")
-    out = os.path.abspath(os.fspath(out))
-    if os.path.exists(out) and not overwrite:
+    out = storage.absolute(out)
+    if storage.exists(out) and not overwrite:
         raise WskError("already exists (use --overwrite to replace it)", out)
     model = raw_network(model)
     task = model_task(model)
@@ -136,7 +138,8 @@ def export_savedmodel(model, out, class_names, source=None, overwrite=False):
         archive.track(hypothesis)
     spec = tf.TensorSpec(shape=(None, None, None, 3), dtype=tf.uint8, name=INPUT_NAME)
     archive.add_endpoint(SIGNATURE, serve, input_signature=[spec])
-    parent = os.path.dirname(out)
+    url = storage.is_url(out)   # a URL: made in a local folder, then uploaded
+    parent = tempfile.mkdtemp(prefix="wsk-export-") if url else os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=parent)
     try:
@@ -146,12 +149,17 @@ def export_savedmodel(model, out, class_names, source=None, overwrite=False):
         if task == "classification":
             info["input_size"] = [hcp_image_size(model)] * 2
         _write_assets(tmp, class_names, info)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        storage.rmtree(out)
+        if url:
+            storage.sync_up(tmp, out)
+        else:
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if url:
+            shutil.rmtree(parent, ignore_errors=True)
     return out
 
 

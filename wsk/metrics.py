@@ -13,6 +13,7 @@ import os
 import numpy as np
 from sklearn.metrics import average_precision_score
 
+from wsk import storage
 from wsk.classes import IGNORE_LABEL, short_name
 from wsk.errors import WskError
 from wsk.io import read_label_png
@@ -148,7 +149,7 @@ class PredictionFolder:
 
     def __init__(self, folder):
         self.folder = os.fspath(folder)
-        if not os.path.isdir(self.folder):
+        if not storage.isdir(self.folder):
             raise WskError("prediction folder not found", self.folder)
 
     def path(self, image_id):
@@ -156,7 +157,7 @@ class PredictionFolder:
 
     def __call__(self, image_id):
         path = self.path(image_id)
-        if not os.path.exists(path):
+        if not storage.exists(path):
             raise WskError("prediction missing", path)
         return read_label_png(path)
 

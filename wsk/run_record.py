@@ -22,14 +22,11 @@ disagree with them are refused as above.
 
 import dataclasses
 import datetime
-import glob
 import os
-
-import numpy as np
 
 from wsk import storage
 from wsk.errors import WskError
-from wsk.io import load_json, save_json
+from wsk.io import load_json, load_npz, save_json
 from wsk.recipes import RECIPES, HCPRecipe, PseudoConfig, Recipe, SegRecipe, get_recipe
 
 FORMAT = 1
@@ -184,11 +181,11 @@ def legacy_facts(work):
         recipe = load_json(sidecar).get("recipe") or {}
         facts.update({f"recipe.hcp.{k}": tuple(v) if isinstance(v, list) else v for k, v in recipe.items()})
         files.append(sidecar)
-    scores = sorted(glob.glob(os.path.join(wd.scores_dir, "*.npz")))
+    scores = _npz_files(wd.scores_dir)
     if scores:
-        with np.load(scores[0], allow_pickle=False) as arrays:
-            facts["recipe.pseudo.score_mode"] = str(arrays["mode"])
-            facts["recipe.pseudo.candidate_threshold"] = round(float(arrays["threshold"]), 6)
+        arrays = load_npz(scores[0], required=("mode", "threshold"))
+        facts["recipe.pseudo.score_mode"] = str(arrays["mode"])
+        facts["recipe.pseudo.candidate_threshold"] = round(float(arrays["threshold"]), 6)
         files.append(scores[0])
     if storage.exists(wd.legacy_refined):
         settings = load_json(wd.legacy_refined).get("settings", {})
@@ -199,7 +196,7 @@ def legacy_facts(work):
                 value = settings[key]
                 facts[f"recipe.pseudo.{field}"] = round(value, 6) if isinstance(value, float) else value
         files.append(wd.legacy_refined)
-    proposals = sorted(glob.glob(os.path.join(wd.proposals_dir, "*.npz")))
+    proposals = _npz_files(wd.proposals_dir)
     if proposals:
         from wsk.proposals.container import Proposals
 
@@ -208,6 +205,14 @@ def legacy_facts(work):
             facts["recipe.pseudo.max_proposals"] = made["max_proposals"]
         files.append(proposals[0])
     return facts, files
+
+
+def _npz_files(folder):
+    """The ``.npz`` files directly in ``folder`` (a path or a URL), sorted; temporaries (``.``) left out."""
+    if not storage.isdir(folder):
+        return []
+    return [os.path.join(folder, name) for name in sorted(storage.listdir(folder))
+            if name.endswith(".npz") and not name.startswith(".")]
 
 
 def _disagreeing(recipe, facts):

@@ -206,6 +206,23 @@ def sync_down(url, local):
     return count
 
 
+@contextlib.contextmanager
+def local_folder(folder):
+    """A local folder standing for ``folder``, for writers that need one (Keras ``fit``'s backups and
+    logs, a SavedModel): ``folder`` itself when local; for a URL a temporary local folder holding a
+    copy of its files (``sync_down``, so a resumed run finds its last backup), removed afterwards.
+    What should last is uploaded by the caller (``sync_up``)."""
+    if not is_url(folder):
+        yield folder
+        return
+    local = tempfile.mkdtemp(prefix="wsk-folder-")
+    try:
+        sync_down(folder, local)
+        yield local
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
 def sync_up(local, url):
     """Upload every file under the local folder ``local`` to the folder ``url``, one ``put`` each;
     returns how many."""

@@ -7,8 +7,7 @@ is a trunk card of the zoo, such as ``hcp_vgg16.corpus64``), then ``weights``, a
 trained weights replace them all.
 """
 
-import os
-
+from wsk import storage
 from wsk.errors import WskError
 from wsk.models.imagenet import is_vgg16_source
 from wsk.models.saving import load_model, load_weights_file
@@ -47,7 +46,7 @@ def copy_hcp_trunk(model, hcp_path):
     The demo's stand-in for ImageNet initialisation: HCP is the same VGG-16 trunk, trained in
     on the same images' labels (§3.1). fc6/fc7 stay freshly initialised.
     """
-    if not os.path.exists(hcp_path):
+    if not storage.exists(hcp_path):
         raise WskError("the recipe initialises the segmentation trunk from HCP, which is not trained "
                        "yet (run `wsk train hcp` first)", hcp_path)
     return copy_layers(model, load_model(hcp_path), conv_names(), hcp_path)

@@ -18,10 +18,9 @@ connected regions of each class, as ``wsk proposals eval`` counts them). Pixels 
 ground truth count nowhere.
 """
 
-import os
-
 import numpy as np
 
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import load_npz, save_json
 from wsk.metrics import ConfusionMatrix, PredictionFolder, evaluate_dataset, format_table, iou_per_class
@@ -113,10 +112,10 @@ def pseudo_label_results(dataset, work):
     for refine in (True, False):
         wd = WorkDir(work, refine)
         suffix = "" if refine else " (no refinement)"
-        if all(os.path.exists(wd.locmap(i)) for i in dataset.ids):
+        if all(storage.exists(wd.locmap(i)) for i in dataset.ids):
             results.append(evaluate_dataset(dataset, locmap_argmax(wd), name=f"loc. maps{suffix}",
                                             show_progress=False))
-        if all(os.path.exists(wd.mask(i)) for i in dataset.ids):
+        if all(storage.exists(wd.mask(i)) for i in dataset.ids):
             results.append(evaluate_dataset(dataset, PredictionFolder(wd.masks_dir),
                                             name=f"rough masks{suffix}", show_progress=False))
     return results

@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import atomic_path, load_json, remove_paths, save_json, sha256_of
 from wsk.keras_private import BackupHooks, set_seed_counters
@@ -76,11 +77,16 @@ class AtomicBackupAndRestore(BackupHooks):
     to temporary files and renamed, and the epoch record holds the weights' sha256: a backup whose
     two files do not belong together is discarded with a line, and the step restarts from its
     start (which gives the same result: data order and dropout are functions of the epoch).
+
+    With ``mirror`` (a URL: ``backup_dir`` is then its local copy, ``wsk.storage.local_folder``)
+    each backup is also uploaded there, the weights then the record, one ``put`` each: a kill
+    between the two leaves a pair that does not belong together, discarded as above.
     """
 
-    def __init__(self, backup_dir, printer=print):
+    def __init__(self, backup_dir, printer=print, mirror=None):
         super().__init__(backup_dir)
         self.printer = printer
+        self.mirror = mirror
 
     def save_backup(self):
         os.makedirs(self.backup_dir, exist_ok=True)
@@ -88,6 +94,9 @@ class AtomicBackupAndRestore(BackupHooks):
             self.model.save_weights(tmp_weights, overwrite=True)
             record = dict(self.position, weights_sha256=sha256_of(tmp_weights))
         save_json(self.metadata_path, record)
+        if self.mirror is not None:
+            for path in (self.weights_path, self.metadata_path):
+                storage.upload(path, self.mirror.rstrip("/") + "/" + os.path.basename(path))
 
     def load_backup(self):
         have_weights = os.path.exists(self.weights_path)
@@ -103,6 +112,22 @@ class AtomicBackupAndRestore(BackupHooks):
                 remove_paths(self.weights_path, self.metadata_path)
                 return
         self.keras_load_backup()
+
+
+class UploadFolder(keras.callbacks.Callback):
+    """After every epoch and at the end of training, upload the files of the local folder ``local``
+    to the URL ``url`` (``wsk.storage.sync_up``): the logs of a run whose WORK is a URL. Put it after
+    the callbacks that write there (``CSVLogger``, ``TensorBoard``)."""
+
+    def __init__(self, local, url):
+        super().__init__()
+        self.local, self.url = local, url
+
+    def on_epoch_end(self, epoch, logs=None):
+        storage.sync_up(self.local, self.url)
+
+    def on_train_end(self, logs=None):
+        storage.sync_up(self.local, self.url)
 
 
 class Diverged(Exception):
@@ -140,7 +165,7 @@ class KeepBestEpoch(keras.callbacks.Callback):
         return self.prefix + ".weights.h5"
 
     def on_train_begin(self, logs=None):
-        if os.path.exists(self.record_path) and os.path.exists(self.weights_path):
+        if storage.exists(self.record_path) and storage.exists(self.weights_path):
             record = load_json(self.record_path)
             self.epoch, self.value = int(record["epoch"]), float(record["value"])
 
@@ -157,14 +182,15 @@ class KeepBestEpoch(keras.callbacks.Callback):
         """Load the best epoch's weights into ``model``; returns ``(epoch, value)`` (None, -inf
         when no epoch was measured)."""
         if self.epoch is not None:
-            model.load_weights(self.weights_path)
+            with storage.local_copy(self.weights_path) as local:
+                model.load_weights(local)
         return self.epoch, self.value
 
 
 def best_epoch(prefix):
     """``(epoch, value)`` recorded by a ``KeepBestEpoch`` at ``prefix``, or None."""
     path = os.fspath(prefix) + ".json"
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
     record = load_json(path)
     return int(record["epoch"]), float(record["value"])

@@ -4,8 +4,8 @@ the recipe, the starting trunk, or an input file (targets, proposals, images) or
 import dataclasses
 import hashlib
 import json
-import os
 
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import file_stamp
 from wsk.models.imagenet import is_vgg16_source
@@ -35,7 +35,7 @@ def inputs_digest(recipe, files=(), extra=None):
 
 def up_to_date(model_path, digest, printer):
     """Whether ``model_path`` exists and its sidecar says it was trained from ``digest``."""
-    if not os.path.exists(model_path):
+    if not storage.exists(model_path):
         return False
     try:
         recorded = (read_sidecar(model_path) or {}).get("inputs_digest")

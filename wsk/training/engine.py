@@ -9,6 +9,7 @@ import re
 import keras
 import tensorflow as tf
 
+from wsk import storage
 from wsk.errors import WskError
 from wsk.keras_private import build_from_spec, skip_fit_build
 from wsk.models.imagenet import is_vgg16_source
@@ -16,7 +17,7 @@ from wsk.models.vgg import from_scratch_multipliers
 from wsk.optimizers import CaffeSGD, deeplab_multipliers, step_schedule
 from wsk.recipes import STRATEGIES, HCPRecipe, Recipe, SegRecipe, get_recipe
 from wsk.training.callbacks import (AtomicBackupAndRestore, Diverged, ResumeEpoch,
-                                    TerminateOnNaNKeepCheckpoint)
+                                    TerminateOnNaNKeepCheckpoint, UploadFolder)
 
 
 
@@ -129,22 +130,35 @@ def fit(model, dataset, epochs, steps, checkpoint_dir, log_dir, first_epoch, cal
     ``checkpoint_dir`` holds the ``AtomicBackupAndRestore`` state (removed at the end), and
     ``log_dir`` the TensorBoard logs and ``history.csv`` (appended on resume). A NaN loss
     stops the run with a ``WskError``, the last finished epoch kept.
+
+    Either may be a URL (``wsk.storage``): Keras then writes to a local copy of it (with the files
+    already there: a resumed run finds its last backup and history), and each backup and, every
+    epoch, the logs are uploaded.
     """
-    os.makedirs(log_dir, exist_ok=True)
-    all_callbacks = [ResumeEpoch(first_epoch), TerminateOnNaNKeepCheckpoint(), *callbacks,
-                     AtomicBackupAndRestore(checkpoint_dir),
-                     keras.callbacks.CSVLogger(os.path.join(log_dir, "history.csv"), append=True),
-                     keras.callbacks.TensorBoard(log_dir, write_graph=False, update_freq="epoch",
-                                                 profile_batch=0)]
-    if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        prepare_multi_worker_fit(model, dataset)
-    try:
-        with _data_errors():
-            history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False,
-                                callbacks=all_callbacks, verbose=verbose)
-        if os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
+    with storage.local_folder(checkpoint_dir) as local_checkpoints, storage.local_folder(log_dir) as local_logs:
+        os.makedirs(local_logs, exist_ok=True)
+        all_callbacks = [ResumeEpoch(first_epoch), TerminateOnNaNKeepCheckpoint(), *callbacks,
+                         AtomicBackupAndRestore(local_checkpoints, mirror=_url_or_none(checkpoint_dir)),
+                         keras.callbacks.CSVLogger(os.path.join(local_logs, "history.csv"), append=True),
+                         keras.callbacks.TensorBoard(local_logs, write_graph=False, update_freq="epoch",
+                                                     profile_batch=0)]
+        if storage.is_url(log_dir):
+            all_callbacks.append(UploadFolder(local_logs, log_dir))
+        if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            prepare_multi_worker_fit(model, dataset)
+        try:
+            with _data_errors():
+                history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False,
+                                    callbacks=all_callbacks, verbose=verbose)
+        except Diverged as err:
+            raise WskError(f"training diverged: {err}; the last finished epoch is kept here "
+                           "(lower the learning rate, or rerun to resume)", checkpoint_dir) from None
+        if storage.is_url(checkpoint_dir):
+            storage.rmtree(checkpoint_dir)   # the backup Keras removed at the end of fit
+        elif os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
             os.rmdir(checkpoint_dir)   # BackupAndRestore removes its files at the end, not the folder
         return history
-    except Diverged as err:
-        raise WskError(f"training diverged: {err}; the last finished epoch is kept here "
-                       "(lower the learning rate, or rerun to resume)", checkpoint_dir) from None
+
+
+def _url_or_none(path):
+    return path if storage.is_url(path) else None

@@ -18,11 +18,12 @@ import os
 import keras
 import numpy as np
 
+from wsk import storage
 from wsk.data.pipelines import hcp_eval_dataset, hcp_label_vector, hcp_training_dataset, steps_per_epoch
 from wsk.data.sources import open_dataset
 from wsk.data.voc import PAPER_TRAIN
 from wsk.errors import WskError
-from wsk.io import load_npz, remove_paths, save_npz
+from wsk.io import file_stamp, load_npz, remove_paths, save_npz
 from wsk.losses import SoftMultiLabelCrossEntropy
 from wsk.models import hcp
 from wsk.models.description import hcp_description
@@ -44,7 +45,7 @@ def hcp_targets(dataset, ids):
 
 
 def _cached_hypotheses(cache_path, printer):
-    if not os.path.exists(cache_path):
+    if not storage.exists(cache_path):
         return {}
     try:
         arrays = load_npz(cache_path, required=("ids", "boxes", "stamps"))
@@ -58,18 +59,18 @@ def hypothesis_boxes(work, ids, m, printer=print):
     """``(N, m, 4)`` int32 boxes: ``select_hypotheses`` on each image's stored proposals.
 
     The boxes are kept in ``WORK/hcp/hypotheses-<m>.npz`` (``ids``, ``boxes``, ``stamps``: the
-    proposal files' modification times) and reused by later runs for the images whose proposal
+    proposal files' ``file_stamp``) and reused by later runs for the images whose proposal
     file is unchanged (selection costs a normalised cut per image).
     """
     work = work if isinstance(work, WorkDir) else WorkDir(work)
-    missing = [i for i in ids if not os.path.exists(work.proposals(i))]
+    missing = [i for i in ids if not storage.exists(work.proposals(i))]
     if missing:
         raise WskError(f"{len(missing)} image(s) have no proposals (run `wsk proposals` first), "
                        f"e.g. {missing[0]}", work.proposals(missing[0]))
     cache_path = os.path.join(work.hcp_dir, f"hypotheses-{m}.npz")
 
     def stamp(image_id):
-        return os.stat(work.proposals(image_id)).st_mtime_ns
+        return file_stamp(work.proposals(image_id))
 
     wanted = set(ids)
     cached = {i: (b, t) for i, (b, t) in _cached_hypotheses(cache_path, printer).items()
@@ -86,7 +87,7 @@ def hypothesis_boxes(work, ids, m, printer=print):
         keys = sorted(cached)
         save_npz(cache_path, ids=np.array(keys),
                  boxes=np.stack([cached[k][0] for k in keys]).astype(np.int32),
-                 stamps=np.array([cached[k][1] for k in keys], np.int64))
+                 stamps=np.array([cached[k][1] for k in keys], str))
     return np.stack([cached[i][0] for i in ids]).astype(np.int32)
 
 
@@ -118,7 +119,7 @@ class HCPRun:
         if not val.ids:
             return None
         boxes = None
-        if with_hypotheses and all(os.path.exists(self.work.proposals(i)) for i in val.ids):
+        if with_hypotheses and all(storage.exists(self.work.proposals(i)) for i in val.ids):
             boxes = hypothesis_boxes(self.work, val.ids, self.recipe.hypotheses, self.printer)
         paths = [val.image_path(i) for i in val.ids]
         return (hcp_eval_dataset(paths, self.recipe.image_size, self.recipe.batch_size, boxes),
@@ -179,13 +180,13 @@ def train_hcp(root, work, recipe="paper", force=False, callbacks=(), verbose=1, 
         return load_model(work.hcp_model)
     boxes = hypothesis_boxes(work, ids, recipe.hypotheses, printer)   # fail early, before training
     image_model_path = os.path.join(work.hcp_dir, "image_finetuned.keras")
-    if force or os.path.exists(work.hcp_model):   # start afresh: no stale checkpoint, no old logs
+    if force or storage.exists(work.hcp_model):   # start afresh: no stale checkpoint, no old logs
         remove_paths(os.path.join(work.hcp_dir, "checkpoints"), os.path.join(work.hcp_dir, "logs"),
                      os.path.join(work.hcp_dir, "best"), image_model_path)
     run = HCPRun(root, work, recipe, [dataset.image_path(i) for i in ids], hcp_targets(dataset, ids),
                  tuple(callbacks), verbose, printer, val_split)
     keras.utils.set_random_seed(recipe.seed)
-    if os.path.exists(image_model_path):
+    if storage.exists(image_model_path):
         printer(f"image fine-tuning already done: {image_model_path}")
     else:
         model = hcp(num_classes=dataset.num_classes - 1, hypotheses=None, image_size=recipe.image_size,

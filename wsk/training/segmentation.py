@@ -11,6 +11,7 @@ import os
 
 import keras
 
+from wsk import storage
 from wsk.classes import IGNORE_LABEL
 from wsk.data.pipelines import (check_crop_size, load_hard_target, load_soft_target, segmentation_dataset,
                                 steps_per_epoch)
@@ -52,7 +53,7 @@ def segmentation_training_set(root, work, variant, refine=True, check=True, spli
                        f"({'single-label ' if spec.single_label else ''}{split} is empty)", root)
     wd = WorkDir(work, refine=refine)
     targets = [wd.locmap(i) if spec.target == "soft" else wd.mask(i) for i in ids]
-    missing = [p for p in targets if not os.path.exists(p)]
+    missing = [p for p in targets if not storage.exists(p)]
     if missing:
         raise WskError(f"{len(missing)} of {len(ids)} training targets are missing "
                        f"(run `wsk pseudo` first), e.g. this one", missing[0])
@@ -121,7 +122,7 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     folder = wd.seg_dir(name)
     if not is_chief(strategy):   # other workers keep their own state apart from the chief's
         folder = os.path.join(folder, f"worker-{strategy.cluster_resolver.task_id}")
-    if force or os.path.exists(model_path):   # trained from other inputs: start afresh
+    if force or storage.exists(model_path):   # trained from other inputs: start afresh
         remove_paths(os.path.join(folder, "checkpoints"), os.path.join(folder, "logs"))
     keras.utils.set_random_seed(recipe.seed)
     first_epoch = epoch_variable()
