@@ -282,3 +282,64 @@ def test_wsk_run_on_memory_writes_what_it_writes_on_disk(synthetic_root, run_on_
     assert "exported SN_B" in output and f"{work}/export/SN_B" in output
     assert not storage.exists(f"{work}/seg/SN_B/checkpoints")   # the backup goes when training ends
     assert storage.exists(f"{work}/export/SN_B/saved_model.pb")
+
+
+# --------------------------------------------------------------------------- training on a URL WORK
+def test_fit_on_a_url_uploads_each_backup_and_resumes_from_it(tmp_path, monkeypatch):
+    """``wsk.training.engine.fit`` with its checkpoints and logs on ``memory://``: interrupted at the
+    start of epoch 3, the URL holds the backup of epoch 2 and two rows of history; a rerun downloads
+    the backup, runs epochs 3 and 4 only and ends with the weights of plain gradient descent worked
+    out by hand; the backup is then gone from the URL and no local copy is left behind."""
+    tf = pytest.importorskip("tensorflow")
+    from wsk.training.engine import epoch_variable, fit
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))   # the local copies go here
+    x, y = np.ones((4, 2), np.float32), np.zeros((4, 1), np.float32)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    start = [np.array([[0.5], [-0.25]], np.float32), np.array([0.25], np.float32)]
+    lr, work = 0.1, "memory://fit/seg"
+
+    def model():
+        net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        net.set_weights(start)
+        net.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
+        return net
+
+    class Seen(keras.callbacks.Callback):
+        def __init__(self, stop_at=None):
+            super().__init__()
+            self.epochs, self.stop_at = [], stop_at
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == self.stop_at:
+                raise KeyboardInterrupt   # a kill once epochs 1 and 2 are backed up
+            self.epochs.append(epoch)
+
+    def run(callback):
+        return fit(model(), data, 4, 1, f"{work}/checkpoints", f"{work}/logs", epoch_variable(), [callback], 0)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(Seen(stop_at=2))
+    assert io.load_json(f"{work}/checkpoints/training_metadata.json")["epoch"] == 2
+    assert storage.exists(f"{work}/checkpoints/latest.weights.h5")
+    rows = storage.read_bytes(f"{work}/logs/history.csv").decode().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["epoch", "0", "1"]
+    assert os.listdir(tmp_path) == []
+
+    seen = Seen()
+    history = run(seen)
+    assert seen.epochs == [2, 3] and len(history.history["loss"]) == 2
+    # by hand: every output is p = k1 + k2 + b (x is ones, y zeros); the mean squared error's gradient
+    # is 2p for k1, k2 and b alike, so each step subtracts lr * 2p from each of them
+    k1, k2, b = 0.5, -0.25, 0.25
+    for _ in range(4):
+        p = k1 + k2 + b
+        k1, k2, b = k1 - lr * 2 * p, k2 - lr * 2 * p, b - lr * 2 * p
+    net = history.model
+    np.testing.assert_allclose(net.get_weights()[0].ravel(), [k1, k2], rtol=1e-6)
+    np.testing.assert_allclose(net.get_weights()[1], [b], rtol=1e-6)
+    rows = storage.read_bytes(f"{work}/logs/history.csv").decode().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["epoch", "0", "1", "2", "3"]
+    assert not storage.exists(f"{work}/checkpoints/latest.weights.h5")
+    assert not storage.exists(f"{work}/checkpoints/training_metadata.json")
+    assert os.listdir(tmp_path) == []
