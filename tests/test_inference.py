@@ -199,3 +199,176 @@ def test_segment_in_a_graph_with_dynamic_sizes():
         top_two = np.sort(eager_probabilities, -1)[..., -2:]
         clear = top_two[..., 1] - top_two[..., 0] > 1e-4
         np.testing.assert_array_equal(labels.numpy()[clear], ops.convert_to_numpy(eager_labels)[clear])
+
+
+# --- photos of any size: resize to max_side, segment, labels back at the photo's size ----------
+
+def naive_area_resize(image, height, width):
+    """Reference: each output pixel is the mean of the input area it covers (float64, unrounded)."""
+    size_h, size_w = image.shape[:2]
+    out = np.zeros((height, width, image.shape[2]))
+    for i in range(height):
+        y0, y1 = i * size_h / height, (i + 1) * size_h / height
+        for j in range(width):
+            x0, x1 = j * size_w / width, (j + 1) * size_w / width
+            total = 0.0
+            for y in range(int(np.floor(y0)), int(np.ceil(y1))):
+                for x in range(int(np.floor(x0)), int(np.ceil(x1))):
+                    area = (min(y + 1, y1) - max(y, y0)) * (min(x + 1, x1) - max(x, x0))
+                    total = total + area * image[y, x].astype(np.float64)
+            out[i, j] = total / ((y1 - y0) * (x1 - x0))
+    return out
+
+
+def naive_half_pixel_labels(scores, height, width):
+    """Reference: argmax of scores (h, w, C) bilinearly sampled at ((i+.5) h/H - .5, (j+.5) w/W - .5)."""
+    h, w = scores.shape[:2]
+    out = np.zeros((height, width), np.int64)
+    for i in range(height):
+        y = min(max((i + 0.5) * h / height - 0.5, 0.0), h - 1)
+        y0 = int(np.floor(y))
+        y1, dy = min(y0 + 1, h - 1), y - y0
+        for j in range(width):
+            x = min(max((j + 0.5) * w / width - 0.5, 0.0), w - 1)
+            x0 = int(np.floor(x))
+            x1, dx = min(x0 + 1, w - 1), x - x0
+            value = ((1 - dy) * (1 - dx) * scores[y0, x0] + (1 - dy) * dx * scores[y0, x1]
+                     + dy * (1 - dx) * scores[y1, x0] + dy * dx * scores[y1, x1])
+            out[i, j] = np.argmax(value)
+    return out
+
+
+def random_deeplab(num_classes=3, seed=3, std=0.3):
+    from wsk.models import deeplab_largefov
+
+    model = deeplab_largefov(num_classes=num_classes, width=0.0625)
+    rng = np.random.default_rng(seed)
+    # Larger weights than He init at this width, so that the classes really compete per pixel
+    # (std 0.3: confident; 0.1: an unsure softmax, which the CRF changes).
+    model.set_weights([rng.normal(0, std, w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
+def smooth_photo(height, width, seed=0):
+    """A photo-like uint8 image: a few smooth colour blobs (random pixels make every label noise)."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width] / max(height, width)
+    image = np.zeros((height, width, 3))
+    for _ in range(6):
+        cy, cx, radius = rng.uniform(0, 1, 3) * [height / max(height, width), width / max(height, width), 0.4]
+        blob = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * (0.05 + radius) ** 2))
+        image += blob[..., None] * rng.uniform(-120, 120, 3)
+    return np.clip(128 + image, 0, 255).astype(np.uint8)
+
+
+def test_working_size_by_hand():
+    from wsk.models.inference import working_size
+
+    assert working_size(3000, 4000, 500) == (375, 500)      # a phone photo at the paper's scale
+    assert working_size(200, 300, 64) == (43, 64)           # 200 * 64 / 300 = 42.67
+    assert working_size(300, 200, 64) == (64, 43)
+    assert working_size(10, 20, 64) == (10, 20)             # never up
+    assert working_size(1, 1000, 64) == (1, 64)             # at least 1
+    assert working_size(30, 1000, 64) == (2, 64)            # 1.92 rounds to 2
+    symbolic = working_size(ops.convert_to_tensor(3000), ops.convert_to_tensor(4000), 500)
+    assert [int(ops.convert_to_numpy(s)) for s in symbolic] == [375, 500]
+    symbolic = working_size(ops.convert_to_tensor(10), ops.convert_to_tensor(20), 64)
+    assert [int(ops.convert_to_numpy(s)) for s in symbolic] == [10, 20]
+
+
+@pytest.mark.parametrize("size, out", [((13, 17), (5, 7)), ((20, 9), (8, 4)), ((12, 12), (12, 12))])
+def test_resize_image_is_the_rounded_area_mean(size, out):
+    from wsk.models.inference import resize_image
+
+    image = np.random.default_rng(2).integers(0, 256, (*size, 3), dtype=np.uint8)
+    got = ops.convert_to_numpy(resize_image(image[None], *out))[0]
+    exact = naive_area_resize(image, *out)
+    assert got.shape == (*out, 3)
+    np.testing.assert_array_equal(got, np.round(got))
+    near_half = np.abs(exact - np.floor(exact) - 0.5) < 1e-3     # float32 may round these either way
+    np.testing.assert_array_equal(got[~near_half], np.floor(exact + 0.5)[~near_half])
+    assert np.abs(got - exact).max() <= 0.5 + 1e-3
+    if size == out:
+        np.testing.assert_array_equal(got, image)
+
+
+@pytest.mark.parametrize("tile_rows", [4, 64])
+def test_upsample_labels_in_tiles_matches_naive_bilinear(tile_rows):
+    from wsk.models.inference import upsample_labels
+
+    scores = np.random.default_rng(4).normal(size=(2, 6, 9, 5)).astype(np.float32)
+    got = ops.convert_to_numpy(upsample_labels(scores, 23, 31, tile_rows=tile_rows))
+    assert got.shape == (2, 23, 31) and got.dtype == np.int32
+    for b in range(2):
+        np.testing.assert_array_equal(got[b], naive_half_pixel_labels(scores[b].astype(np.float64), 23, 31))
+    same = ops.convert_to_numpy(upsample_labels(scores, 6, 9, tile_rows=tile_rows))
+    np.testing.assert_array_equal(same, scores.argmax(-1))   # the same size: the argmax
+
+
+def test_upsample_labels_in_a_graph_with_dynamic_sizes():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("dynamic shapes are a TensorFlow-backend feature")
+    import tensorflow as tf
+
+    from wsk.models.inference import upsample_labels
+
+    graph = tf.function(lambda s, h, w: upsample_labels(s, h, w, tile_rows=4), input_signature=[
+        tf.TensorSpec([None, None, None, 5]), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+    scores = np.random.default_rng(5).normal(size=(1, 5, 7, 5)).astype(np.float32)
+    got = graph(tf.constant(scores), tf.constant(18), tf.constant(11)).numpy()
+    np.testing.assert_array_equal(got[0], naive_half_pixel_labels(scores[0].astype(np.float64), 18, 11))
+
+
+def test_a_300x200_photo_at_max_side_64_comes_back_300x200():
+    from wsk.models.inference import segment_photos
+
+    model = random_deeplab()
+    photo = smooth_photo(200, 300)
+    labels, probabilities = segment_photos(model, photo[None], max_side=64)
+    labels = ops.convert_to_numpy(labels)[0]
+    assert labels.shape == (200, 300) and ops.convert_to_numpy(probabilities).shape == (1, 43, 64, 3)
+    # Reference: resize by hand, the network (segment, tested above) at 43 x 64, naive up-sampling.
+    small = np.floor(naive_area_resize(photo, 43, 64) + 0.5).astype(np.uint8)
+    _, expected = segment(model, small[None])
+    expected = naive_half_pixel_labels(ops.convert_to_numpy(expected)[0].astype(np.float64), 200, 300)
+    assert len(np.unique(expected)) > 1
+    assert (labels == expected).mean() > 0.999
+    # A photo that fits in max_side is segmented as it is.
+    fits, _ = segment_photos(model, photo[None, :40, :60], max_side=64)
+    np.testing.assert_array_equal(ops.convert_to_numpy(fits),
+                                  ops.convert_to_numpy(segment(model, photo[None, :40, :60])[0]))
+
+
+def test_segmenter_with_crf_keras_file_and_padded_batch(tmp_path):
+    """Segmenter(crf=...) gives the CRF-refined labels of wsk.crf.dense_crf at the working size,
+    up-sampled; the same after a .keras round trip; a padded batch equals each image alone."""
+    from wsk.crf import CRFParams, dense_crf
+    from wsk.models import Segmenter
+    from wsk.models.saving import load_model
+
+    model = random_deeplab(seed=7, std=0.1)
+    params = CRFParams(reference_side=None, bi_xy_std=20.0)   # a CRF that moves labels at 64 px
+    segmenter = Segmenter(model, ("background", "a", "b"), max_side=64, crf=params)
+    photo = smooth_photo(120, 90, seed=1)
+    labels = ops.convert_to_numpy(segmenter(photo[None]))[0]
+    assert labels.shape == (120, 90)
+    small = np.floor(naive_area_resize(photo, 64, 48) + 0.5).astype(np.uint8)
+    _, softmax = segment(model, small[None])
+    _, marginals = dense_crf(small, ops.convert_to_numpy(softmax)[0], **vars(params), backend="keras")
+    expected = naive_half_pixel_labels(marginals.astype(np.float64), 120, 90)
+    without_crf = naive_half_pixel_labels(ops.convert_to_numpy(softmax)[0].astype(np.float64), 120, 90)
+    assert (expected != without_crf).mean() > 0.03          # the CRF changed something (10% measured)
+    assert (labels == expected).mean() > 0.999
+    path = tmp_path / "segmenter.keras"
+    segmenter.save(path)
+    reloaded = load_model(path)
+    assert (reloaded.max_side, reloaded.crf) == (64, params)
+    np.testing.assert_array_equal(ops.convert_to_numpy(reloaded(photo[None]))[0], labels)
+    other = smooth_photo(50, 70, seed=2)
+    batch = np.zeros((2, 120, 90, 3), np.uint8)
+    batch[0], batch[1, :50, :70] = photo, other
+    batch[1, 50:] = 255   # padding that would change the network and the CRF if it reached them
+    padded = ops.convert_to_numpy(reloaded(batch, np.array([[120, 90], [50, 70]])))
+    np.testing.assert_array_equal(padded[0], labels)
+    np.testing.assert_array_equal(padded[1, :50, :70], ops.convert_to_numpy(reloaded(other[None]))[0])
+    assert not padded[1, 50:].any() and not padded[1, :, 70:].any()

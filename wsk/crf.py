@@ -22,10 +22,9 @@ used), so CRF worker processes start quickly.
 """
 
 import dataclasses
-import os
-
 import numpy as np
 
+from wsk import storage
 from wsk.errors import WskError
 from wsk.io import load_npz, read_image, write_label_png
 
@@ -138,4 +137,4 @@ def refine_saved(image_id, tasks, params, backend="densecrf"):
                        f"{image.shape[:2]}", probabilities_path)
     labels, _ = dense_crf(image, probabilities, **dataclasses.asdict(params), backend=backend)
     write_label_png(out_path, labels)
-    os.remove(probabilities_path)
+    storage.remove(probabilities_path)
