@@ -16,7 +16,9 @@ pseudo``: the two are interchangeable and resumable.
 * The temporaries a killed run left (``wsk.io.remove_temporaries``) are removed when the pipeline
   is built, before any worker writes, as the local stages do.
 
-The work directory must be a filesystem every worker sees (shared or network storage).
+ROOT and WORK must be storage every worker reaches: a shared or network filesystem, or a URL of
+an object store (``wsk.storage``: ``gs://``, ``s3://``, ...), where each file is uploaded whole in one
+``put``, so a worker's done-check sees finished files only.
 """
 
 import functools
