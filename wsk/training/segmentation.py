@@ -21,7 +21,7 @@ from wsk.errors import WskError
 from wsk.io import image_size, remove_paths
 from wsk.losses import SoftMultiLabelCrossEntropy, SparseCrossEntropyIgnore
 from wsk.models import deeplab_largefov
-from wsk.models.description import segmentation_description
+from wsk.models.description import recipe_max_side, segmentation_description
 from wsk.models.pretrained import copy_hcp_trunk
 from wsk.models.saving import load_model, save_model
 from wsk.recipes import HCP_BACKBONE, get_variant, seg_schedule
@@ -105,6 +105,7 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     global batch. Returns the trained Keras model.
     """
     require_tensorflow_backend()
+    max_side = recipe_max_side(recipe)   # the whole recipe's training scale, for the description
     recipe, spec, strategy, wd = recipe_part(recipe, "seg"), get_variant(variant), make_strategy(strategy), WorkDir(work)
     name = segmentation_name(variant, pseudo_dir_refine)
     model_path = wd.seg_model(name)
@@ -139,6 +140,6 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     if is_chief(strategy):
         save_model(model, model_path, segmentation_description(
             dataset.class_names, variant, spec.target == "soft", spec.single_label, pseudo_dir_refine,
-            recipe, len(ids), digest))
+            recipe, len(ids), digest, max_side=max_side))
         printer(f"saved {model_path}")
     return model
