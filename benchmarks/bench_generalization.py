@@ -1,13 +1,14 @@
 """Generalization: the whole pipeline on randomly drawn dataset styles it was never tuned on.
 
     python benchmarks/bench_generalization.py OUT [--recipe demo] [--quick] [--test-styles 3] [--commit HASH]
+                                              [--crf-backend keras] [--jobs N]
 
 Each style is drawn from a seed by ``wsk.data.style_sampler`` (shapes, textures, colours,
 backgrounds, object scale), rendered in the VOC layout by ``generate_dataset`` (480 images at
 64 px: 360 train + 120 val, as ``wsk demo``; ``--quick``: 160, 120 + 40) into
-``OUT/<recipe>-<images>x<size>/style-<seed>/data`` and run through every stage of ``wsk run``
-(``wsk.driver.run_all``, the four variants, the dense CRF) beside it. Reruns continue where they
-stopped.
+``OUT/<recipe>-<images>x<size>/style-<seed>/data`` and run through the stages of ``wsk run`` up
+to the evaluation (``wsk.driver.run_all``: the four variants, without and with the dense CRF)
+beside it. Reruns continue where they stopped.
 
 * **Tuning styles** have the fixed seeds ``TUNING_SEEDS``. Every recipe decision is made on them,
   and so is this benchmark's one: the "best network" is the variant with the highest mean val mIoU
@@ -53,6 +54,7 @@ import subprocess
 import click
 import numpy as np
 
+from wsk.crf import CRF_BACKENDS
 from wsk.data import style_sampler
 from wsk.errors import WskError
 
@@ -90,11 +92,12 @@ def hcp_val_map(workdir):
                 rows = [row for row in csv.DictReader(f) if row.get("val_mAP")]
             if rows:
                 return float(rows[-1]["val_mAP"])
-    return float("nan")
+    return None
 
 
-def run_style(out, seed, recipe, images, jobs, printer):
-    """Draw, render and run style ``seed``; returns its measurements (``style_result``)."""
+def run_style(out, seed, recipe, images, jobs, crf_backend, printer):
+    """Draw, render and run style ``seed`` up to the evaluation (nothing is exported); returns its
+    measurements (``style_result``)."""
     from wsk.data.synthetic import generate_dataset
     from wsk.demo import VARIANT_ORDER
     from wsk.driver import run_all
@@ -107,8 +110,9 @@ def run_style(out, seed, recipe, images, jobs, printer):
         generate_dataset(root, num_images=images, size=SIZE, seed=seed, style=style_sampler.build_style(draw),
                          overwrite=True)
     run = open_run(work, root, recipe=recipe, jobs=jobs, variants=VARIANT_ORDER, crf=True, seed=0, verbose=0,
+                   crf_backend=crf_backend,
                    command={"command": "bench_generalization.py", "params": {"seed": seed, "images": images}})
-    summary = run_all(run, printer=lambda line: printer(f"  [style {seed}] {line}"))
+    summary = run_all(run, until="evaluation", printer=lambda line: printer(f"  [style {seed}] {line}"))
     return style_result(draw, summary, hcp_val_map(run.workdir))
 
 
@@ -138,16 +142,11 @@ def percent(values):
 
 def best_variant(results, variants):
     """The variant with the highest mean val mIoU (without CRF) over ``results`` (the tuning styles)."""
-    means = {v: mean([r["stages"].get(f"val: {v}") for r in results]) for v in variants}
-    scored = [(m, v) for v, m in means.items() if math.isfinite(m)]
+    means = {v: statistics([r["stages"].get(f"val: {v}") for r in results])["mean"] for v in variants}
+    scored = [(m, v) for v, m in means.items() if m is not None]
     if not scored:
         raise WskError("no variant was evaluated on the tuning styles")
     return max(scored)[1]
-
-
-def mean(values):
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
 
 
 def class_means(results, row):
@@ -215,14 +214,16 @@ def table(rows):
 @click.option("--test-styles", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--commit", default=None, help="Derive the test seeds from this hash instead of HEAD's.")
 @click.option("--jobs", type=click.IntRange(1), default=None, help="Worker processes (default: all cores).")
-def main(out, recipe, quick, test_styles, commit, jobs):
+@click.option("--crf-backend", type=click.Choice(CRF_BACKENDS), default=CRF_BACKENDS[0], show_default=True,
+              help="The dense CRF of the +CRF results (as wsk demo's).")
+def main(out, recipe, quick, test_styles, commit, jobs, crf_backend):
     try:
-        measure(out, recipe, quick, test_styles, commit, jobs)
+        measure(out, recipe, quick, test_styles, commit, jobs, crf_backend)
     except WskError as error:
         raise click.ClickException(str(error)) from None
 
 
-def measure(out, recipe, quick, test_styles, commit, jobs):
+def measure(out, recipe, quick, test_styles, commit, jobs, crf_backend):
     from wsk.demo import VARIANT_ORDER
     from wsk.recipes import get_recipe
     from wsk.stages import default_jobs
@@ -240,7 +241,7 @@ def measure(out, recipe, quick, test_styles, commit, jobs):
             print(f"{kind} style {seed}: shapes {', '.join(draw.shapes)}; textures {', '.join(draw.textures)}; "
                   f"{draw.background} background; {draw.colour_policy} colours; scale "
                   f"{draw.scale_range[0]:.2f}-{draw.scale_range[1]:.2f}", flush=True)
-            results[seed] = run_style(out, seed, recipe, images, jobs or default_jobs(), print)
+            results[seed] = run_style(out, seed, recipe, images, jobs or default_jobs(), crf_backend, print)
     tuning, test = [results[s] for s in tuning_seeds], [results[s] for s in test_seeds]
     best = best_variant(tuning, VARIANT_ORDER)
     rows = summary_rows(tuning, test, best)
@@ -249,7 +250,7 @@ def measure(out, recipe, quick, test_styles, commit, jobs):
     print(table(rows))
     path = os.path.join(out, f"generalization-{commit[:12]}-{recipe}-{images}.json")
     with open(path, "w", encoding="utf-8") as f:
-        json.dump({"commit": commit, "recipe": recipe, "images": images, "size": SIZE,
+        json.dump({"commit": commit, "recipe": recipe, "images": images, "size": SIZE, "crf_backend": crf_backend,
                    "tuning_seeds": tuning_seeds, "test_seeds": test_seeds, "best_variant": best,
                    "done_when": dict(DONE_WHEN),
                    "rows": {n: {"tuning": statistics(v["tuning"]), "test": statistics(v["test"])}
