@@ -7,12 +7,17 @@ DataflowRunner, FlinkRunner, SparkRunner). Every step is the stage list's own en
 done-check and per-image function, so the files are those of ``wsk run``/``wsk proposals``/``wsk
 pseudo``: the two are interchangeable and resumable.
 
-* Each per-image stage is a ``StageDoFn``: its ``setup`` loads the stage's resource once per
-  worker (scoring: the HCP model), its ``process`` skips an image whose output is valid.
+* A per-image stage that loads a resource (scoring: the HCP model) is Beam's ``RunInference``
+  with ``StageModelHandler``: its ``load_model`` is the stage's ``setup``, which RunInference
+  calls in its DoFn's ``setup``, once per worker process (shared by the process's threads, which
+  take turns with it); every other per-image stage is a ``StageDoFn``. Both skip an image whose
+  output is valid, by the stage's own done-check.
 * The refinement statistics are two Beam combines: the features' ``Moments`` (for the PCA) and
   Eq. 1's ``ClassTotals`` of the projected features, written to ``refinement.npz`` by one
   element; each image's ranking then reads that small file. Nothing gathers the images onto one
   worker: memory per worker is one image's candidates plus the statistics (``O(D^2 + classes x d)``).
+* The image ids are read from the split by a worker and spread over the workers; the pipeline
+  itself (its graph, the launcher) holds none of them.
 * The temporaries a killed run left (``wsk.io.remove_temporaries``) are removed when the pipeline
   is built, before any worker writes, as the local stages do.
 
@@ -22,8 +27,10 @@ an object store (``wsk.storage``: ``gs://``, ``s3://``, ...), where each file is
 """
 
 import functools
+import threading
 
 import apache_beam as beam
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from wsk.errors import WskError
@@ -32,25 +39,68 @@ from wsk.pseudo.files import SCORE_KEYS
 from wsk.pseudo.refine_stage import refinement_settings, save_statistics, scores_digest, statistics_made_from
 from wsk.pseudo.refinement import ClassTotals, Moments, fit_projection, image_statistics, reduce_with
 from wsk.recipes import PIPELINE_STAGES
-from wsk.stage_list import PSEUDO_STAGES, STAGES
+from wsk.stage_list import PSEUDO_STAGES, STAGES, get_stage
+
+
+def _apply(stage, run, resource, image_id):
+    """The stage's per-image function on ``image_id`` unless its output is valid; returns the id."""
+    if not stage.is_done(run, image_id):
+        stage.per_image(run, resource, image_id)
+    return image_id
 
 
 class StageDoFn(beam.DoFn):
-    """One per-image entry of ``STAGES`` (by name): resource loaded in ``setup``, done images skipped."""
+    """One per-image entry of ``STAGES`` without a resource (by name): done images skipped."""
 
     def __init__(self, name, run):
         self.name, self.run = name, run
 
     def setup(self):
-        from wsk.stage_list import get_stage
-
         self.stage = get_stage(self.name)
-        self.resource = self.stage.setup(self.run) if self.stage.setup is not None else None
 
     def process(self, image_id, *_after):
-        if not self.stage.is_done(self.run, image_id):
-            self.stage.per_image(self.run, self.resource, image_id)
-        yield image_id
+        yield _apply(self.stage, self.run, None, image_id)
+
+
+class _Loaded:
+    """A stage's resource and the lock its users take turns with (weak-referenceable, as Beam's
+    ``Shared`` needs)."""
+
+    def __init__(self, resource):
+        self.resource, self.lock = resource, threading.Lock()
+
+
+class StageModelHandler(ModelHandler):
+    """One per-image entry of ``STAGES`` with a resource, as ``RunInference``'s model handler:
+    ``load_model`` is the stage's ``setup``; ``run_inference`` runs the stage on a batch of image
+    ids (one id a batch) and predicts each id. The resource is one Keras model shared by the
+    process's threads, so they run it one at a time."""
+
+    def __init__(self, name, run):
+        super().__init__(min_batch_size=1, max_batch_size=1)
+        self.name, self.run = name, run
+
+    def load_model(self):
+        return _Loaded(get_stage(self.name).setup(self.run))
+
+    def run_inference(self, batch, model, inference_args=None):
+        stage = get_stage(self.name)
+        with model.lock:
+            return [PredictionResult(i, _apply(stage, self.run, model.resource, i)) for i in batch]
+
+    def get_num_bytes(self, batch):
+        return sum(len(str(i)) for i in batch)
+
+
+def _example(result):
+    return result.example
+
+
+def stage_step(stage, run):
+    """The Beam transform of one per-image entry of ``STAGES``: ids in, the same ids out."""
+    if stage.setup is None:
+        return beam.ParDo(StageDoFn(stage.name, run))
+    return RunInference(StageModelHandler(stage.name, run)) | beam.Map(_example)
 
 
 def _features(run, image_id):
@@ -77,17 +127,17 @@ def _merge_totals(parts):
     return functools.reduce(ClassTotals.merge, parts, ClassTotals())
 
 
-def _write_statistics(totals, run, fitted, ids):
+def _write_statistics(totals, run, fitted):
     """Write ``refinement.npz`` unless the one there is made from these scores and settings (then
     its stamp, and every refinement record made from it, stays valid)."""
     config, mode = run.recipe.pseudo, run.recipe.pseudo.score_mode
-    settings, digest = refinement_settings(True, config, mode), scores_digest(run.workdir, ids)
+    settings, digest = refinement_settings(True, config, mode), scores_digest(run.workdir, run.dataset().ids)
     if not statistics_made_from(run.workdir.refinement, settings, digest):
         save_statistics(run.workdir.refinement, settings, digest, fitted[0], totals, fitted[1])
     return run.workdir.refinement
 
 
-def _statistics(ids, run, all_ids):
+def _statistics(ids, run):
     """The refinement statistics (§3.2) as Beam combines, written to ``refinement.npz``."""
     fitted = (ids
               | "moments" >> beam.Map(functools.partial(_moments, run))
@@ -96,8 +146,12 @@ def _statistics(ids, run, all_ids):
     return (ids
             | "class statistics" >> beam.Map(functools.partial(_class_totals, run), fitted=beam.pvalue.AsSingleton(fitted))
             | "sum class statistics" >> beam.CombineGlobally(_merge_totals)
-            | "refinement.npz" >> beam.Map(_write_statistics, run=run, fitted=beam.pvalue.AsSingleton(fitted),
-                                           ids=all_ids))
+            | "refinement.npz" >> beam.Map(_write_statistics, run=run, fitted=beam.pvalue.AsSingleton(fitted)))
+
+
+def _split_ids(_split, run):
+    """The ids of ``run``'s training split, read by the worker (the pipeline itself holds none)."""
+    yield from run.dataset().ids
 
 
 def selected_stages(stages):
@@ -115,15 +169,19 @@ def build_pipeline(pipeline, run, stages="all"):
     scoring on, the proposals and ``WORK/hcp/hcp.keras`` present) or ``all``.
     """
     chosen = selected_stages(stages)
-    all_ids = list(run.dataset().ids)
+    run.dataset()   # a missing or bad split is a WskError here, before any worker starts
     for stage in chosen:
         remove_temporaries(stage.folder(run.workdir))
-    ids = pipeline | "image ids" >> beam.Create(all_ids)
+    ids = (pipeline
+           | "split" >> beam.Create([run.split])
+           | "image ids" >> beam.FlatMap(_split_ids, run)
+           | "spread" >> beam.Reshuffle())
     for stage in chosen:
         after = ()
         if stage.name == "refinement" and run.refine:
-            after = (beam.pvalue.AsSingleton(_statistics(ids, run, all_ids)),)
-        ids = ids | f"{stage.name} ({stage.section})" >> beam.ParDo(StageDoFn(stage.name, run), *after)
+            after = (beam.pvalue.AsSingleton(_statistics(ids, run)),)
+        step = beam.ParDo(StageDoFn(stage.name, run), *after) if after else stage_step(stage, run)
+        ids = ids | f"{stage.name} ({stage.section})" >> step
     return ids
 
 
