@@ -279,6 +279,15 @@ def test_wsk_pseudos_public_names_are_the_functions_the_pipeline_runs(synthetic_
     import wsk.pipeline
 
     assert wsk.pipeline.Moments is wsk.pseudo.Moments and wsk.pipeline.ClassTotals is wsk.pseudo.ClassTotals
+    # the other steps' stage modules call the exported objects too, and nothing else is exported but
+    # the in-memory call of the refinement (checked against the naive reference below)
+    from wsk.pseudo import score_stage, targets
+
+    assert score_stage.select_candidates is wsk.pseudo.select_candidates
+    assert targets.localization_maps is wsk.pseudo.localization_maps and targets.rough_masks is wsk.pseudo.rough_masks
+    run_by_the_stages = {"select_candidates", "ClassTotals", "Moments", "pca_from_moments", "refinement_statistics",
+                         "refine_image", "localization_maps", "rough_masks"}
+    assert set(wsk.pseudo.__all__) == run_by_the_stages | {"cross_image_refinement"}
 
     # and a run of the stage list's refinement entries goes through them: spies on the exported objects
     calls = []

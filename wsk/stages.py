@@ -8,6 +8,7 @@ and collects failures instead of stopping, so nothing already computed is lost.
 import concurrent.futures
 import contextlib
 import dataclasses
+import itertools
 import multiprocessing
 import os
 import sys
@@ -17,6 +18,9 @@ import click
 from wsk import storage
 from wsk.errors import WskError
 from wsk.io import load_npz
+
+
+IN_FLIGHT = 8   # items submitted per worker process ahead of their results (run_per_image)
 
 
 @dataclasses.dataclass
@@ -102,11 +106,18 @@ def run_per_image(name, items, work, is_done=None, jobs=1, pool=None):
         else:
             with contextlib.ExitStack() as stack:
                 pool = pool or stack.enter_context(worker_pool(jobs))
-                futures = [pool.submit(_call, work, item) for item in todo]
-                for future in concurrent.futures.as_completed(futures):
-                    item, error = future.result()
-                    (report.failed.append((item, error)) if error else report.done.append(item))
-                    bar.update(1)
+                # a few items per worker in flight, not one future per item (2 KB each: 200 MB at 100,000)
+                waiting, running = iter(todo), set()
+                while True:
+                    for item in itertools.islice(waiting, IN_FLIGHT * max(1, jobs) - len(running)):
+                        running.add(pool.submit(_call, work, item))
+                    if not running:
+                        break
+                    finished, running = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                    for future in finished:
+                        item, error = future.result()
+                        (report.failed.append((item, error)) if error else report.done.append(item))
+                        bar.update(1)
     report.done.sort()
     return report
 
