@@ -199,3 +199,59 @@ def test_serving_refuses_float_and_four_channel_input(exported):
         serve(images=tf.zeros((1, 9, 9, 3), tf.float32))
     with pytest.raises(refused, match=r"\[1,9,9,4\]|\(1, 9, 9, 4\)|shape"):
         serve(images=tf.zeros((1, 9, 9, 4), tf.uint8))
+
+
+@pytest.mark.slow   # end to end: wsk predict twice, wsk export with the CRF (about 55 s of CPU)
+def test_export_with_the_crf_equals_wsk_predict_on_voc_photos(tmp_path, voc_sample):
+    """`wsk export --crf` serves the labels of `wsk predict --crf --crf-backend keras` (>= 99.9% of
+    pixels, real VOC photos resized to max_side 160); its `padded` signature gives a batch of two
+    differently sized photos the labels of each alone, and its wsk_model.json records max_side."""
+    import tensorflow as tf
+
+    from wsk.cli.main import cli
+    from wsk.io import read_image, read_label_png
+    from wsk.models import deeplab_largefov
+    from wsk.recipes import RECIPES
+
+    model = deeplab_largefov(num_classes=21, width=RECIPES["tiny"].seg.width)
+    rng = np.random.default_rng(11)
+    # An unsure softmax (std 0.1), which the CRF really changes, on a network of the tiny recipe's width.
+    model.set_weights([rng.normal(0, 0.1, w.shape).astype(np.float32) for w in model.get_weights()])
+    weights = tmp_path / "seg.keras"
+    model.save(weights)
+    photos = sorted((voc_sample / "JPEGImages").glob("*.jpg"))[:2]
+    runner = CliRunner()
+    options = ["--crf", "--max-side", "160"]
+    predicted = runner.invoke(cli, ["predict", str(weights), *map(str, photos), "--out", str(tmp_path / "png"),
+                                    "--crf-backend", "keras", *options])
+    assert predicted.exit_code == 0, predicted.output
+    plain = runner.invoke(cli, ["predict", str(weights), *map(str, photos), "--out", str(tmp_path / "plain"),
+                                "--max-side", "160"])
+    assert plain.exit_code == 0, plain.output
+    exported = runner.invoke(cli, ["export", str(weights), str(tmp_path / "served"), *options])
+    assert exported.exit_code == 0, exported.output
+    info = json.loads((tmp_path / "served" / "assets" / "wsk_model.json").read_text())
+    assert info["max_side"] == 160 and info["crf"]["iterations"] == 10
+    loaded = tf.saved_model.load(str(tmp_path / "served"))
+    serve, padded = loaded.signatures["serving_default"], loaded.signatures["padded"]
+    images = [read_image(photo) for photo in photos]
+    assert len({image.shape for image in images}) == 2
+    alone = []
+    for photo, image in zip(photos, images):
+        served = serve(images=tf.constant(image[None]))
+        labels = served["labels"].numpy()[0]
+        assert labels.shape == image.shape[:2]
+        assert max(served["probabilities"].shape[1:3]) == 160       # the working size: VOC photos are larger
+        expected = read_label_png(tmp_path / "png" / f"{photo.stem}.png")
+        assert (labels == expected).mean() >= 0.999
+        without = read_label_png(tmp_path / "plain" / f"{photo.stem}.png")
+        assert (expected != without).mean() > 0.01    # the CRF did something
+        alone.append(labels)
+    height, width = (max(image.shape[i] for image in images) for i in (0, 1))
+    batch = np.full((2, height, width, 3), 255, np.uint8)
+    for b, image in enumerate(images):
+        batch[b, :image.shape[0], :image.shape[1]] = image
+    sizes = np.array([image.shape[:2] for image in images], np.int32)
+    together = padded(images=tf.constant(batch), sizes=tf.constant(sizes))["labels"].numpy()
+    for b, image in enumerate(images):
+        np.testing.assert_array_equal(together[b, :image.shape[0], :image.shape[1]], alone[b])
