@@ -4,6 +4,7 @@ import os
 
 import click
 
+from wsk import storage
 from wsk.cli.options import data_options, pop_data, source_of
 from wsk.cli.predict import crf_options, crf_params
 from wsk.errors import WskError
@@ -19,9 +20,9 @@ def prediction_sources(pred_dirs):
     # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.metrics import PredictionFolder
 
-    names = [os.path.basename(os.path.normpath(d)) for d in pred_dirs]
-    return [(name if names.count(name) == 1 else os.path.normpath(d), PredictionFolder(d))
-            for name, d in zip(names, pred_dirs)]
+    full = [d.rstrip("/") if storage.is_url(d) else os.path.normpath(d) for d in pred_dirs]
+    names = [os.path.basename(d) for d in full]
+    return [(name if names.count(name) == 1 else d, PredictionFolder(d)) for name, d in zip(names, full)]
 
 
 def model_results(root, split, model_paths, crf, jobs, crf_backend="keras"):
@@ -32,7 +33,7 @@ def model_results(root, split, model_paths, crf, jobs, crf_backend="keras"):
 
     results = []
     for path in model_paths:
-        name = os.path.basename(os.path.dirname(os.path.abspath(path))) or os.path.basename(path)
+        name = os.path.basename(os.path.dirname(storage.absolute(path))) or os.path.basename(path)
         model = load_model(path)
         results.append(evaluate_model(model, root, split, jobs=jobs, name=name))
         if crf is not None:

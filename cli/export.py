@@ -2,6 +2,7 @@
 
 import click
 
+from wsk.cli.options import PathOrURL
 from wsk.cli.predict import crf_options, crf_params
 from wsk.errors import WskError
 
@@ -9,7 +10,7 @@ from wsk.errors import WskError
 @click.command("export")
 @click.argument("model")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--classes", type=click.Path(exists=True), default=None,
+@click.option("--classes", type=PathOrURL(exists=True), default=None,
               help="Dataset root (or its classes.txt) naming the classes of a .keras model; "
                    "default: the zoo card's, or VOC's when the class count fits.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")

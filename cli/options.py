@@ -3,24 +3,37 @@ the run record (``WORK/run.json``) every stage command opens."""
 
 import click
 
+from wsk import storage
 from wsk.recipes import RECIPES
+
+
+class PathOrURL(click.Path):
+    """``click.Path``, except that a URL (``wsk.storage``: ``s3://``, ``gs://``, ...) passes
+    unchecked, its reader saying when it is missing; a ``file://`` URL is checked as its path."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and storage.is_url(value):
+            value = storage.absolute(value)
+            if storage.is_url(value):
+                return value
+        return super().convert(value, param, ctx)
 
 
 def data_options(command):
     """DATA (a VOC folder, a labels file ``.csv``/``.jsonl`` or a COCO ``.json``) and its options."""
     options = [
         click.argument("data", type=click.Path()),
-        click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False), default=None,
+        click.option("--images", "images_dir", type=PathOrURL(exists=True, file_okay=False), default=None,
                      help="COCO: the image folder of the instances JSON."),
-        click.option("--classes", "classes_file", type=click.Path(exists=True, dir_okay=False), default=None,
+        click.option("--classes", "classes_file", type=PathOrURL(exists=True, dir_okay=False), default=None,
                      help="A class list, one name a line, background first [default: VOC's folder "
                           "classes.txt or its 21; a labels file's labels sorted; COCO's categories]."),
         click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
                      help="A labels file without a split column: this share of its rows validates "
                           "[default: 0.1, chosen by a hash of each image's id]."),
-        click.option("--val", "val_json", type=click.Path(exists=True, dir_okay=False), default=None,
+        click.option("--val", "val_json", type=PathOrURL(exists=True, dir_okay=False), default=None,
                      help="COCO: the validation instances JSON (split 'val')."),
-        click.option("--val-images", type=click.Path(exists=True, file_okay=False), default=None,
+        click.option("--val-images", type=PathOrURL(exists=True, file_okay=False), default=None,
                      help="COCO: the image folder of --val."),
     ]
     for option in reversed(options):

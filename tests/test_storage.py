@@ -246,14 +246,18 @@ def assert_same_run(expected_root, root):
     assert kinds == {"npz", "json", "png", "keras", "csv", "txt"}
 
 
-def wsk_run(data, work):
+def wsk(*args):
     from click.testing import CliRunner
 
     from wsk.cli.main import cli
 
-    result = CliRunner().invoke(cli, ["run", data, work] + RUN)
+    result = CliRunner().invoke(cli, [str(arg) for arg in args])
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def wsk_run(data, work):
+    return wsk("run", data, work, *RUN)
 
 
 @pytest.fixture(scope="module")
@@ -271,17 +275,52 @@ def test_wsk_run_on_file_urls_writes_what_it_writes_on_plain_paths(synthetic_roo
     assert f"exported SN_B (best val mIoU" in output and f"{tmp_path}/work/export/SN_B" in output
 
 
-@pytest.mark.slow
-def test_wsk_run_on_memory_writes_what_it_writes_on_disk(synthetic_root, run_on_disk):
-    """DATA and WORK on ``memory://``: every stage, HCP and segmentation training (their backups and
-    logs made locally and uploaded), evaluation and the SavedModel export."""
+@pytest.fixture(scope="module")
+def run_on_memory(synthetic_root):
+    """``wsk run`` with DATA and WORK on ``memory://``: ``(DATA, WORK, printout)``."""
     root, work = "memory://run/data", "memory://run/work"
     storage.sync_up(str(synthetic_root), root)
-    output = wsk_run(root, work)
+    return root, work, wsk_run(root, work)
+
+
+@pytest.mark.slow
+def test_wsk_run_on_memory_writes_what_it_writes_on_disk(run_on_disk, run_on_memory):
+    """DATA and WORK on ``memory://``: every stage, HCP and segmentation training (their backups and
+    logs made locally and uploaded), evaluation and the SavedModel export."""
+    _, work, output = run_on_memory
     assert_same_run(run_on_disk, work)
     assert "exported SN_B" in output and f"{work}/export/SN_B" in output
     assert not storage.exists(f"{work}/seg/SN_B/checkpoints")   # the backup goes when training ends
     assert storage.exists(f"{work}/export/SN_B/saved_model.pb")
+
+
+@pytest.mark.slow
+def test_predict_eval_viz_and_check_on_urls_give_what_they_give_on_disk(synthetic_root, run_on_disk,
+                                                                       run_on_memory, tmp_path):
+    """``wsk predict`` (model, images and output on ``memory://``), ``wsk eval --pred`` (JSON to a
+    URL) and ``wsk viz`` on the URL run, and ``wsk data check`` on the URL dataset: the label maps,
+    the confusion matrix ``wsk run`` measured on disk, the figures and the report of local paths."""
+    root, work, _ = run_on_memory
+    val = VOCDataset(synthetic_root, "val").ids
+    wsk("predict", f"{work}/seg/SN_B/model.keras", *[f"{root}/JPEGImages/{i}.jpg" for i in val],
+        "--out", "memory://run/pred", "--jobs", "1")
+    wsk("predict", run_on_disk / "seg" / "SN_B" / "model.keras", *[synthetic_root / "JPEGImages" / f"{i}.jpg" for i in val],
+        "--out", tmp_path / "pred", "--jobs", "1")
+    for image_id in val:
+        np.testing.assert_array_equal(io.read_label_png(f"memory://run/pred/{image_id}.png"),
+                                      io.read_label_png(tmp_path / "pred" / f"{image_id}.png"))
+    wsk("eval", root, "--split", "val", "--pred", "memory://run/pred", "--json", "memory://run/eval.json")
+    measured = io.load_json("memory://run/eval.json")["results"][0]["confusion_matrix"]
+    assert measured == io.load_json(run_on_disk / "eval" / "SN_B.json")["matrix"]   # wsk run, on disk
+
+    figures = wsk("viz", root, work, "--limit", "2").split()
+    local = wsk("viz", synthetic_root, run_on_disk, "--limit", "2", "--out", tmp_path / "viz").split()
+    assert [f.rsplit("/", 1)[-1] for f in figures] == [f.rsplit("/", 1)[-1] for f in local] and len(local) == 2
+    assert all(f.startswith(f"{work}/viz/") for f in figures)
+    for url, path in zip(figures, local):
+        np.testing.assert_array_equal(io.read_image(url), io.read_image(path))
+    assert wsk("data", "check", root).replace(root, "ROOT") == wsk("data", "check", synthetic_root).replace(
+        str(synthetic_root), "ROOT")
 
 
 # --------------------------------------------------------------------------- training on a URL WORK

@@ -55,12 +55,12 @@ INFO_ASSET = "wsk_model.json"
 
 def class_names_from(classes):
     """Class names from ``classes``: a dataset root (its ``classes.txt``) or a ``classes.txt`` file."""
-    classes = os.fspath(classes)
-    if os.path.isfile(classes):
+    classes = storage.absolute(classes)
+    if storage.isfile(classes):
         if os.path.basename(classes) != CLASS_LIST_FILE:
             raise WskError(f"a class list file must be called {CLASS_LIST_FILE}", classes)
-        return load_class_names(os.path.dirname(os.path.abspath(classes)))
-    if not os.path.isdir(classes):
+        return load_class_names(os.path.dirname(classes))
+    if not storage.isdir(classes):
         raise WskError("no such dataset folder or classes.txt", classes)
     return load_class_names(classes)
 

@@ -25,6 +25,7 @@ import numpy as np
 from keras import ops
 from PIL import Image
 
+from wsk import storage
 from wsk.crf import dense_crf, refine_saved
 from wsk.data.sources import open_dataset
 from wsk.errors import WskError
@@ -62,19 +63,19 @@ def image_files(paths):
     found = {}
     for path in paths:
         path = os.fspath(path)
-        if os.path.isdir(path):
-            names = sorted(name for name in os.listdir(path)
+        if storage.isdir(path):
+            names = sorted(name for name in storage.listdir(path)
                            if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."))
             if not names:
                 raise WskError("no images in this folder", path)
             files = [os.path.join(path, name) for name in names]
-        elif os.path.isfile(path):
+        elif storage.isfile(path):
             files = [path]
         else:
             raise WskError("no such image or folder", path)
         for file in files:
             image_id = os.path.splitext(os.path.basename(file))[0]
-            if image_id in found and os.path.abspath(found[image_id]) != os.path.abspath(file):
+            if image_id in found and storage.absolute(found[image_id]) != storage.absolute(file):
                 raise WskError(f"two images have the id {image_id!r} (also {found[image_id]})", file)
             found[image_id] = file
     return found
@@ -82,10 +83,10 @@ def image_files(paths):
 
 def _valid_png(png_path, image_path):
     """Whether ``png_path`` is a readable palette/grey PNG of the image's size."""
-    if not os.path.exists(png_path):
+    if not storage.exists(png_path):
         return False
     try:
-        with Image.open(png_path) as img:
+        with storage.open_file(png_path) as f, Image.open(f) as img:
             if img.format != "PNG" or img.mode not in ("P", "L"):
                 return False
             img.load()
@@ -167,8 +168,8 @@ def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layou
             if pending:
                 _run_crf_workers(images, pending, folder, out_path, crf, pool, report, name)
     pending_dir = os.path.join(folder, PENDING_DIR)
-    if os.path.isdir(pending_dir) and not os.listdir(pending_dir):
-        os.rmdir(pending_dir)
+    if not storage.is_url(pending_dir) and os.path.isdir(pending_dir) and not os.listdir(pending_dir):
+        os.rmdir(pending_dir)   # an object store has no empty folder
     report.done.sort()
     return report
 

@@ -10,6 +10,7 @@ import os
 import cv2
 import numpy as np
 
+from wsk import storage
 from wsk.classes import voc_palette
 from wsk.data.sources import open_dataset
 from wsk.errors import WskError
@@ -86,21 +87,21 @@ def write_figures(root, work, ids=None, out=None, split="paper_train", refine=Tr
     """
     workdir = WorkDir(work, refine)
     if ids is None:
-        ids = [i for i in open_dataset(root, split).ids if os.path.exists(workdir.locmap(i))][:limit]
+        ids = [i for i in open_dataset(root, split).ids if storage.exists(workdir.locmap(i))][:limit]
         if not ids:
             raise WskError("no localization maps to show (run `wsk pseudo` first)",
                            os.path.dirname(workdir.locmap("x")))
-    missing = [i for i in ids if not os.path.exists(workdir.locmap(i))]
+    missing = [i for i in ids if not storage.exists(workdir.locmap(i))]
     if missing:
         raise WskError(f"no localization map for image id {missing[0]!r} (an id of the dataset that "
                        "`wsk pseudo` has labelled?)", workdir.locmap(missing[0]))
     dataset = open_dataset(root, split, ids=ids)
-    out = out or os.path.join(os.path.dirname(workdir.refined), "viz")
+    out = out or os.path.join(os.path.dirname(workdir.refined_dir), "viz")
     paths = []
     for image_id in ids:
         locmap = load_npz(workdir.locmap(image_id), required=("maps", "labels"))
         mask_path = workdir.mask(image_id)
-        mask = read_label_png(mask_path) if os.path.exists(mask_path) else None
+        mask = read_label_png(mask_path) if storage.exists(mask_path) else None
         picture = figure(dataset.image(image_id), locmap["maps"], locmap["labels"].tolist(), mask,
                          dataset.class_names)
         path = os.path.join(out, f"{image_id}.png")

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import os
 
+from wsk import storage
 from wsk.classes import load_class_names, short_name
 from wsk.data import voc
 from wsk.errors import WskError
@@ -89,9 +90,9 @@ def list_files(root, class_names):
     class_prefixes = tuple(f"{name}_" for name in class_names[1:])
     for parts in voc.SPLIT_DIRS:
         folder = os.path.join(root, *parts)
-        if not os.path.isdir(folder):
+        if not storage.isdir(folder):
             continue
-        for name in sorted(os.listdir(folder)):
+        for name in sorted(storage.listdir(folder)):
             if name.endswith(".txt") and not name.startswith(class_prefixes):
                 found[f"{parts[-1]}/{name[:-4]}"] = os.path.join(folder, name)
     extra = voc.train_aug_list(root)
@@ -161,7 +162,7 @@ def check_dataset(root, show_progress=True):
     that is no folder, is raised at once as a ``WskError``.
     """
     root = os.fspath(root)
-    if not os.path.isdir(root):
+    if not storage.isdir(root):
         raise WskError("dataset folder not found", root)
     class_names = load_class_names(root)
     report = CheckReport(root, class_names)
@@ -191,7 +192,7 @@ def check_dataset(root, show_progress=True):
     else:
         for image_id in items:
             _check_image(dataset, image_id, report)
-    if os.path.isfile(os.path.join(root, *voc.CLASSIFICATION_TRAINVAL)) and voc.train_aug_list(root):
+    if storage.isfile(os.path.join(root, *voc.CLASSIFICATION_TRAINVAL)) and voc.train_aug_list(root):
         report.paper_ids = voc.paper_training_ids(root)
     return report
 

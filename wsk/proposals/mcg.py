@@ -11,6 +11,7 @@ import os
 import numpy as np
 from scipy.io import loadmat
 
+from wsk import storage
 from wsk.errors import WskError
 from wsk.proposals.container import Proposals
 
@@ -24,7 +25,8 @@ def load_mcg(path, max_proposals=None):
     the count of ``scores`` or a superpixel id outside the map is a ``WskError`` naming the file.
     """
     try:
-        data = loadmat(path)
+        with storage.open_file(path) as f:   # a path or a URL (wsk.storage)
+            data = loadmat(f)
     except FileNotFoundError:
         raise WskError("MCG file not found", path) from None
     except Exception as err:  # scipy raises ValueError, TypeError, MatReadError, OSError ...
@@ -64,7 +66,7 @@ def load_mcg(path, max_proposals=None):
 
 def mcg_files(mcg_dir):
     """``{image id: path}`` of the ``.mat`` files in ``mcg_dir``."""
-    if not os.path.isdir(mcg_dir):
+    if not storage.isdir(mcg_dir):
         raise WskError("MCG folder not found", mcg_dir)
-    return {name[:-4]: os.path.join(mcg_dir, name) for name in sorted(os.listdir(mcg_dir))
+    return {name[:-4]: os.path.join(mcg_dir, name) for name in sorted(storage.listdir(mcg_dir))
             if name.endswith(".mat")}
