@@ -247,3 +247,40 @@ def test_exif_rotated_photos_get_labels_of_their_decoded_size(tmp_path):
     assert report.done == ["plain", "turned"]
     assert read_label_png(tmp_path / "out" / "turned.png").shape == (33, 20)
     assert predict_images(colour_model(), images, tmp_path / "out").skipped == ["turned", "plain"]
+
+
+def test_predict_runs_at_the_recorded_max_side_and_writes_the_photo_size(tmp_path):
+    """A 300 x 200 photo predicted by a model whose description records max_side 64: the network
+    runs at 64 x 43 (wsk.models.inference.segment_photos, tested against a naive reference in
+    test_inference) and the PNG has the photo's 300 x 200; --max-side overrides the record."""
+    from keras import ops
+
+    from wsk.models import deeplab_largefov
+    from wsk.models.description import recipe_max_side, segmentation_description
+    from wsk.models.inference import segment_photos
+    from wsk.models.saving import save_model
+    from wsk.recipes import RECIPES
+
+    assert (recipe_max_side("paper"), recipe_max_side("demo"), recipe_max_side("tiny")) == (500, 64, 64)
+    model = deeplab_largefov(num_classes=3, width=0.0625)
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in model.get_weights()])
+    description = segmentation_description(("background", "a", "b"), "AN_B", False, False, True,
+                                           RECIPES["tiny"].seg, 1, "0" * 64, max_side=recipe_max_side("tiny"))
+    assert description.to_json()["max_side"] == 64
+    path = tmp_path / "seg" / "model.keras"
+    path.parent.mkdir()
+    save_model(model, path, description.to_json())
+    blocks = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    photo = np.repeat(np.repeat(blocks, 10, 0), 10, 1)
+    write_image(tmp_path / "photo.png", photo)
+    for out, options, side in (("recorded", [], 64), ("given", ["--max-side", "100"], 100)):
+        result = CliRunner().invoke(cli, ["predict", str(path), str(tmp_path / "photo.png"),
+                                          "--out", str(tmp_path / out), *options])
+        assert result.exit_code == 0, result.output
+        labels = read_label_png(tmp_path / out / "photo.png")
+        assert labels.shape == (200, 300) and len(np.unique(labels)) > 1
+        expected = ops.convert_to_numpy(segment_photos(model, photo[None], side)[0])[0]
+        np.testing.assert_array_equal(labels, expected)
+    assert (read_label_png(tmp_path / "recorded" / "photo.png")
+            != read_label_png(tmp_path / "given" / "photo.png")).any()
