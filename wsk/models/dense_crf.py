@@ -194,9 +194,10 @@ def _lattice(codes, slots, upper):
     total = points * dim
     bases, radices = _key_layout(upper, d)
     ids = ops.where(ordered == INT32_MAX, slots, ids)
-    # each vertex's code: the sorted code at its first entry; a slot past the count has none
-    first_entry = ops.minimum(ops.searchsorted(ids, ops.arange(slots, dtype="int32"), side="left"),
-                              total - 1)
+    # each vertex's code: the sorted code at its first entry (scattered); a slot past the count has none
+    fresh = ops.concatenate([ops.ones((1,), "bool"), ordered[1:] != ordered[:-1]], axis=0)
+    first_entry = ops.scatter(ops.minimum(ids, slots)[:, None],
+                              ops.where(fresh, ops.arange(total, dtype="int32"), 0), (slots + 1,))[:slots]
     unique = ops.take(ordered, first_entry)
     real = ops.take(ids, first_entry) == ops.arange(slots, dtype="int32")
     keys = _decode(unique, bases, radices, dim)                               # (S, d)
@@ -209,13 +210,27 @@ def _lattice(codes, slots, upper):
             if axis < d:
                 step[axis] = sign * d
             neighbour, inside = _encode(keys + step, bases, radices, dim)
-            at = ops.minimum(ops.searchsorted(ordered, neighbour, side="left"), total - 1)
+            at = ops.minimum(_lower_bound(ordered, neighbour), total - 1)
             hit = (ops.take(ordered, at) == neighbour) & inside & real
             neighbours.append(ops.where(hit, ops.take(ids, at), slots))
     neighbours = ops.reshape(ops.stack(neighbours, axis=0), (dim, 2, slots))
     neighbours = ops.concatenate([neighbours, ops.full((dim, 2, 1), slots, "int32")], axis=-1)
     vertex = ops.reshape(ops.scatter(order[:, None], ids, (total,)), (points, dim))
     return Lattice(vertex=vertex, weight=weight, neighbours=neighbours)
+
+
+def _lower_bound(ordered, queries):
+    """``searchsorted(ordered, queries, side="left")`` by a branchless binary search (compilers
+    lower ``searchsorted`` to a queries-by-sequence comparison: out of memory at VOC size)."""
+    total = ordered.shape[0]
+    found = ops.zeros_like(queries)
+    step = 1 << max(0, (total - 1).bit_length())
+    while step:
+        probe = found + step
+        below = ops.take(ordered, ops.minimum(probe, total) - 1) < queries
+        found = ops.where((probe <= total) & below, probe, found)
+        step >>= 1
+    return found
 
 
 def build_lattice(features, valid, upper):
