@@ -1,6 +1,6 @@
 """The dense CRF's two backends side by side, in one run (issue 23).
 
-    .venv/bin/python benchmarks/bench_crf.py [--images N] [--demo WORK]
+    .venv/bin/python benchmarks/bench_crf.py [--images N (0: the demo only)] [--demo WORK]
 
 * seconds per image at 64 px and at VOC size (500x375, 21 classes): the keras CRF
   (``wsk.models.dense_crf``) on the TensorFlow backend in this process and on the JAX backend in a
@@ -10,8 +10,8 @@
 * on ../shared/voc-sample, 21-class unaries made from the ground truth by a fixed seeded corruption
   (``corrupted_softmax``: shift, blur, label noise), the +CRF mIoU of both against the ground truth.
 
-The +CRF mIoU on the demo's val set needs a trained demo: it is skipped here (``--demo`` is
-not implemented yet); ``wsk eval --model WORK/.../SN_B.keras --crf --crf-backend ...`` measures it.
+* with ``--demo WORK`` (a finished ``wsk demo --work WORK``), the +CRF mIoU of each of the four
+  variants on the demo's val set with both backends, and the seconds each backend's evaluation took.
 Thread and process counts follow the machine (2 cores here); compare ratios from one run.
 """
 
@@ -114,6 +114,29 @@ def workloads(count, voc):
     return loads
 
 
+def demo_crf_miou(work, variants=("AN_A", "SN_A", "AN_B", "SN_B")):
+    """``{variant: {backend: +CRF mIoU}}`` on a finished demo's val set, and the mean differences."""
+    from wsk.crf import CRF_BACKENDS, CRFParams
+    from wsk.models.saving import load_model
+    from wsk.predict import evaluate_model
+
+    out, seconds = {}, dict.fromkeys(CRF_BACKENDS, 0.0)
+    for variant in variants:
+        model = load_model(os.path.join(work, "seg", variant, "model.keras"))
+        out[variant] = {}
+        for backend in CRF_BACKENDS:
+            start = time.perf_counter()
+            result = evaluate_model(model, os.path.join(work, "data"), "val", crf=CRFParams(),
+                                    crf_backend=backend)
+            seconds[backend] += time.perf_counter() - start
+            out[variant][backend] = round(100.0 * float(result.mean_iou), 2)
+    gaps = [row["keras"] - row["densecrf"] for row in out.values()]
+    out["mean_keras_minus_densecrf"] = round(float(np.mean(gaps)), 2)
+    out["max_abs_gap"] = round(float(np.max(np.abs(gaps))), 2)
+    out["evaluation_seconds"] = {backend: round(value, 1) for backend, value in seconds.items()}
+    return out
+
+
 def worker(count):
     """Child process (``--worker``): the keras CRF's timings and labels on this Keras backend."""
     voc = voc_cases()
@@ -127,11 +150,14 @@ def worker(count):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=6, help="images per timing")
-    parser.add_argument("--demo", default=None, help="a trained demo work directory (not used yet)")
+    parser.add_argument("--demo", default=None, help="a finished `wsk demo` work directory")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.images)))
+        return
+    if args.images == 0:    # the demo's mIoU only
+        print(json.dumps({"demo_val_crf_miou": demo_crf_miou(args.demo) if args.demo else "no --demo"}, indent=1))
         return
     voc = voc_cases()
     loads = workloads(args.images, voc)
@@ -166,7 +192,7 @@ def main():
     else:
         report["voc_sample_corrupted"] = f"skipped: {VOC_SAMPLE} is absent"
     report["demo_val_crf_miou"] = ("skipped: no demo work directory given" if args.demo is None
-                                   else "skipped: --demo is not implemented yet")
+                                   else demo_crf_miou(args.demo))
     print(json.dumps(report, indent=1))
 
 

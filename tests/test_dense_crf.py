@@ -14,7 +14,8 @@ import pytest
 
 from wsk.crf import CRFParams, dense_crf
 from wsk.errors import WskError
-from wsk.models.dense_crf import DenseCRF, build_lattice, dense_crf_marginals, lattice_filter
+from wsk.models.dense_crf import (DenseCRF, _lower_bound, build_lattice, dense_crf_marginals,
+                                   lattice_filter, vertex_slots)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -183,3 +184,27 @@ def test_layer_in_a_saved_model_with_a_free_batch_size(tmp_path):
     probabilities = np.stack([s[1] for s in scenes])
     eager = np.asarray(dense_crf_marginals(images, probabilities, CRFParams(iterations=3)))
     np.testing.assert_allclose(loaded.predict([images, probabilities], verbose=0), eager, atol=1e-5)
+
+
+def test_vertex_slots_steps():
+    """Grids grow by 2, 1.5 and 4/3 in turn (1, 2, 3, 4, 6, 8, 12, 16 buckets), capped at the bound."""
+    assert [vertex_slots(c, 10**9) // 1024 for c in (0, 1, 1024, 1025, 2049, 3073, 4097, 6145, 8193, 12289)] \
+        == [1, 1, 1, 2, 3, 4, 6, 8, 12, 16]
+    assert vertex_slots(5000, 3000) == 3000
+
+
+@pytest.mark.parametrize("length", [1, 7, 1024, 1025])
+def test_lower_bound_is_searchsorted_left(length):
+    rng = np.random.default_rng(length)
+    ordered = np.sort(rng.integers(0, 40, length)).astype(np.int32)
+    queries = rng.integers(-3, 44, 200).astype(np.int32)
+    expected = [sum(value < q for value in ordered) for q in queries]   # naive: entries below
+    assert np.asarray(_lower_bound(ordered, queries)).tolist() == expected
+
+
+def test_compiled_keras_crf_equals_eager():
+    """wsk.crf's compiled small-image path gives the eager marginals (padding out of the lattice)."""
+    image, probabilities = _scene(30, 41, 4, seed=10)
+    _, compiled = dense_crf(image, probabilities, iterations=3)
+    eager = np.asarray(dense_crf_marginals(image[None], probabilities[None], CRFParams(iterations=3)))[0]
+    np.testing.assert_allclose(compiled, eager, atol=1e-5)
