@@ -14,8 +14,8 @@ import pytest
 
 from wsk.crf import CRFParams, dense_crf
 from wsk.errors import WskError
-from wsk.models.dense_crf import (DenseCRF, _lower_bound, build_lattice, dense_crf_marginals,
-                                   lattice_filter, vertex_slots)
+from wsk.models.dense_crf import (DenseCRF, build_lattice, dense_crf_marginals, lattice_filter,
+                                   lower_bound, vertex_slots)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -199,7 +199,7 @@ def test_lower_bound_is_searchsorted_left(length):
     ordered = np.sort(rng.integers(0, 40, length)).astype(np.int32)
     queries = rng.integers(-3, 44, 200).astype(np.int32)
     expected = [sum(value < q for value in ordered) for q in queries]   # naive: entries below
-    assert np.asarray(_lower_bound(ordered, queries)).tolist() == expected
+    assert np.asarray(lower_bound(ordered, queries)).tolist() == expected
 
 
 def test_compiled_keras_crf_equals_eager():

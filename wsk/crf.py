@@ -121,14 +121,15 @@ def _compiled_steps(params, slots):
     ``marginals_from_codes`` on grids of ``slots`` rows. Other backends run them as they are."""
     import keras
 
-    from wsk.models.dense_crf import lattice_codes, marginals_from_codes
+    from wsk.models.dense_crf import lattice_codes, lower_bound, marginals_from_codes
 
     if slots is None:
         def step(images, sizes):
             return lattice_codes(images, sizes, params, unroll=False)
     else:
         def step(probabilities, sizes, codes):
-            return marginals_from_codes(probabilities, sizes, params, codes, slots, unroll=False)
+            return marginals_from_codes(probabilities, sizes, params, codes, slots, unroll=False,
+                                        search=lower_bound)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
         return tf.function(step, jit_compile=True)

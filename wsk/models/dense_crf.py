@@ -6,26 +6,23 @@ filter ``K_m`` is the permutohedral-lattice approximation of Adams, Baek and Dav
 (Eurographics 2010) as Krähenbühl and Koltun's ``densecrf`` (pydensecrf) uses it:
 
 * features ``(x, y) / xy_std`` (appearance kernel: ``(x, y) / xy_std, (r, g, b) / rgb_std``),
-  elevated onto the hyperplane of ``Z^{d+1}`` with the per-dimension scale
-  ``sqrt(2/3) (d+1) / sqrt((i+1)(i+2))`` (the lattice's expected std, Adams et al. §3.1);
-* splat with barycentric weights, blur along the axes ``0..d`` in order with ``[1/2, 1, 1/2]``
-  (a missing neighbour counts as zero), slice back with the same weights times
-  ``1 / (1 + 2^-d)``; the self-term is kept;
+  elevated onto the hyperplane of ``Z^{d+1}`` with the per-dimension scale ``sqrt(2/3) (d+1) /
+  sqrt((i+1)(i+2))`` (the lattice's expected std, Adams et al. §3.1);
+* splat with barycentric weights, blur along the axes ``0..d`` in order with ``[1/2, 1, 1/2]`` (a
+  missing neighbour counts as zero), slice with the same weights times ``1 / (1 + 2^-d)``;
+  the self-term is kept;
 * symmetric normalisation: ``K Q = n * filter(n * Q)``, ``n = 1 / sqrt(filter(1))``.
 
 There is no hash table: lattice vertices get integer codes (mixed radix over bounds known from
-the parameters), which are sorted; vertex ids come from cumulative sums over the sorted codes and
-neighbours from ``searchsorted``. Each image is its own lattice, one per kernel, built once and
-reused for every iteration, in two steps of fixed shapes: ``lattice_codes`` (codes sorted, vertices
-counted) and ``marginals_from_codes`` (a vertex grid of ``slots`` rows, the mean field), so that
-``wsk.crf`` compiles each once per image shape and vertex bucket (``vertex_slots``). Pixels outside
-each image's valid size (padding for batching) stay out of the lattice. Eagerly, the vertex grid is
-cut to the vertices present (``vertex_slots``); traced (graph, jit) it keeps its static bound, one
-row per point and corner. A known batch is a Python loop over images (``unroll``); a free one,
-or ``unroll=False``, is ``ops.map``.
+the parameters), sorted, numbered by cumulative sums; neighbours by ``searchsorted``. One lattice
+per kernel per image, reused by every iteration, in two fixed-shape steps that ``wsk.crf`` compiles:
+``lattice_codes``, then ``marginals_from_codes`` (a grid of ``slots`` rows: ``vertex_slots`` eagerly,
+the static bound traced). Padding stays out of the lattice. A known batch is a Python loop over
+images, a free one (or ``unroll=False``) ``ops.map``.
 """
 
 import collections
+import dataclasses
 import math
 
 import keras
@@ -39,12 +36,10 @@ INT32_MAX = 2**31 - 1
 SLOT_BUCKET = 1024   # vertex grids are sized in steps of this and 1.5x, 4/3x above (vertex_slots)
 RGB_MAX = 255.0
 
-
 # a lattice: each point's d+1 simplex corners, vertex ids and barycentric weights (N, d+1) (padding:
 # weight 0 on the empty slot S, last); neighbours (d+1, 2, S+1): each vertex's two along each axis
 Lattice = collections.namedtuple("Lattice", "vertex weight neighbours")
-# what lattice_codes keeps of one lattice: the point-corner order sorted by code, the sorted codes,
-# their vertex ids (padding: INT32_MAX codes after every vertex), the weights (N, d+1)
+# lattice_codes' output: point-corner order by code, sorted codes (padding: INT32_MAX), ids, weights
 Codes = collections.namedtuple("Codes", "order ordered ids weight")
 
 
@@ -118,23 +113,15 @@ def vertex_slots(count, total):
     return min(int(total), size * SLOT_BUCKET)
 
 
-def _check_block(upper, d):
-    block = (d + 1) * math.prod(_key_layout(upper, d)[1])
-    if block >= INT32_MAX:
-        raise WskError(f"the CRF lattice needs {block} codes per image, over int32: "
-                       "use coarser CRF standard deviations or a smaller image")
-
-
 def _codes(features, valid, upper):
-    """One image's lattice codes: ``features`` ``(N, d)`` in ``[0, upper[i]]``, ``valid`` ``(N,)``.
-
-    Returns ``(Codes, count)``: ``count`` the number of distinct vertices.
-    """
+    """One image's ``(Codes, vertex count)``: ``features`` ``(N, d)`` in ``[0, upper[i]]``, ``valid`` ``(N,)``."""
     points, d = features.shape
     dim = d + 1
     total = points * dim
-    _check_block(upper, d)
     bases, radices = _key_layout(upper, d)
+    if dim * math.prod(radices) >= INT32_MAX:
+        raise WskError(f"the CRF lattice needs {dim * math.prod(radices)} codes per image, over int32: "
+                       "use coarser CRF standard deviations or a smaller image")
     factors = _scale_factors(d)
 
     # elevate onto the hyperplane x . 1 = 0 of Z^{d+1} (Adams et al. §3.1)
@@ -185,9 +172,11 @@ def _codes(features, valid, upper):
     return Codes(order, ordered, ids, weight), count
 
 
-def _lattice(codes, slots, upper):
+def _lattice(codes, slots, upper, search=None):
     """One image's ``Lattice`` from its ``Codes``, on a vertex grid of ``slots`` rows (plus the
-    empty slot): at least its vertex count, a static int."""
+    empty slot): at least its vertex count, a static int. ``search``: ``ops.searchsorted``'s left
+    side (None) or ``lower_bound`` (for XLA, ``wsk.crf``'s compiled path)."""
+    search = search or (lambda ordered, queries: ops.searchsorted(ordered, queries, side="left"))
     order, ordered, ids, weight = codes
     points, dim = weight.shape
     d = dim - 1
@@ -210,7 +199,7 @@ def _lattice(codes, slots, upper):
             if axis < d:
                 step[axis] = sign * d
             neighbour, inside = _encode(keys + step, bases, radices, dim)
-            at = ops.minimum(_lower_bound(ordered, neighbour), total - 1)
+            at = ops.minimum(search(ordered, neighbour), total - 1)
             hit = (ops.take(ordered, at) == neighbour) & inside & real
             neighbours.append(ops.where(hit, ops.take(ids, at), slots))
     neighbours = ops.reshape(ops.stack(neighbours, axis=0), (dim, 2, slots))
@@ -219,9 +208,10 @@ def _lattice(codes, slots, upper):
     return Lattice(vertex=vertex, weight=weight, neighbours=neighbours)
 
 
-def _lower_bound(ordered, queries):
-    """``searchsorted(ordered, queries, side="left")`` by a branchless binary search (compilers
-    lower ``searchsorted`` to a queries-by-sequence comparison: out of memory at VOC size)."""
+def lower_bound(ordered, queries):
+    """``searchsorted(ordered, queries, side="left")`` by a branchless binary search (XLA under
+    TensorFlow lowers ``searchsorted`` to a queries-by-sequence comparison: out of memory at VOC
+    size; eagerly ``ops.searchsorted`` is faster)."""
     total = ordered.shape[0]
     found = ops.zeros_like(queries)
     step = 1 << max(0, (total - 1).bit_length())
@@ -258,7 +248,7 @@ def lattice_filter(values, lattice):
     data = ops.reshape(values[:, None, :] * weight[:, :, None], (-1, values.shape[-1]))
     grid = ops.segment_sum(data, ops.reshape(vertex, (-1,)), num_segments=rows)
 
-    def blur(axis, grid):   # a loop, not unrolled: compilers keep each axis' grid (no refusing)
+    def blur(axis, grid):   # a loop, not unrolled: compilers keep each axis' grid (no re-fusing)
         pair = ops.take(neighbours, axis, axis=0)
         return grid + 0.5 * (ops.take(grid, pair[0], axis=0) + ops.take(grid, pair[1], axis=0))
 
@@ -275,12 +265,17 @@ def _normaliser(lattice, valid):
     return ops.where(valid, 1.0 / ops.sqrt(norm + 1e-20), 0.0)
 
 
+def _valid(sizes, height, width):
+    """``(B, H*W)``: inside each image's valid ``sizes`` ``(B, 2)`` (its top-left corner)."""
+    rows = ops.arange(height, dtype="int32")[None, :, None] < sizes[:, None, None, :1]
+    return ops.reshape(rows & (ops.arange(width, dtype="int32")[None, None, :] < sizes[:, None, None, 1:]),
+                       (-1, height * width))
+
+
 def _kernels(images, sizes, params):
     """The features ``(B, N, d)`` of the kernels with a nonzero weight, and the valid mask ``(B, N)``."""
-    batch, height, width = images.shape[0], images.shape[1], images.shape[2]
-    rows = ops.arange(height, dtype="int32")[None, :, None] < sizes[:, None, None, :1]
-    cols = ops.arange(width, dtype="int32")[None, None, :] < sizes[:, None, None, 1:]
-    valid = ops.reshape(rows & cols, (-1, height * width))
+    height, width = images.shape[1], images.shape[2]
+    valid = _valid(sizes, height, width)
     sizes_f = ops.cast(sizes, "float32")
     if params.reference_side is None:
         scale = ops.ones_like(sizes_f[:, :1])
@@ -316,22 +311,9 @@ def _per_image(fn, xs, unroll):
     return keras.tree.map_structure(lambda *parts: ops.stack(parts, axis=0), *outs)
 
 
-def _standard(images, probabilities, sizes):
-    probabilities = ops.convert_to_tensor(probabilities, "float32")
-    images = ops.convert_to_tensor(images)
-    height, width = probabilities.shape[1], probabilities.shape[2]
-    if sizes is None:
-        sizes = ops.ones_like(probabilities[:, 0, 0, :1], "int32") * np.array([height, width], np.int32)
-    return images, probabilities, ops.cast(ops.convert_to_tensor(sizes), "int32")
-
-
 def lattice_codes(images, sizes, params, unroll=True):
-    """The first, fixed-shape step: each image's sorted lattice codes per kernel and vertex counts.
-
-    ``images`` ``(B, H, W, 3)``, ``sizes`` ``(B, 2)`` int (``dense_crf_marginals``). Returns
-    ``(codes, counts)``: a tuple of batched ``Codes``, one per kernel with a nonzero weight, and
-    ``(B, kernels)`` int32 vertex counts (``vertex_slots`` of their maximum sizes the grids).
-    """
+    """The first step, ``images`` ``(B, H, W, 3)``, ``sizes`` ``(B, 2)`` -> ``(codes, counts)``: batched
+    ``Codes`` per kernel with a nonzero weight, ``(B, kernels)`` vertex counts (for ``vertex_slots``)."""
     kernels, valid = _kernels(images, sizes, params)
     uppers = _uppers(params, images.shape[1], images.shape[2])
 
@@ -344,20 +326,19 @@ def lattice_codes(images, sizes, params, unroll=True):
     return _per_image(one, (tuple(kernels), valid), unroll)
 
 
-def marginals_from_codes(probabilities, sizes, params, codes, slots, unroll=True):
+def marginals_from_codes(probabilities, sizes, params, codes, slots, unroll=True, search=None):
     """The second step: the mean field on lattices of ``slots`` (one static int per kernel) rows
-    built from ``lattice_codes``' ``codes``; returns the marginals ``(B, H, W, C)``."""
-    batch, height, width, classes = probabilities.shape
-    rows = ops.arange(height, dtype="int32")[None, :, None] < sizes[:, None, None, :1]
-    cols = ops.arange(width, dtype="int32")[None, None, :] < sizes[:, None, None, 1:]
-    valid = ops.reshape(rows & cols, (-1, height * width))
+    built from ``lattice_codes``' ``codes`` (``search``: ``_lattice``'s); returns the marginals
+    ``(B, H, W, C)``."""
+    _, height, width, classes = probabilities.shape
+    valid = _valid(sizes, height, width)
     log_p = ops.log(ops.clip(ops.reshape(probabilities, (-1, height * width, classes)), MIN_PROBABILITY, 1.0))
     weights = [np.float32(w) for w in (params.pos_w, params.bi_w) if w != 0]
     uppers = _uppers(params, height, width)
 
     def one(args):
         image_log_p, image_valid, image_codes = args
-        lattices = [_lattice(c, s, upper) for c, s, upper in zip(image_codes, slots, uppers)]
+        lattices = [_lattice(c, s, upper, search) for c, s, upper in zip(image_codes, slots, uppers)]
         norms = [_normaliser(lattice, image_valid)[:, None] for lattice in lattices]
 
         def step(_, q):
@@ -381,7 +362,10 @@ def dense_crf_marginals(images, probabilities, params, sizes=None):
     lattice; its marginals are the clipped input probabilities). Spatial stds scale by each image's
     own longer side over ``params.reference_side``.
     """
-    images, probabilities, sizes = _standard(images, probabilities, sizes)
+    probabilities, images = ops.convert_to_tensor(probabilities, "float32"), ops.convert_to_tensor(images)
+    if sizes is None:
+        sizes = ops.ones_like(probabilities[:, 0, 0, :1], "int32") * np.array(probabilities.shape[1:3], np.int32)
+    sizes = ops.cast(ops.convert_to_tensor(sizes), "int32")
     unroll = probabilities.shape[0] is not None
     codes, counts = lattice_codes(images, sizes, params, unroll)
     slots = tuple(_slots(counts[:, k], c.ordered.shape[-1]) for k, c in enumerate(codes))
@@ -411,8 +395,5 @@ class DenseCRF(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(bi_w=self.params.bi_w, bi_xy_std=self.params.bi_xy_std,
-                      bi_rgb_std=self.params.bi_rgb_std, pos_w=self.params.pos_w,
-                      pos_xy_std=self.params.pos_xy_std, iterations=self.params.iterations,
-                      reference_side=self.params.reference_side)
+        config.update(dataclasses.asdict(self.params))
         return config
