@@ -100,19 +100,20 @@ def test_optimizer_variable_index_gives_each_variable_its_own_multipliers_and_ve
 def test_build_from_spec_builds_layers_loss_metrics_and_optimizer_from_shapes_alone():
     import tensorflow as tf
 
-    model = keras.Sequential([keras.layers.Dense(3, name="conv"), keras.layers.Dense(2, name="fc8")])
+    model = keras.Sequential([keras.layers.Dense(3, name="conv"), keras.layers.Dense(2, name="fc8")],
+                             name="net")   # named: an unnamed model's prefix depends on the models made before
     model.compile(optimizer=_caffe_sgd(), loss="mse", metrics=["mae"])
     assert not model.built and len(model.metrics_variables) == 2      # the loss tracker's
     build_from_spec(model, (tf.TensorSpec((None, 5), tf.float32), tf.TensorSpec((None, 2), tf.float32)))
     assert model.built
     shapes = {v.path: tuple(v.shape) for v in model.trainable_variables}
-    assert shapes == {"sequential/conv/kernel": (5, 3), "sequential/conv/bias": (3,),
-                      "sequential/fc8/kernel": (3, 2), "sequential/fc8/bias": (2,)}
+    assert shapes == {"net/conv/kernel": (5, 3), "net/conv/bias": (3,),
+                      "net/fc8/kernel": (3, 2), "net/fc8/bias": (2,)}
     optimizer = model.optimizer
     assert optimizer.built
     assert [tuple(v.shape) for v in optimizer.velocities] == [tuple(v.shape) for v in model.trainable_variables]
     assert [optimizer_variable_index(optimizer, v) for v in model.trainable_variables] == [0, 1, 2, 3]
-    assert optimizer.multipliers_for("sequential/fc8/bias") == (20.0, 0.0)
+    assert optimizer.multipliers_for("net/fc8/bias") == (20.0, 0.0)
     assert [v.path for v in model.metrics_variables] == [
         "loss/total", "loss/count", "mean_absolute_error/total", "mean_absolute_error/count"]
     assert int(optimizer.iterations) == 0          # built, not trained
