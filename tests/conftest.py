@@ -6,6 +6,10 @@ import pathlib
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The tests segment a handful of images: the keras CRF runs eagerly, which is then cheaper than one
+# XLA compilation per shape and parameter set (~25 s each). Subprocesses inherit it. The compiled path
+# has its own test (test_dense_crf::test_compiled_keras_crf_equals_eager).
+os.environ["WSK_CRF_COMPILE_PIXELS"] = "0"
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VOC_SAMPLE = REPO.parent / "shared" / "voc-sample"

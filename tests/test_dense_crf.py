@@ -202,9 +202,15 @@ def test_lower_bound_is_searchsorted_left(length):
     assert np.asarray(lower_bound(ordered, queries)).tolist() == expected
 
 
-def test_compiled_keras_crf_equals_eager():
+def test_compiled_keras_crf_equals_eager(monkeypatch):
     """wsk.crf's compiled small-image path gives the eager marginals (padding out of the lattice)."""
+    import wsk.crf
+
+    monkeypatch.delenv(wsk.crf.COMPILE_PIXELS_ENV, raising=False)   # conftest sets 0: never compiled
+    assert wsk.crf.compiled_pixels() == 128 * 128
     image, probabilities = _scene(30, 41, 4, seed=10)
+    compilations = wsk.crf._compiled_steps.cache_info().misses
     _, compiled = dense_crf(image, probabilities, iterations=3)
+    assert wsk.crf._compiled_steps.cache_info().misses == compilations + 2   # lattice, then marginals
     eager = np.asarray(dense_crf_marginals(image[None], probabilities[None], CRFParams(iterations=3)))[0]
     np.testing.assert_allclose(compiled, eager, atol=1e-5)

@@ -23,6 +23,8 @@ used), so CRF worker processes start quickly.
 
 import dataclasses
 import functools
+import os
+
 import numpy as np
 
 from wsk import storage
@@ -36,8 +38,10 @@ CRF_BACKENDS = ("keras", "densecrf")   # the default first (module docstring)
 KERAS_PAD = 32           # the keras backend pads each image's sides to a multiple of this
 # padded images up to this many pixels run compiled (XLA: ~25 s once per shape on 2 loaded cores,
 # then 0.07 s per 64 px image against 0.35 s eager); larger ones eagerly (a compilation per shape
-# and vertex count costs more than the images of a dataset save)
+# and vertex count costs more than the images of a dataset save). The environment variable
+# COMPILE_PIXELS_ENV overrides it (0: always eager, cheaper when segmenting a handful of images).
 KERAS_COMPILED_PIXELS = 128 * 128
+COMPILE_PIXELS_ENV = "WSK_CRF_COMPILE_PIXELS"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +108,7 @@ def _keras_crf(image, probabilities, params):
     padded = np.full((1, padded_h, padded_w, classes), 1.0 / classes, np.float32)
     padded[0, :height, :width] = probabilities
     sizes = np.array([[height, width]], np.int32)
-    if padded_h * padded_w > KERAS_COMPILED_PIXELS:   # compiling costs more than it saves here
+    if padded_h * padded_w > compiled_pixels():   # compiling costs more than it saves here
         from wsk.models.dense_crf import dense_crf_marginals   # imports Keras: only when asked for
         marginals = dense_crf_marginals(images, padded, params, sizes)
     else:   # grids at their static bound: one compilation per padded shape
@@ -112,6 +116,18 @@ def _keras_crf(image, probabilities, params):
         slots = tuple(int(c.ordered.shape[-1]) for c in codes)
         marginals = _compiled_steps(params, slots)(padded, sizes, codes)
     return np.ascontiguousarray(np.asarray(marginals)[0, :height, :width], np.float32)
+
+
+def compiled_pixels():
+    """The largest padded image (pixels) the keras backend compiles for: ``KERAS_COMPILED_PIXELS``,
+    or the environment's ``COMPILE_PIXELS_ENV`` (read at each call)."""
+    value = os.environ.get(COMPILE_PIXELS_ENV)
+    if value is None:
+        return KERAS_COMPILED_PIXELS
+    try:
+        return int(value)
+    except ValueError:
+        raise WskError(f"{COMPILE_PIXELS_ENV} must be a whole number of pixels, got {value!r}") from None
 
 
 @functools.lru_cache(maxsize=None)
