@@ -25,20 +25,23 @@ def prediction_sources(pred_dirs):
     return [(name if names.count(name) == 1 else d, PredictionFolder(d)) for name, d in zip(names, full)]
 
 
-def model_results(root, split, model_paths, crf, jobs, crf_backend="keras"):
-    """``EvalResult`` of each model on the split: without CRF, and with it when ``crf`` is given."""
+def model_results(root, split, model_paths, crf, jobs, crf_backend="keras", max_side=None):
+    """``EvalResult`` of each model on the split: without CRF, and with it when ``crf`` is given.
+    ``max_side`` None: each model's training scale (``wsk.zoo.recorded_max_side``)."""
     # deferred on purpose: `wsk --help` stays fast (the stages import TensorFlow)
     from wsk.models.saving import load_model
     from wsk.predict import evaluate_model
+    from wsk.zoo import recorded_max_side
 
     results = []
     for path in model_paths:
         name = os.path.basename(os.path.dirname(storage.absolute(path))) or os.path.basename(path)
         model = load_model(path)
-        results.append(evaluate_model(model, root, split, jobs=jobs, name=name))
+        side = recorded_max_side(path) if max_side is None else max_side
+        results.append(evaluate_model(model, root, split, jobs=jobs, name=name, max_side=side))
         if crf is not None:
             results.append(evaluate_model(model, root, split, crf=crf, jobs=jobs, name=f"{name}+CRF",
-                                          crf_backend=crf_backend))
+                                          crf_backend=crf_backend, max_side=side))
     return results
 
 
@@ -57,7 +60,10 @@ def model_results(root, split, model_paths, crf, jobs, crf_backend="keras"):
               help="CRF worker processes [default: all cores].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the results (IoU per class, mIoU, pixel accuracy, confusion matrix) here.")
-def evaluate(split, pred_dirs, model_paths, json_path, jobs, **crf_settings):
+@click.option("--max-side", type=click.IntRange(min=1), default=None,
+              help="--model: the longer side, pixels, the network and the CRF run at; the labels come "
+                   "back at each image's size [default: each model's training scale, else 500].")
+def evaluate(split, pred_dirs, model_paths, json_path, jobs, max_side, **crf_settings):
     """Evaluate predictions on a split of the dataset DATA (a VOC folder, a labels file, a COCO JSON).
 
     Accumulates one confusion matrix over the split (pixels labelled 255 ignored) and
@@ -83,7 +89,7 @@ def evaluate(split, pred_dirs, model_paths, json_path, jobs, **crf_settings):
     results = [evaluate_dataset(dataset, predict, name=name) for name, predict in prediction_sources(pred_dirs)]
     backend = crf_settings.pop("crf_backend")
     results += model_results(root, split, model_paths, crf_params(**crf_settings), jobs or default_jobs(),
-                             backend)
+                             backend, max_side)
     click.echo(format_table({r.name: r.iou for r in results}, dataset.class_names))
     for r in results:
         click.echo(f"{r.name}: mIoU {100 * r.mean_iou:.1f}%, pixel accuracy {100 * r.pixel_accuracy:.1f}% "

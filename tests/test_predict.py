@@ -1,5 +1,6 @@
 """wsk.predict and `wsk predict`: label PNGs of the right size, CRF workers, resuming, evaluation."""
 
+import json
 import os
 
 import keras
@@ -284,3 +285,14 @@ def test_predict_runs_at_the_recorded_max_side_and_writes_the_photo_size(tmp_pat
         np.testing.assert_array_equal(labels, expected)
     assert (read_label_png(tmp_path / "recorded" / "photo.png")
             != read_label_png(tmp_path / "given" / "photo.png")).any()
+    # wsk eval --model runs at the same scale: with the max side 64 labels as ground truth, every pixel
+    # is right at the recorded scale and some are wrong at --max-side 100
+    truth = ops.convert_to_numpy(segment_photos(model, photo[None], 64)[0])[0].astype(np.uint8)
+    Image.fromarray(truth).save(tmp_path / "truth.png")
+    (tmp_path / "tags.csv").write_text("image,labels,split,mask\nphoto.png,a;b,val,truth.png\n")
+    for options, exact in (([], True), (["--max-side", "100"], False)):
+        result = CliRunner().invoke(cli, ["eval", str(tmp_path / "tags.csv"), "--model", str(path), "--no-crf",
+                                          "--json", str(tmp_path / "eval.json"), *options])
+        assert result.exit_code == 0, result.output
+        accuracy = json.loads((tmp_path / "eval.json").read_text())["results"][0]["pixel_accuracy"]
+        assert (accuracy == 1.0) == exact, (options, accuracy)

@@ -74,6 +74,7 @@ def evaluate_variants(run):
     from wsk.crf import CRFParams
     from wsk.models.saving import load_model
     from wsk.predict import evaluate_model
+    from wsk.zoo import recorded_max_side
 
     report = StageReport("evaluation")
     if validation_set(run) is None:
@@ -89,7 +90,8 @@ def evaluate_variants(run):
                 continue
             model = model or load_model(path)
             result = evaluate_model(model, run.source, run.val_split, crf=CRFParams() if crf else None,
-                                    jobs=run.jobs, name=name, crf_backend=run.crf_backend)
+                                    jobs=run.jobs, name=name, crf_backend=run.crf_backend,
+                                    max_side=recorded_max_side(path))   # the scale it trained at
             save_json(run.workdir.eval_json(name), {
                 "name": name, "class_names": list(result.class_names), "matrix": result.matrix.tolist(),
                 "miou": float(result.mean_iou), "made_from": {"model": file_stamp(path), "split": run.val_split}})

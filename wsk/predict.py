@@ -237,8 +237,11 @@ def predict_dataset(model, dataset, out_dir, crf=None, jobs=1, batch_size=1, lay
 
 
 def evaluate_model(model, root, split, crf=None, jobs=1, out_dir=None, batch_size=1, name=None,
-                   crf_backend="keras"):
+                   crf_backend="keras", max_side=None):
     """Predict the ``split`` of the dataset ``root`` (``wsk.data.sources``: a path or a ``DataSource``) with ``model`` and score it.
+
+    ``max_side``: the longer side the network and the CRF run at (``predict_images``); pass the
+    model's training scale (``wsk.zoo.recorded_max_side``).
 
     Returns a ``wsk.metrics.EvalResult`` (confusion matrix summed over every image of the split
     against its ground-truth mask, 255 ignored) called ``name``. Predictions go to ``out_dir``
@@ -258,7 +261,7 @@ def evaluate_model(model, root, split, crf=None, jobs=1, out_dir=None, batch_siz
     folder = temporary or os.fspath(out_dir)
     try:
         report = predict_dataset(model, dataset, folder, crf=crf, jobs=jobs, batch_size=batch_size,
-                                 crf_backend=crf_backend)
+                                 crf_backend=crf_backend, max_side=max_side)
         report.raise_if_failed()
         return evaluate_dataset(dataset, PredictionFolder(folder), name=name or f"model on {split}")
     finally:
