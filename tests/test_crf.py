@@ -156,3 +156,14 @@ def test_refine_saved_writes_the_png_and_drops_the_npz(tmp_path):
     tasks["b"] = (str(tmp_path / "a.png"), str(tmp_path / "b.npz"), str(tmp_path / "out" / "b.png"))
     with pytest.raises(WskError, match="b.npz"):
         refine_saved("b", tasks, CRFParams())
+
+
+def test_compile_threshold_comes_from_the_environment(monkeypatch):
+    import wsk.crf
+
+    monkeypatch.setenv(wsk.crf.COMPILE_PIXELS_ENV, "4096")
+    assert wsk.crf.compiled_pixels() == 4096
+    monkeypatch.setenv(wsk.crf.COMPILE_PIXELS_ENV, "64 px")
+    image, _ = two_regions()
+    with pytest.raises(WskError, match="WSK_CRF_COMPILE_PIXELS must be a whole number of pixels, got '64 px'"):
+        dense_crf(image, blurred_prediction())
