@@ -234,6 +234,41 @@ def test_pretrain_on_the_broad_corpus_records_its_classes_photographs_and_start(
     refused = CliRunner().invoke(cli, ["pretrain", str(tmp_path / "no"), "--images", "64",
                                        "--backgrounds", str(photos)])
     assert refused.exit_code != 0 and "--corpus broad" in refused.output
+    _card_records_the_photographs(out, photos / "a.jpg", tmp_path, record)
+
+
+def _card_records_the_photographs(out, photo, tmp_path, record):
+    """benchmarks/make_trunk_card.py on a broad trunk: the card names each extra photograph by name and
+    sha256 with the source and licence given, and the held-out mAP with and without it."""
+    import hashlib
+    import importlib.util
+    import os
+
+    from wsk import registry
+
+    spec = importlib.util.spec_from_file_location(
+        "make_trunk_card", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "make_trunk_card.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for folder in ("cards", "weights"):   # not the package's own folders
+        (tmp_path / folder).mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(registry, "CARDS_DIR", str(tmp_path / "cards"))
+        patch.setattr(registry, "WEIGHTS_DIR", str(tmp_path / "weights"))
+        unsourced = CliRunner().invoke(script.main, [str(out), "hcp_vgg16.test_broad"])
+        assert unsourced.exit_code != 0 and "--background-source" in str(unsourced.exception)
+        made = CliRunner().invoke(script.main, [str(out), "hcp_vgg16.test_broad", "--background-source", "here",
+                                                "--background-licence", "CC0"])
+        assert made.exit_code == 0, (made.output, made.exception)
+    card = json.loads((tmp_path / "cards" / "hcp_vgg16.test_broad.json").read_text())
+    assert card["class_names"] == list(BROAD_CLASSES) and card["builder_args"]["num_classes"] == len(BROAD_CLASSES)
+    assert card["dataset"]["corpus"] == "broad"
+    assert card["dataset"]["background_photographs"] == {
+        "source": "here", "licence": "CC0", "in_package": False,
+        "files": [{"name": "a.jpg", "sha256": hashlib.sha256(photo.read_bytes()).hexdigest()}]}
+    assert abs(card["metrics"]["mAP"] - record["metrics"]["val_mAP"]) <= 0.005
+    assert 0 < card["metrics"]["mAP_without_extra_photographs"] <= 1
+    assert (tmp_path / "weights" / "hcp_vgg16.test_broad.keras").is_file()
 
 
 def test_builders_take_a_trunk_by_zoo_name(trunk_dir, tmp_path, monkeypatch):
