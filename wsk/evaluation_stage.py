@@ -52,9 +52,17 @@ def stored_result(run, name, model_path):
     if not storage.exists(path):
         return None
     data = load_json(path)
-    if data.get("made_from") != {"model": file_stamp(model_path), "split": run.val_split}:
+    if data.get("made_from") != _made_from(run, model_path):
         return None
     return EvalResult(data["name"], tuple(data["class_names"]), np.asarray(data["matrix"], np.int64))
+
+
+def _made_from(run, model_path):
+    """What a result is measured from: the model file, the split, and the scale the model ran at (the
+    one it trained at, its description's ``max_side``)."""
+    from wsk.zoo import recorded_max_side
+
+    return {"model": file_stamp(model_path), "split": run.val_split, "max_side": recorded_max_side(model_path)}
 
 
 def evaluation_results(run):
@@ -74,7 +82,6 @@ def evaluate_variants(run):
     from wsk.crf import CRFParams
     from wsk.models.saving import load_model
     from wsk.predict import evaluate_model
-    from wsk.zoo import recorded_max_side
 
     report = StageReport("evaluation")
     if validation_set(run) is None:
@@ -89,12 +96,13 @@ def evaluate_variants(run):
                 report.skipped.append(name)
                 continue
             model = model or load_model(path)
+            made_from = _made_from(run, path)
             result = evaluate_model(model, run.source, run.val_split, crf=CRFParams() if crf else None,
                                     jobs=run.jobs, name=name, crf_backend=run.crf_backend,
-                                    max_side=recorded_max_side(path))   # the scale it trained at
+                                    max_side=made_from["max_side"])
             save_json(run.workdir.eval_json(name), {
                 "name": name, "class_names": list(result.class_names), "matrix": result.matrix.tolist(),
-                "miou": float(result.mean_iou), "made_from": {"model": file_stamp(path), "split": run.val_split}})
+                "miou": float(result.mean_iou), "made_from": made_from})
             report.done.append(name)
     return report
 
