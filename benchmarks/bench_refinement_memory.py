@@ -40,12 +40,24 @@ maps: worker                    152.3     152.5   1.002
 beam: DirectRunner worker       266.5     275.3   1.033
 =============================  =======  ========  =====
 
-100,000 images did not fit the time (the three roles take about 21 ms an image here, so about
-35 minutes, plus 8 minutes of synthesis): not run. The workers are flat. The Beam worker grew
-by 225 bytes an image (the DirectRunner keeps the ids' PCollection and its reshuffle in memory),
-so 100,000 would be about 1.08 by linear extrapolation. The stage parents hold the split's ids,
-about 170 bytes an image (about 1.11 at 100,000 by extrapolation). The parents are outside the
-done-when, but with ``--jobs 1`` the parent is the writer.
+``python benchmarks/bench_refinement_memory.py --sizes 1000 100000`` (the same machine, running
+beside other jobs at low priority; 30 minutes for the roles, 4 for the synthesis):
+
+=============================  =======  =========  =====
+process                        N=1000   N=100000   ratio
+=============================  =======  =========  =====
+refinement: stage parent        158.6      183.9   1.159
+refinement: writer (worker)     152.8      153.1   1.002
+maps: stage parent              153.1      173.5   1.133
+maps: worker                    152.0      152.3   1.002
+beam: DirectRunner worker       266.3      304.0   1.141
+=============================  =======  =========  =====
+
+The workers are flat. The Beam worker grows by about 380 bytes an image, more than the 225 the
+40,000 run suggested, and is over 10% at 100,000. The DirectRunner keeps the ids' PCollection
+and its reshuffle in memory; the cause is not pinned down further. The stage parents grow by 200 to
+250 bytes an image (the split's ids and the stage report's lists of them), so with ``--jobs 1``,
+where the parent is the writer, the writer is over 10% too.
 Before two fixes, with ``--sizes 1000 10000``, the stage parents grew from 158.6 to 177.3 MB and
 from 154.3 to 173.5 MB (about 2 KB an image: one pending future per image, now 8 per worker in
 flight in ``wsk.stages.run_per_image``). The Beam worker grew from 265.4 to 272.9 MB (830 bytes
