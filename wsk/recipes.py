@@ -14,8 +14,9 @@ first 120 training images, 500 proposals, no refinement; ``benchmarks/bench_scor
   ``broad64`` continues ``corpus64`` on 39 classes (11 more shapes and textures, objects on photograph
   crops). Chosen on tuning style 1 of ``benchmarks/bench_generalization.py`` (480 images, dataset seed
   11; corpus64 -> broad64): HCP val mAP 0.920 -> 0.942, a label's top proposal IoU 39.1 -> 54.7,
-  localization maps 38.4 -> 46.8, rough masks 39.1 -> 45.8. On a sampled test style (2498475145):
-  mAP 0.705 -> 0.862, maps 34.5 -> 52.8, masks 37.4 -> 47.0. On the demo's own dataset: masks 66.1 ->
+  localization maps 38.4 -> 46.8, rough masks 39.1 -> 45.8. On two test styles: 2498475145, mAP
+  0.705 -> 0.862, maps 34.5 -> 52.8, masks 37.4 -> 47.0; 109818995, mAP 0.836 -> 0.872, maps 45.0 ->
+  57.9, masks 47.3 -> 58.5. On the demo's own dataset: masks 66.1 ->
   66.5, the best network 60.1 (AN_B) -> 59.5 (AN_A; AN_B 58.9, 67.0 with CRF).
 * **Proposals are scored ``masked``** (``wsk.pseudo.scoring``) instead of cropped. Crops of the
   64 px images' small regions magnify their texture far beyond anything HCP was fine-tuned on:
