@@ -218,17 +218,34 @@ def test_a_beam_run_killed_mid_write_leaves_a_temporary_that_the_rerun_removes(s
 
 
 def test_the_pipeline_graph_holds_no_image_ids(tmp_path):
-    """The ids are read by a worker, not embedded in the pipeline: its graph (what a launcher holds
-    and sends to Dataflow) is the same size for a split of 20 images and of 20,000."""
-    from wsk.pipeline import build_pipeline
+    """The ids are read by the workers, not embedded in the pipeline: its graph (what a launcher holds
+    and sends to Dataflow) is the same size for a split of 70,000 images and of 140,000 (both read
+    in the most shards, 64)."""
+    from wsk.pipeline import MAX_SHARDS, build_pipeline, id_shards
 
+    assert id_shards(70000) == id_shards(140000) == MAX_SHARDS == 64
     sizes = []
-    for n in (20, 20000):
+    for n in (70000, 140000):
         root = tmp_path / f"voc{n}"
         os.makedirs(root / "ImageSets" / "Segmentation")
         (root / "ImageSets" / "Segmentation" / "train.txt").write_text("".join(f"{i:07d}\n" for i in range(n)))
         pipeline = beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(BEAM_ARGS))
         build_pipeline(pipeline, _run(root, tmp_path / f"w{n}", "train"), "all")
         sizes.append(len(pipeline.to_runner_api().SerializeToString()))
-    # beam.Create of the 20,000 ids would add 59 KB (measured); the two paths differ by a few characters
+    # beam.Create of 20,000 ids added 59 KB (measured); the two paths differ by a few characters
     assert abs(sizes[1] - sizes[0]) < 200, sizes
+
+
+def test_id_shards_cover_the_split_once(tmp_path):
+    """About 1,000 ids a shard, at most 64 shards; the shards' ids are the split's, each once."""
+    from wsk.pipeline import _shard_ids, id_shards
+
+    assert [id_shards(n) for n in (1, 1000, 1001, 2500, 64000, 64001, 10**6)] == [1, 1, 2, 3, 64, 64, 64]
+    root = tmp_path / "voc"
+    os.makedirs(root / "ImageSets" / "Segmentation")
+    ids = [f"{i:05d}" for i in range(2500)]
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("".join(f"{i}\n" for i in ids))
+    run = _run(root, tmp_path / "w", "train")
+    shards = [list(_shard_ids(k, run, 3)) for k in range(3)]
+    assert [len(s) for s in shards] == [834, 833, 833]
+    assert sorted(sum(shards, [])) == ids

@@ -16,8 +16,10 @@ pseudo``: the two are interchangeable and resumable.
   Eq. 1's ``ClassTotals`` of the projected features, written to ``refinement.npz`` by one
   element; each image's ranking then reads that small file. Nothing gathers the images onto one
   worker: memory per worker is one image's candidates plus the statistics (``O(D^2 + classes x d)``).
-* The image ids are read from the split by a worker and spread over the workers; the pipeline
-  itself (its graph, the launcher) holds none of them.
+* The image ids are read from the split by the workers, in ``id_shards`` shards (a shard is every
+  ``shards``-th id), and each step that must wait for the statistics reads them afresh rather than
+  wait on a collection of every id: a runner holds no collection of all ids, and the pipeline
+  itself (its graph, the launcher) holds none of them (``benchmarks/bench_refinement_memory.py``).
 * The temporaries a killed run left (``wsk.io.remove_temporaries``) are removed when the pipeline
   is built, before any worker writes, as the local stages do.
 
@@ -40,6 +42,8 @@ from wsk.pseudo.refine_stage import refinement_settings, save_statistics, scores
 from wsk.pseudo.refinement import ClassTotals, Moments, fit_projection, image_statistics, reduce_with
 from wsk.recipes import PIPELINE_STAGES
 from wsk.stage_list import PSEUDO_STAGES, STAGES, get_stage
+
+SHARD_IMAGES, MAX_SHARDS = 1000, 64   # id_shards
 
 
 def _apply(stage, run, resource, image_id):
@@ -137,21 +141,36 @@ def _write_statistics(totals, run, fitted):
     return run.workdir.refinement
 
 
-def _statistics(ids, run):
-    """The refinement statistics (§3.2) as Beam combines, written to ``refinement.npz``."""
-    fitted = (ids
+def _statistics(scored, run, shards):
+    """The refinement statistics (§3.2) as Beam combines, written to ``refinement.npz``: the moments
+    from ``scored`` (the ids whose scores are written), Eq. 1's totals from the ids read afresh once
+    the PCA is fitted."""
+    fitted = (scored
               | "moments" >> beam.Map(functools.partial(_moments, run))
               | "sum moments" >> beam.CombineGlobally(_merge_moments)
               | "PCA" >> beam.Map(fit_projection, run.recipe.pseudo.pca_energy))
-    return (ids
+    return (image_ids(scored.pipeline, run, "class statistics", shards)
             | "class statistics" >> beam.Map(functools.partial(_class_totals, run), fitted=beam.pvalue.AsSingleton(fitted))
             | "sum class statistics" >> beam.CombineGlobally(_merge_totals)
             | "refinement.npz" >> beam.Map(_write_statistics, run=run, fitted=beam.pvalue.AsSingleton(fitted)))
 
 
-def _split_ids(_split, run):
-    """The ids of ``run``'s training split, read by the worker (the pipeline itself holds none)."""
-    yield from run.dataset().ids
+def id_shards(images):
+    """How many shards the split's ids are read in: about ``SHARD_IMAGES`` ids a shard, at most
+    ``MAX_SHARDS`` (each shard's reader reads the split's list)."""
+    return max(1, min(MAX_SHARDS, -(-images // SHARD_IMAGES)))
+
+
+def _shard_ids(shard, run, shards):
+    """Every ``shards``-th id of ``run``'s training split from the ``shard``-th, read by the worker."""
+    yield from run.dataset().ids[shard::shards]
+
+
+def image_ids(pipeline, run, label, shards):
+    """A new PCollection of the training split's ids, read by the workers in ``shards`` shards."""
+    return (pipeline
+            | f"{label}: shards" >> beam.Create(range(shards))
+            | f"{label}: image ids" >> beam.FlatMap(_shard_ids, run, shards))
 
 
 def selected_stages(stages):
@@ -169,19 +188,17 @@ def build_pipeline(pipeline, run, stages="all"):
     scoring on, the proposals and ``WORK/hcp/hcp.keras`` present) or ``all``.
     """
     chosen = selected_stages(stages)
-    run.dataset()   # a missing or bad split is a WskError here, before any worker starts
+    shards = id_shards(len(run.dataset()))   # a missing or bad split is a WskError here, before any worker starts
+    ids = image_ids(pipeline, run, "split", shards)
     for stage in chosen:
         remove_temporaries(stage.folder(run.workdir))
-    ids = (pipeline
-           | "split" >> beam.Create([run.split])
-           | "image ids" >> beam.FlatMap(_split_ids, run)
-           | "spread" >> beam.Reshuffle())
     for stage in chosen:
-        after = ()
         if stage.name == "refinement" and run.refine:
-            after = (beam.pvalue.AsSingleton(_statistics(ids, run)),)
-        step = beam.ParDo(StageDoFn(stage.name, run), *after) if after else stage_step(stage, run)
-        ids = ids | f"{stage.name} ({stage.section})" >> step
+            statistics = beam.pvalue.AsSingleton(_statistics(ids, run, shards))
+            ids = image_ids(pipeline, run, "refinement", shards) | f"{stage.name} ({stage.section})" >> beam.ParDo(
+                StageDoFn(stage.name, run), statistics)
+        else:
+            ids = ids | f"{stage.name} ({stage.section})" >> stage_step(stage, run)
     return ids
 
 

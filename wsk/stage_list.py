@@ -227,9 +227,9 @@ def run_stage(stage, run, pool=None):
         return stage.run(run)
     ids = run.dataset().ids
     remove_temporaries(stage.folder(run.workdir))
-    done = {i for i in ids if stage.is_done(run, i)}
-    resource = stage.setup(run) if stage.setup is not None and len(done) < len(ids) else None
-    report = run_per_image(stage.name, ids, functools.partial(_apply, stage.name, run, resource), is_done=done.__contains__,
+    done = bytearray(bool(stage.is_done(run, i)) for i in ids)   # a byte an image, not a set of ids
+    resource = stage.setup(run) if stage.setup is not None and not all(done) else None
+    report = run_per_image(stage.name, ids, functools.partial(_apply, stage.name, run, resource), is_done=done,
                            jobs=1 if stage.in_process else run.jobs, pool=None if stage.in_process else pool)
     return report
 

@@ -81,23 +81,27 @@ def worker_pool(jobs):
 
 
 def run_per_image(name, items, work, is_done=None, jobs=1, pool=None):
-    """Apply ``work(item)`` to every item not yet done; return a ``StageReport``.
+    """Apply ``work(item)`` to every item of the sequence ``items`` not yet done; return a ``StageReport``.
 
     ``work`` writes the item's output itself (atomically) and must be picklable when it runs
     in worker processes: those of ``pool`` (a ``worker_pool``), or ``jobs > 1`` started for this
     call (a module-level function or a ``functools.partial`` of one).
-    ``is_done(item)`` says whether a valid output already exists.
+    ``is_done(item)`` says whether a valid output already exists; or ``is_done`` is those answers,
+    one flag per item in ``items``' order (``wsk.stage_list.run_stage`` asks them once beforehand).
+    Memory per item is a flag and the report's reference to it (bench_refinement_memory).
     """
     report = StageReport(name)
-    todo = []
-    for item in items:
-        if is_done is not None and is_done(item):
-            report.skipped.append(item)
-        else:
-            todo.append(item)
-    if not todo:
+    if is_done is None:
+        done = bytes(len(items))
+    elif callable(is_done):
+        done = bytearray(bool(is_done(item)) for item in items)
+    else:
+        done = is_done
+    report.skipped = list(itertools.compress(items, done))
+    todo = itertools.compress(items, (not flag for flag in done))
+    if len(report.skipped) == len(items):
         return report
-    with progress(length=len(todo), label=name) as bar:
+    with progress(length=len(items) - len(report.skipped), label=name) as bar:
         if pool is None and jobs <= 1:
             results = (_call(work, item) for item in todo)
             for item, error in results:
@@ -107,7 +111,7 @@ def run_per_image(name, items, work, is_done=None, jobs=1, pool=None):
             with contextlib.ExitStack() as stack:
                 pool = pool or stack.enter_context(worker_pool(jobs))
                 # a few items per worker in flight, not one future per item (2 KB each: 200 MB at 100,000)
-                waiting, running = iter(todo), {}
+                waiting, running = todo, {}
                 while True:
                     for item in itertools.islice(waiting, IN_FLIGHT * max(1, jobs) - len(running)):
                         running[pool.submit(_call, work, item)] = item
