@@ -175,3 +175,38 @@ def test_fit_under_mirrored_strategy_matches_hand_update():
                                **SETTINGS)
     np.testing.assert_allclose(result["kernel"], expected["kernel"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(result["bias"], expected["bias"], rtol=1e-5, atol=1e-6)
+
+
+def test_global_clipnorm_scales_the_gradients_before_caffes_update():
+    """``global_clipnorm`` (the demo's ``SegRecipe.clip_norm``): gradients whose global norm is over
+    the limit are scaled to it before the multipliers, the decay and the momentum, by hand:
+    kernel gradient (3, 4) and bias gradient 12 have global norm 13; clipped to 6.5 they halve."""
+    kernel, bias = keras.Variable(np.array([[1.0], [2.0]], np.float32), name="kernel"), keras.Variable(
+        np.array([0.5], np.float32), name="bias")
+    optimizer = CaffeSGD(0.1, momentum=0.9, weight_decay=0.01, global_clipnorm=6.5,
+                         multipliers=[(r"bias", 2.0, 0.0), (r"kernel", 1.0, 1.0)])
+    grads = [np.array([[3.0], [4.0]], np.float32), np.array([12.0], np.float32)]
+    for _ in range(2):
+        optimizer.apply_gradients(zip([keras.ops.convert_to_tensor(g) for g in grads], [kernel, bias]))
+    # by hand: clipped g_k = (1.5, 2), g_b = 6 at each step (the norm is 13 both times)
+    w_k, w_b, v_k, v_b = np.array([1.0, 2.0]), 0.5, np.zeros(2), 0.0
+    for _ in range(2):
+        v_k = 0.9 * v_k + 0.1 * (np.array([1.5, 2.0]) + 0.01 * w_k)
+        v_b = 0.9 * v_b + 0.1 * 2.0 * 6.0
+        w_k, w_b = w_k - v_k, w_b - v_b
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel).ravel(), w_k, rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bias), [w_b], rtol=1e-6)
+    assert CaffeSGD.from_config(optimizer.get_config()).global_clipnorm == 6.5
+
+
+def test_compile_for_training_clips_at_the_recipes_clip_norm():
+    """The recipe's ``clip_norm`` reaches the optimizer that trains (``wsk.training.engine``)."""
+    import dataclasses
+
+    from wsk.recipes import get_recipe
+    from wsk.training.engine import compile_for_training
+
+    for clip in (None, 7.0):
+        recipe = dataclasses.replace(get_recipe("paper").seg, clip_norm=clip)
+        model = compile_for_training(_linear_model(*_problem()[2:]), "mse", 0.01, 0.1, recipe, 10)
+        assert model.optimizer.global_clipnorm == clip

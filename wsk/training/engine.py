@@ -75,13 +75,14 @@ def compile_for_training(model, loss, base_lr, last_lr, recipe, steps_per_epoch)
     multiplied by ``lr_gamma`` every ``lr_step_epochs`` epochs. Unless the trunk is Keras's
     VGG-16 (trained on pixel-scale inputs), conv1_1 is in wsk's from-scratch scale (trained from
     scratch, from HCP, or from a wsk-pretrained trunk, which was trained that way) and its kernel
-    gets the matching multipliers (``wsk.models.vgg.from_scratch_multipliers``)."""
+    gets the matching multipliers (``wsk.models.vgg.from_scratch_multipliers``). A recipe with a
+    ``clip_norm`` (``SegRecipe``) clips each step's gradients to that global norm."""
     schedule = step_schedule(base_lr, recipe.lr_step_epochs * steps_per_epoch, recipe.lr_gamma)
     multipliers = deeplab_multipliers("fc8", last_lr / base_lr)
     if not is_vgg16_source(recipe.backbone_weights):   # conv1_1 in the from-scratch scale
         multipliers = from_scratch_multipliers() + multipliers
     optimizer = CaffeSGD(schedule, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                         multipliers=multipliers)
+                         multipliers=multipliers, global_clipnorm=getattr(recipe, "clip_norm", None))
     model.compile(optimizer=optimizer, loss=loss)
     return model
 
