@@ -38,8 +38,9 @@ first 120 training images, 500 proposals, no refinement; ``benchmarks/bench_scor
 * **Refinement keeps the closest half** (the paper's procedure as ``wsk.pseudo.refinement`` reads it),
   though on no dataset measured does it raise the pseudo-labels, and here is why. §3.2 assumes that
   candidates tightly around an object resemble each other across images, so that Eq. 1's distance
-  ranks them first. Measured within each image's candidates of a label (the first 200 training
-  images, 242 to 269 (image, label) groups of at least 4 candidates), the Spearman
+  ranks them first. Measured within each image's candidates of a label
+  (``benchmarks/bench_refinement_ranking.py``: the first 200 training images, 242 to 269 (image,
+  label) groups of at least 4 candidates), the Spearman
   correlation of Eq. 1's distance with the candidate's IoU is +0.21, +0.08 and +0.09 on tuning
   styles 1, 3 and 10 and 0.00 on the demo's dataset: the closest half has a lower mean IoU than all
   candidates (0.42 against 0.47, 0.58 / 0.60, 0.54 / 0.56, 0.56 / 0.57). HCP's features say which
