@@ -46,13 +46,13 @@ def _result_name(run, variant, crf):
     return segmentation_name(variant, run.refine) + ("+CRF" if crf else "")
 
 
-def stored_result(run, name, model_path):
-    """The ``EvalResult`` kept for ``name``, or None when absent or made from another model."""
+def stored_result(run, name, made_from):
+    """The ``EvalResult`` kept for ``name``, or None when absent or not ``made_from`` (``_made_from``)."""
     path = run.workdir.eval_json(name)
     if not storage.exists(path):
         return None
     data = load_json(path)
-    if data.get("made_from") != _made_from(run, model_path):
+    if data.get("made_from") != made_from:
         return None
     return EvalResult(data["name"], tuple(data["class_names"]), np.asarray(data["matrix"], np.int64))
 
@@ -69,9 +69,10 @@ def evaluation_results(run):
     """``{name: EvalResult}`` of the trained variants (and +CRF) measured so far, in Table 1 order."""
     results = {}
     for variant in trained_variants(run):
+        made_from = _made_from(run, _model_path(run, variant))   # the model's description, read once
         for crf in (False, True):
             name = _result_name(run, variant, crf)
-            result = stored_result(run, name, _model_path(run, variant))
+            result = stored_result(run, name, made_from)
             if result is not None:
                 results[name] = result
     return results
@@ -89,14 +90,13 @@ def evaluate_variants(run):
         return report
     for variant in trained_variants(run):
         path = _model_path(run, variant)
-        model = None
+        model, made_from = None, _made_from(run, path)
         for crf in ((False, True) if run.crf else (False,)):
             name = _result_name(run, variant, crf)
-            if stored_result(run, name, path) is not None:
+            if stored_result(run, name, made_from) is not None:
                 report.skipped.append(name)
                 continue
             model = model or load_model(path)
-            made_from = _made_from(run, path)
             result = evaluate_model(model, run.source, run.val_split, crf=CRFParams() if crf else None,
                                     jobs=run.jobs, name=name, crf_backend=run.crf_backend,
                                     max_side=made_from["max_side"])
