@@ -53,22 +53,37 @@ maps: worker                    152.0      152.3   1.002
 beam: DirectRunner worker       266.3      304.0   1.141
 =============================  =======  =========  =====
 
-The workers are flat. The Beam worker grows by about 380 bytes an image, more than the 225 the
-40,000 run suggested, and is over 10% at 100,000. The DirectRunner keeps the ids' PCollection
-and its reshuffle in memory; the cause is not pinned down further. The stage parents grow by 200 to
-250 bytes an image, so with ``--jobs 1``, where the parent is the writer, the writer is over 10% too.
-``tracemalloc`` in the maps parent at 100,000 attributes the growth to the split's ids (8.3 MB,
-83 bytes an image), the set of ids already done (freed when the stage ends), and the report's ids.
-The report's ids were the workers' unpickled copies, a new 56-byte string per image (5.5 MB) beside
-the split's own. The report now keeps the caller's ids (``wsk.stages.run_per_image``). The traced
-peak then went from 92.4 to 90.8 MB; the report still keeps 100,000 ids alive once the split's list
-is gone. This benchmark has not been rerun since.
-Before two fixes, with ``--sizes 1000 10000``, the stage parents grew from 158.6 to 177.3 MB and
-from 154.3 to 173.5 MB (about 2 KB an image: one pending future per image, now 8 per worker in
-flight in ``wsk.stages.run_per_image``). The Beam worker grew from 265.4 to 272.9 MB (830 bytes
-an image: ``beam.Create`` of every id, and the ids again as an argument of the statistics' writer,
-both held by the pipeline graph; now a worker reads them from the split). A run at ``--sizes
-1000 20000`` after both fixes gave ratios 1.021, 1.000, 1.022, 1.002 and 1.020.
+The workers were flat. The Beam worker grew by about 380 bytes an image: the DirectRunner held the
+ids' PCollection, which three steps read and the refinement waited on. The stage parents grew by 200
+to 250 bytes an image (``tracemalloc``: the split's ids, 83 bytes an image, a set of the ids already
+done, the report's copies of the ids), so with ``--jobs 1``, where the parent is the writer, the
+writer was over 10% too. Then (676ef13):
+
+* the stage parent keeps one byte an image for its done-checks (``wsk.stage_list.run_stage``), not
+  a set of ids, and ``wsk.stages.run_per_image`` streams the pending items instead of listing them;
+  the report keeps references to the split's own ids;
+* duplicate ids are found on a sorted copy of the list (8 bytes an id), not a ``Counter`` (about 60);
+* Beam reads the ids in shards (``wsk.pipeline.id_shards``: about 1,000 ids a shard, at most 64),
+  and the steps that wait on the statistics read them afresh instead of waiting on one collection of
+  every id, so no runner buffers one.
+
+``python benchmarks/bench_refinement_memory.py --sizes 1000 100000`` after them (the same machine,
+beside two other jobs; 60 minutes for the roles):
+
+=============================  =======  =========  =====
+process                        N=1000   N=100000   ratio
+=============================  =======  =========  =====
+refinement: stage parent        158.5      178.3   1.125
+refinement: writer (worker)     153.2      153.3   1.001
+maps: stage parent              153.3      167.1   1.090
+maps: worker                    152.4      152.3   0.999
+beam: DirectRunner worker       266.4      274.6   1.031
+=============================  =======  =========  =====
+
+The workers and the Beam worker are flat. The stage parents still hold the split's list of ids
+(64 bytes an image: 6.4 MB at 100,000), which every dataset class keeps; the refinement parent also
+streams the 100,000 scores files twice for the statistics. With ``--jobs 1`` the writer is that
+parent: 1.125 at 100,000 images.
 """
 
 import argparse
