@@ -51,7 +51,10 @@ first 120 training images, 500 proposals, no refinement; ``benchmarks/bench_scor
   45.9 -> 51.7 / 48.4 -> 49.3 / 48.4; style 3 54.0 / 58.1 -> 53.7 / 58.1 -> 56.1 / 58.9; style 10
   55.9 / 56.4 -> 57.8 / 57.2 -> 59.2 / 57.2; demo 65.1 / 66.5 -> 58.3 / 64.3 -> 64.9 / 67.3. No
   order holds on every dataset, so the demo keeps the paper's; ``wsk demo`` reports the pseudo-labels
-  without refinement beside it (Table 3's ablation).
+  without refinement beside it (Table 3's ablation). The networks, as Table 3 measures them (tuning
+  styles 1, 3, 10, gradients clipped; with -> without refinement): SN_A 33.8, 35.9, 29.2 -> 31.4,
+  34.2, 27.2 (refinement +2.1 on average, as the paper's +2), AN_A 36.2, 46.7, 32.6 -> 38.0, 46.1,
+  33.5 (-0.7).
 * **Segmentation gradients are clipped at a global norm of 20** (``SegRecipe.clip_norm``; DeepLab does
   not clip). On tuning style 1 of ``benchmarks/bench_generalization.py`` SN_B diverged in its 28th of
   42 epochs: a step's gradient norm reached 465 (median 3 to 10, 99th percentile 50), the training
