@@ -81,6 +81,7 @@ def compile_for_training(model, loss, base_lr, last_lr, recipe, steps_per_epoch)
     multipliers = deeplab_multipliers("fc8", last_lr / base_lr)
     if not is_vgg16_source(recipe.backbone_weights):   # conv1_1 in the from-scratch scale
         multipliers = from_scratch_multipliers() + multipliers
+    # HCPRecipe has no clip_norm: a new field would change every trained HCP's inputs digest (a retrain)
     optimizer = CaffeSGD(schedule, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
                          multipliers=multipliers, global_clipnorm=getattr(recipe, "clip_norm", None))
     model.compile(optimizer=optimizer, loss=loss)
