@@ -1,6 +1,7 @@
 """Peak memory of the refinement writer, a localization-map worker and a Beam worker at N images.
 
     python benchmarks/bench_refinement_memory.py [--sizes 1000 100000] [--dim 256] [--jobs 2]
+                                                 [--roles refinement maps beam] [--reuse]
                                                  [--out /tmp/wsk-refinement-memory]
 
 Issue 24's "done when": with 100,000 refinement entries the peak resident memory of each of the
@@ -19,7 +20,9 @@ process that reports its peak resident memory, and its largest pool worker's:
   per-image steps narrowed to refinement and localization maps (the statistics as Beam combines),
   after the local outputs are removed. Its process is the Beam worker.
 
-It prints the peaks side by side and their ratio between the largest and the smallest N.
+It prints the peaks side by side and their ratio between the largest and the smallest N. With
+``--jobs 1`` there is no pool: the stage parent is the refinement writer and the map worker.
+``--reuse`` keeps a dataset and work directory synthesized before with the same N and ``--dim``.
 
 The peak of a process is its ``VmHWM`` (``/proc/<pid>/status``: the high-water mark of the memory
 it has had since it started its program). ``resource.getrusage``'s ``ru_maxrss`` is printed beside it
@@ -225,6 +228,8 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100000])
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--roles", nargs="+", choices=ROLES, default=list(ROLES))
+    parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--out", default="/tmp/wsk-refinement-memory")
     parser.add_argument("--child")
     parser.add_argument("--root")
@@ -238,14 +243,17 @@ def main():
     results = {}
     for n in args.sizes:
         root, work = os.path.join(args.out, f"data-{n}"), os.path.join(args.out, f"work-{n}")
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
-        start = time.perf_counter()
-        synthesize(root, work, n, args.dim)
-        print(f"N={n}: synthesized in {time.perf_counter() - start:.0f} s", flush=True)
+        marker = os.path.join(work, f"synthesized-{n}-{args.dim}")
+        if not (args.reuse and os.path.exists(marker)):
+            shutil.rmtree(root, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
+            start = time.perf_counter()
+            synthesize(root, work, n, args.dim)
+            open(marker, "w").close()
+            print(f"N={n}: synthesized in {time.perf_counter() - start:.0f} s", flush=True)
         results[n] = {}
-        for role in ROLES:
-            if role == "beam":
+        for role in args.roles:
+            if role in ("refinement", "beam"):   # the maps role reads the refinement role's records
                 remove_outputs(work)
             results[n][role] = measure(role, root, work, args.jobs)
             print(f"N={n} {role}: {json.dumps(results[n][role])}", flush=True)
@@ -258,6 +266,8 @@ def main():
             ("beam: DirectRunner worker", "beam", "self_mb"), ("refinement parent ru_maxrss", "refinement", "ru_maxrss_mb"),
             ("maps parent ru_maxrss", "maps", "ru_maxrss_mb"), ("beam ru_maxrss", "beam", "ru_maxrss_mb")]
     for label, role, key in rows:
+        if role not in args.roles or (key == "workers_mb" and args.jobs <= 1):
+            continue
         peaks = [results[n][role][key] for n in args.sizes]
         print(f"{label:<28}" + "".join(f"{p:>12.1f}" for p in peaks) + f"{peaks[-1] / peaks[0]:>8.3f}")
     print(f"{'seconds':<28}" + "".join(f"{sum(r['seconds'] for r in results[n].values()):>12.0f}"

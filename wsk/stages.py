@@ -5,6 +5,7 @@ already exists and is valid, runs the rest (in worker processes when ``jobs > 1`
 and collects failures instead of stopping, so nothing already computed is lost.
 """
 
+import collections.abc
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -80,51 +81,80 @@ def worker_pool(jobs):
         yield pool
 
 
+class Picked(collections.abc.Sequence):
+    """The items of ``items`` whose flag in ``flags`` (a byte an item) is set, in ``items``' order:
+    what a ``StageReport`` of ``run_per_image`` lists, without a list of them (bench_refinement_memory)."""
+
+    def __init__(self, items, flags):
+        self.items, self.flags = items, flags
+
+    def __len__(self):
+        return self.flags.count(1)
+
+    def __iter__(self):
+        return itertools.compress(self.items, self.flags)
+
+    def __getitem__(self, k):
+        return list(self)[k]
+
+    def __eq__(self, other):
+        if not isinstance(other, collections.abc.Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return list(self) == list(other)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return repr(list(self))
+
+
 def run_per_image(name, items, work, is_done=None, jobs=1, pool=None):
-    """Apply ``work(item)`` to every item of the sequence ``items`` not yet done; return a ``StageReport``.
+    """Apply ``work(item)`` to every item of the sequence ``items`` not yet done; return a ``StageReport``
+    whose ``done`` and ``skipped`` list the items in ``items``' order.
 
     ``work`` writes the item's output itself (atomically) and must be picklable when it runs
     in worker processes: those of ``pool`` (a ``worker_pool``), or ``jobs > 1`` started for this
     call (a module-level function or a ``functools.partial`` of one).
     ``is_done(item)`` says whether a valid output already exists; or ``is_done`` is those answers,
     one flag per item in ``items``' order (``wsk.stage_list.run_stage`` asks them once beforehand).
-    Memory per item is a flag and the report's reference to it (bench_refinement_memory).
+    Memory per item is two bytes: its done flag and its computed flag (bench_refinement_memory).
     """
-    report = StageReport(name)
     if is_done is None:
         done = bytes(len(items))
     elif callable(is_done):
         done = bytearray(bool(is_done(item)) for item in items)
     else:
-        done = is_done
-    report.skipped = list(itertools.compress(items, done))
-    todo = itertools.compress(items, (not flag for flag in done))
-    if len(report.skipped) == len(items):
+        done = is_done if isinstance(is_done, (bytes, bytearray)) else bytes(map(bool, is_done))
+    computed = bytearray(len(items))
+    report = StageReport(name, done=Picked(items, computed), skipped=Picked(items, done))
+    todo = ((k, item) for k, item in enumerate(items) if not done[k])
+    pending = len(items) - len(report.skipped)
+    if not pending:
         return report
-    with progress(length=len(items) - len(report.skipped), label=name) as bar:
+    with progress(length=pending, label=name) as bar:
+        def finished(k, item, error):
+            if error:
+                report.failed.append((item, error))
+            else:
+                computed[k] = 1
+            bar.update(1)
+
         if pool is None and jobs <= 1:
-            results = (_call(work, item) for item in todo)
-            for item, error in results:
-                (report.failed.append((item, error)) if error else report.done.append(item))
-                bar.update(1)
+            for k, item in todo:
+                finished(k, *_call(work, item))
         else:
             with contextlib.ExitStack() as stack:
                 pool = pool or stack.enter_context(worker_pool(jobs))
                 # a few items per worker in flight, not one future per item (2 KB each: 200 MB at 100,000)
-                waiting, running = todo, {}
+                running = {}
                 while True:
-                    for item in itertools.islice(waiting, IN_FLIGHT * max(1, jobs) - len(running)):
-                        running[pool.submit(_call, work, item)] = item
+                    for k, item in itertools.islice(todo, IN_FLIGHT * max(1, jobs) - len(running)):
+                        running[pool.submit(_call, work, item)] = k
                     if not running:
                         break
-                    finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-                    for future in finished:
-                        # the report keeps the item it was given, not the worker's unpickled copy of it
-                        # (a new string per image: 5.5 MB at 100,000 ids; bench_refinement_memory)
-                        item, (_, error) = running.pop(future), future.result()
-                        (report.failed.append((item, error)) if error else report.done.append(item))
-                        bar.update(1)
-    report.done.sort()
+                    ready, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                    for future in ready:
+                        finished(running.pop(future), *future.result())
     return report
 
 

@@ -45,6 +45,7 @@ import os
 import numpy as np
 
 from wsk.classes import IGNORE_LABEL, load_class_names
+from wsk.data.ids import IdList
 from wsk import storage
 from wsk.errors import WskError
 from wsk.io import atomic_path, file_stamp, load_json, read_image
@@ -243,7 +244,7 @@ class CocoDataset:
         self.num_classes = len(self.class_names)
         self.category_map = {int(k): v for k, v in meta["category_map"].items()}
         self.dropped = meta["dropped"]
-        self.ids = list(meta["ids"] if ids is None else ids)
+        self.ids = IdList(meta["ids"] if ids is None else ids)
         unknown = [i for i in self.ids if i not in self._index.position]
         if unknown:
             raise WskError(f"{len(unknown)} id(s) not in split {split!r} (or dropped: no non-crowd "

@@ -39,6 +39,7 @@ import posixpath
 import unicodedata
 
 from wsk.classes import IGNORE_LABEL, load_class_names
+from wsk.data.ids import IdList
 from wsk.data.sources import DEFAULT_VAL_FRACTION, MaskFiles, as_source
 from wsk.data.voc import count_mask_objects
 from wsk import storage
@@ -272,7 +273,7 @@ class LabelsFileDataset(MaskFiles):
             ids = list(self._index.rows) if split == ALL_SPLIT else splits[split]
             if not ids:
                 raise WskError(f"split {split!r} has no image", self.path)
-        self.ids = list(ids)
+        self.ids = IdList(ids)
         for image_id in self.ids:
             self._row(image_id)
 

@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from wsk.classes import IGNORE_LABEL, load_class_names
+from wsk.data.ids import IdList, sorted_ids
 from wsk.data.sources import MaskFiles
 from wsk import storage
 from wsk.errors import WskError
@@ -62,10 +63,10 @@ def parse_id_line(line):
 
 
 def read_id_list(path):
-    """Every id of a list file in file order, duplicates kept (see ``duplicate_ids``)."""
+    """Every id of a list file in file order, duplicates kept (see ``duplicate_ids``), as an ``IdList``."""
     try:
         with storage.open_file(path, "r", encoding="utf-8") as f:
-            return [i for i in map(parse_id_line, f) if i is not None]
+            return IdList(i for i in map(parse_id_line, f) if i is not None)
     except FileNotFoundError:
         raise WskError("image list not found", path) from None
     except (OSError, UnicodeDecodeError) as err:
@@ -73,9 +74,10 @@ def read_id_list(path):
 
 
 def duplicate_ids(ids):
-    """``{id: count}`` for the ids listed more than once. Found on a sorted copy of the list (8 bytes
-    an id), not a counter of every id (about 60: 6 MB at 100,000, bench_refinement_memory)."""
-    counts = ((i, sum(1 for _ in group)) for i, group in itertools.groupby(sorted(ids)))
+    """``{id: count}`` for the ids listed more than once. Found on a sorted ``IdList`` (a string at a
+    time), not a counter or a sorted list of every id (60 bytes an id: 6 MB at 100,000,
+    bench_refinement_memory)."""
+    counts = ((i, sum(1 for _ in group)) for i, group in itertools.groupby(sorted_ids(ids)))
     return {i: n for i, n in counts if n > 1}
 
 
@@ -130,7 +132,7 @@ def paper_training_ids(root):
     if aug_path is None:
         raise WskError("no train_aug list (looked for "
                        + ", ".join(os.path.join(*p) for p in TRAIN_AUG_LISTS) + ")", root)
-    return sorted(set(read_id_list(trainval_path)) & set(read_id_list(aug_path)))
+    return IdList(sorted(set(read_id_list(trainval_path)) & set(read_id_list(aug_path))))
 
 
 def single_label_ids(dataset, ids=None):
@@ -139,11 +141,12 @@ def single_label_ids(dataset, ids=None):
 
 
 def split_ids(root, split):
-    """Ids of ``split``: a list file, or one of the computed splits ``paper_train``/``paper_train_single``."""
+    """Ids of ``split`` (an ``IdList``): a list file, or one of the computed splits
+    ``paper_train``/``paper_train_single``."""
     if split == PAPER_TRAIN:
         ids = paper_training_ids(root)
     elif split == PAPER_TRAIN_SINGLE:
-        ids = single_label_ids(VOCDataset(root, PAPER_TRAIN))
+        ids = IdList(single_label_ids(VOCDataset(root, PAPER_TRAIN)))
     else:
         ids = list_split_ids(root, split)
     if not ids:
@@ -241,7 +244,7 @@ class VOCDataset(MaskFiles):
         self.classes_file = classes_file
         self.class_names = load_class_names(self.root, classes_file)
         self.num_classes = len(self.class_names)
-        self.ids = split_ids(self.root, split) if ids is None else list(ids)   # split_ids gives a new list
+        self.ids = split_ids(self.root, split) if ids is None else IdList(ids)
         self._labels = {}
 
     def __len__(self):

@@ -19,6 +19,7 @@ import hashlib
 
 import numpy as np
 
+from wsk.data.ids import sorted_ids
 from wsk.data.sources import open_dataset
 from wsk.io import file_stamp, load_npz, save_json, save_npz
 from wsk.pseudo.files import REFINED_VERSION, SCORE_KEYS, STATISTICS_KEYS, STATISTICS_VERSION, read_refined
@@ -38,7 +39,7 @@ def refinement_settings(refine, config, mode):
 def scores_digest(workdir, ids):
     """A digest of the stamps of every image's scores file: the statistics' inputs."""
     digest = hashlib.sha256()
-    for image_id in sorted(ids):
+    for image_id in sorted_ids(ids):   # a string at a time, not a sorted list of them
         digest.update(f"{image_id}\t{file_stamp(workdir.scores(image_id))}\n".encode())
     return digest.hexdigest()
 
@@ -87,7 +88,7 @@ def statistics_stage(dataset, workdir, config, mode):
     settings = refinement_settings(True, config, mode)
     digest = scores_digest(workdir, dataset.ids)
     if statistics_made_from(workdir.refinement, settings, digest):
-        report.skipped = list(dataset.ids)
+        report.skipped = dataset.ids
         return report
     with progress(length=2 * len(dataset.ids), label="refinement statistics (streaming the scores)") as bar:
         def candidates(image_id):
@@ -97,7 +98,7 @@ def statistics_stage(dataset, workdir, config, mode):
 
         projection, totals, pca_dims = refinement_statistics(candidates, dataset.ids, config.pca_energy)
     save_statistics(workdir.refinement, settings, digest, projection, totals, pca_dims)
-    report.done = list(dataset.ids)
+    report.done = dataset.ids
     return report
 
 
