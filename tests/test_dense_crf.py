@@ -54,14 +54,22 @@ def _naive_one_step(image, probabilities, params):
     return (out / out.sum(1, keepdims=True)).reshape(height, width, classes)
 
 
-def test_lattice_filter_approximates_the_gaussian():
-    """The lattice's row-normalised blur is a Gaussian of std 1 in feature units, approximately."""
+@pytest.mark.parametrize("sparse", [False, True], ids=["keras.ops", "tf.sparse"])
+def test_lattice_filter_approximates_the_gaussian(sparse):
+    """The lattice's row-normalised blur is a Gaussian of std 1 in feature units, approximately:
+    with the segment sums and gathers of ``keras.ops``, and with TensorFlow's sparse products."""
     rng = np.random.default_rng(0)
     height, width = 20, 24
     ys, xs = np.mgrid[:height, :width]
     features = (np.stack([xs.ravel(), ys.ravel()], 1) / 2.0).astype(np.float32)
     values = np.stack([np.sin(xs / 3.0).ravel(), rng.uniform(0, 1, height * width)], 1).astype(np.float32)
     lattice = build_lattice(features, np.ones(height * width, bool), [width / 2.0, height / 2.0])
+    if sparse:
+        if keras.backend.backend() != "tensorflow":
+            pytest.skip("the sparse products are TensorFlow's")
+        from wsk.crf import _tensorflow_sparse
+
+        lattice = _tensorflow_sparse(lattice)
     approx = np.asarray(lattice_filter(values, lattice)) / np.asarray(
         lattice_filter(np.ones((height * width, 1), np.float32), lattice))
     kernel = np.exp(-0.5 * ((features[:, None] - features[None]) ** 2).sum(-1))
@@ -70,6 +78,27 @@ def test_lattice_filter_approximates_the_gaussian():
     assert np.abs(approx[:, 0] - exact[:, 0]).max() < 0.1
     assert np.corrcoef(approx[:, 1], exact[:, 1])[0, 1] > 0.8
     assert abs(approx[:, 1].mean() - exact[:, 1].mean()) < 0.02
+
+
+def test_eager_crf_under_tensorflow_uses_the_sparse_products(monkeypatch):
+    """``wsk.crf``'s eager path gives both kernels' lattices TensorFlow's sparse splat and slice."""
+    import wsk.crf
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the sparse products are TensorFlow's")
+    given = []
+
+    def counted(lattice):
+        given.append(tuple(lattice.weight.shape))
+        return real(lattice)
+
+    real = wsk.crf._tensorflow_sparse
+    monkeypatch.setattr(wsk.crf, "_tensorflow_sparse", counted)
+    monkeypatch.setenv("WSK_CRF_COMPILE_PIXELS", "0")
+    image, probabilities = _scene(20, 30, 3, seed=2)
+    dense_crf(image, probabilities)
+    # padded to 32 x 32 points; the Gaussian kernel's lattice has 3 corners a point, the bilateral's 6
+    assert sorted(given) == [(32 * 32, 3), (32 * 32, 6)]
 
 
 def test_one_step_close_to_the_exact_mean_field_step():

@@ -39,7 +39,9 @@ RGB_MAX = 255.0
 
 # a lattice: each point's d+1 simplex corners, vertex ids and barycentric weights (N, d+1) (padding:
 # weight 0 on the empty slot S, last); neighbours (d+1, 2, S+1): each vertex's two along each axis
-Lattice = collections.namedtuple("Lattice", "vertex weight neighbours")
+# splat, slice: optionally functions that do the same splat (N, C) -> (rows, C) and slice (rows, C) ->
+# (N, C) by the backend's sparse products (``marginals_from_codes``' ``sparse``); else None
+Lattice = collections.namedtuple("Lattice", "vertex weight neighbours splat slice", defaults=(None, None))
 # lattice_codes' output: point-corner order by code, sorted codes (padding: INT32_MAX), ids, weights
 Codes = collections.namedtuple("Codes", "order ordered ids weight")
 
@@ -246,13 +248,16 @@ def lattice_filter(values, lattice, unroll=True):
     blur's axes as a Python loop (eager: JAX would compile an ``ops.fori_loop`` at every call, 120
     ms against 8 at VOC size) or, False, as ``ops.fori_loop`` (traced for a compiler, which then
     keeps each axis' grid instead of re-fusing them)."""
-    vertex, weight, neighbours = lattice
+    vertex, weight, neighbours, splat, slice_ = lattice
     rows = neighbours.shape[-1]
     dim = weight.shape[-1]
-    # one corner at a time: no (N, d+1, C) intermediate (3x faster eagerly at VOC size, bench_crf)
-    grid = ops.segment_sum(values * weight[:, :1], vertex[:, 0], num_segments=rows)
-    for corner in range(1, dim):
-        grid = grid + ops.segment_sum(values * weight[:, corner:corner + 1], vertex[:, corner], num_segments=rows)
+    if splat is not None:
+        grid = splat(values)
+    else:   # one corner at a time: no (N, d+1, C) intermediate (3x faster eagerly at VOC size)
+        grid = ops.segment_sum(values * weight[:, :1], vertex[:, 0], num_segments=rows)
+        for corner in range(1, dim):
+            grid = grid + ops.segment_sum(values * weight[:, corner:corner + 1], vertex[:, corner],
+                                          num_segments=rows)
 
     def blur(axis, grid):
         pair = ops.take(neighbours, axis, axis=0)
@@ -263,10 +268,13 @@ def lattice_filter(values, lattice, unroll=True):
             grid = blur(axis, grid)
     else:
         grid = ops.fori_loop(0, dim, blur, grid)
+    scale = np.float32(1.0 / (1.0 + 2.0 ** -(dim - 1)))
+    if slice_ is not None:
+        return scale * slice_(grid)
     out = ops.take(grid, vertex[:, 0], axis=0) * weight[:, :1]
     for corner in range(1, dim):
         out = out + ops.take(grid, vertex[:, corner], axis=0) * weight[:, corner:corner + 1]
-    return np.float32(1.0 / (1.0 + 2.0 ** -(dim - 1))) * out
+    return scale * out
 
 
 def _normaliser(lattice, valid, unroll=True):
@@ -336,10 +344,11 @@ def lattice_codes(images, sizes, params, unroll=True):
     return _per_image(one, (tuple(kernels), valid), unroll)
 
 
-def marginals_from_codes(probabilities, sizes, params, codes, slots, unroll=True, search=None):
+def marginals_from_codes(probabilities, sizes, params, codes, slots, unroll=True, search=None, sparse=None):
     """The second step: the mean field on lattices of ``slots`` (one static int per kernel) rows
     built from ``lattice_codes``' ``codes`` (``search``: ``_lattice``'s); returns the marginals
-    ``(B, H, W, C)``."""
+    ``(B, H, W, C)``. ``sparse``: None, or a function that gives a ``Lattice`` its ``splat`` and
+    ``slice`` functions by the backend's sparse products (``wsk.crf``, where they are faster)."""
     _, height, width, classes = probabilities.shape
     valid = _valid(sizes, height, width)
     log_p = ops.log(ops.clip(ops.reshape(probabilities, (-1, height * width, classes)), MIN_PROBABILITY, 1.0))
@@ -349,6 +358,8 @@ def marginals_from_codes(probabilities, sizes, params, codes, slots, unroll=True
     def one(args):
         image_log_p, image_valid, image_codes = args
         lattices = [_lattice(c, s, upper, search) for c, s, upper in zip(image_codes, slots, uppers)]
+        if sparse is not None:
+            lattices = [sparse(lattice) for lattice in lattices]
         norms = [_normaliser(lattice, image_valid, unroll)[:, None] for lattice in lattices]
 
         def step(_, q):
@@ -368,14 +379,14 @@ def marginals_from_codes(probabilities, sizes, params, codes, slots, unroll=True
     return ops.reshape(q, (-1, height, width, classes))
 
 
-def dense_crf_marginals(images, probabilities, params, sizes=None):
+def dense_crf_marginals(images, probabilities, params, sizes=None, sparse=None):
     """Mean-field marginals of the dense CRF, ``(B, H, W, C)`` float32.
 
     ``images``: RGB ``(B, H, W, 3)``, uint8 or float in 0..255; ``probabilities``: softmax
     ``(B, H, W, C)``; ``params``: a ``wsk.crf.CRFParams``; ``sizes``: optional ``(B, 2)`` int valid
     ``(height, width)`` of each image, its top-left corner (the rest is padding, kept out of the
     lattice; its marginals are the clipped input probabilities). Spatial stds scale by each image's
-    own longer side over ``params.reference_side``.
+    own longer side over ``params.reference_side``. ``sparse``: ``marginals_from_codes``'.
     """
     probabilities, images = ops.convert_to_tensor(probabilities, "float32"), ops.convert_to_tensor(images)
     if sizes is None:
@@ -384,7 +395,7 @@ def dense_crf_marginals(images, probabilities, params, sizes=None):
     unroll = probabilities.shape[0] is not None
     codes, counts = lattice_codes(images, sizes, params, unroll)
     slots = tuple(_slots(counts[:, k], c.ordered.shape[-1]) for k, c in enumerate(codes))
-    return marginals_from_codes(probabilities, sizes, params, codes, slots, unroll)
+    return marginals_from_codes(probabilities, sizes, params, codes, slots, unroll, sparse=sparse)
 
 
 @keras.saving.register_keras_serializable(package="wsk")
