@@ -185,16 +185,16 @@ def _lattice(codes, slots, upper, search=None):
     d = dim - 1
     total = points * dim
     bases, radices = _key_layout(upper, d)
-    ids = ops.where(ordered == INT32_MAX, slots, ids)
-    # each vertex's code: the sorted code at its first entry (scattered); a slot past the count has none
-    fresh = ops.concatenate([ops.ones((1,), "bool"), ordered[1:] != ordered[:-1]], axis=0)
-    first_entry = ops.scatter(ops.minimum(ids, slots)[:, None],
-                              ops.where(fresh, ops.arange(total, dtype="int32"), 0), (slots + 1,))[:slots]
-    unique = ops.take(ordered, first_entry)
-    real = ops.take(ids, first_entry) == ops.arange(slots, dtype="int32")
+    ids = ops.where(ordered == INT32_MAX, slots, ids)                        # still sorted
+    # each vertex's code: the sorted code at its first entry (ids are sorted: a search per vertex);
+    # a slot past the count has none, and its code is INT32_MAX, so the vertices' codes stay sorted
+    slot_ids = ops.arange(slots, dtype="int32")
+    first_entry = ops.minimum(search(ids, slot_ids), total - 1)
+    real = ops.take(ids, first_entry) == slot_ids
+    unique = ops.where(real, ops.take(ordered, first_entry), INT32_MAX)      # (S,) sorted
     keys = _decode(unique, bases, radices, dim)                               # (S, d)
 
-    # neighbours along each axis, found by searchsorted among the sorted codes
+    # neighbours along each axis: a vertex's id is its rank among the vertices' sorted codes
     neighbours = []
     for axis in range(dim):
         for sign in (1, -1):
@@ -202,9 +202,9 @@ def _lattice(codes, slots, upper, search=None):
             if axis < d:
                 step[axis] = sign * d
             neighbour, inside = _encode(keys + step, bases, radices, dim)
-            at = ops.minimum(search(ordered, neighbour), total - 1)
-            hit = (ops.take(ordered, at) == neighbour) & inside & real
-            neighbours.append(ops.where(hit, ops.take(ids, at), slots))
+            at = ops.minimum(search(unique, neighbour), slots - 1)
+            hit = (ops.take(unique, at) == neighbour) & inside & real
+            neighbours.append(ops.where(hit, at, slots))
     neighbours = ops.reshape(ops.stack(neighbours, axis=0), (dim, 2, slots))
     neighbours = ops.concatenate([neighbours, ops.full((dim, 2, 1), slots, "int32")], axis=-1)
     vertex = ops.reshape(ops.scatter(order[:, None], ids, (total,)), (points, dim))
