@@ -69,7 +69,7 @@ def test_lattice_filter_approximates_the_gaussian(sparse):
             pytest.skip("the sparse products are TensorFlow's")
         from wsk.crf import _tensorflow_sparse
 
-        lattice = _tensorflow_sparse(lattice)
+        plain, lattice = lattice, _tensorflow_sparse(lattice)
     approx = np.asarray(lattice_filter(values, lattice)) / np.asarray(
         lattice_filter(np.ones((height * width, 1), np.float32), lattice))
     kernel = np.exp(-0.5 * ((features[:, None] - features[None]) ** 2).sum(-1))
@@ -78,19 +78,24 @@ def test_lattice_filter_approximates_the_gaussian(sparse):
     assert np.abs(approx[:, 0] - exact[:, 0]).max() < 0.1
     assert np.corrcoef(approx[:, 1], exact[:, 1])[0, 1] > 0.8
     assert abs(approx[:, 1].mean() - exact[:, 1].mean()) < 0.02
+    if sparse:   # the normalisation and weight folded into the matrices: w * n * K(n * q), as keras.ops does it
+        n = rng.uniform(0.5, 2.0, height * width).astype(np.float32)
+        folded = np.asarray(lattice_filter(values, _tensorflow_sparse(plain, n, 3.0)))
+        unfolded = 3.0 * n[:, None] * np.asarray(lattice_filter(n[:, None] * values, plain))
+        np.testing.assert_allclose(folded, unfolded, rtol=1e-4, atol=1e-4 * np.abs(unfolded).max())
 
 
 def test_eager_crf_under_tensorflow_uses_the_sparse_products(monkeypatch):
-    """``wsk.crf``'s eager path gives both kernels' lattices TensorFlow's sparse splat and slice."""
+    """``wsk.crf``'s eager path gives both kernels' lattices TensorFlow's sparse splat, blur and slice."""
     import wsk.crf
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the sparse products are TensorFlow's")
     given = []
 
-    def counted(lattice):
+    def counted(lattice, *args):
         given.append(tuple(lattice.weight.shape))
-        return real(lattice)
+        return real(lattice, *args)
 
     real = wsk.crf._tensorflow_sparse
     monkeypatch.setattr(wsk.crf, "_tensorflow_sparse", counted)
@@ -98,7 +103,7 @@ def test_eager_crf_under_tensorflow_uses_the_sparse_products(monkeypatch):
     image, probabilities = _scene(20, 30, 3, seed=2)
     dense_crf(image, probabilities)
     # padded to 32 x 32 points; the Gaussian kernel's lattice has 3 corners a point, the bilateral's 6
-    assert sorted(given) == [(32 * 32, 3), (32 * 32, 6)]
+    assert sorted(given) == [(32 * 32, 3)] * 2 + [(32 * 32, 6)] * 2   # for the normaliser, then folded
 
 
 def test_one_step_close_to_the_exact_mean_field_step():

@@ -23,6 +23,7 @@ are Python loops (eager) or ``ops.fori_loop`` (traced for a compiler).
 """
 
 import collections
+import functools
 import dataclasses
 import math
 
@@ -39,9 +40,11 @@ RGB_MAX = 255.0
 
 # a lattice: each point's d+1 simplex corners, vertex ids and barycentric weights (N, d+1) (padding:
 # weight 0 on the empty slot S, last); neighbours (d+1, 2, S+1): each vertex's two along each axis
-# splat, slice: optionally functions that do the same splat (N, C) -> (rows, C) and slice (rows, C) ->
-# (N, C) by the backend's sparse products (``marginals_from_codes``' ``sparse``); else None
-Lattice = collections.namedtuple("Lattice", "vertex weight neighbours splat slice", defaults=(None, None))
+# splat, blur, slice: optionally functions that do the same splat (N, C) -> (rows, C), blur (rows, C) ->
+# (rows, C) and slice (rows, C) -> (N, C), the slice's constant 1 / (1 + 2^-d) included, by the
+# backend's sparse products (``marginals_from_codes``' ``sparse``); else None
+Lattice = collections.namedtuple("Lattice", "vertex weight neighbours splat blur slice",
+                                 defaults=(None, None, None))
 # lattice_codes' output: point-corner order by code, sorted codes (padding: INT32_MAX), ids, weights
 Codes = collections.namedtuple("Codes", "order ordered ids weight")
 
@@ -248,7 +251,7 @@ def lattice_filter(values, lattice, unroll=True):
     blur's axes as a Python loop (eager: JAX would compile an ``ops.fori_loop`` at every call, 120
     ms against 8 at VOC size) or, False, as ``ops.fori_loop`` (traced for a compiler, which then
     keeps each axis' grid instead of re-fusing them)."""
-    vertex, weight, neighbours, splat, slice_ = lattice
+    vertex, weight, neighbours, splat, blur_, slice_ = lattice
     rows = neighbours.shape[-1]
     dim = weight.shape[-1]
     if splat is not None:
@@ -263,18 +266,25 @@ def lattice_filter(values, lattice, unroll=True):
         pair = ops.take(neighbours, axis, axis=0)
         return grid + 0.5 * (ops.take(grid, pair[0], axis=0) + ops.take(grid, pair[1], axis=0))
 
-    if unroll:
+    if blur_ is not None:
+        grid = blur_(grid)
+    elif unroll:
         for axis in range(dim):
             grid = blur(axis, grid)
     else:
         grid = ops.fori_loop(0, dim, blur, grid)
-    scale = np.float32(1.0 / (1.0 + 2.0 ** -(dim - 1)))
     if slice_ is not None:
-        return scale * slice_(grid)
+        return slice_(grid)
+    scale = np.float32(1.0 / (1.0 + 2.0 ** -(dim - 1)))
     out = ops.take(grid, vertex[:, 0], axis=0) * weight[:, :1]
     for corner in range(1, dim):
         out = out + ops.take(grid, vertex[:, corner], axis=0) * weight[:, corner:corner + 1]
     return scale * out
+
+
+def _message(lattice, norm, w, unroll, q):
+    """One kernel's term of the mean-field update, ``w * norm * K(norm * q)`` (``norm`` ``(N, 1)``)."""
+    return w * norm * lattice_filter(q * norm, lattice, unroll)
 
 
 def _normaliser(lattice, valid, unroll=True):
@@ -347,8 +357,10 @@ def lattice_codes(images, sizes, params, unroll=True):
 def marginals_from_codes(probabilities, sizes, params, codes, slots, unroll=True, search=None, sparse=None):
     """The second step: the mean field on lattices of ``slots`` (one static int per kernel) rows
     built from ``lattice_codes``' ``codes`` (``search``: ``_lattice``'s); returns the marginals
-    ``(B, H, W, C)``. ``sparse``: None, or a function that gives a ``Lattice`` its ``splat`` and
-    ``slice`` functions by the backend's sparse products (``wsk.crf``, where they are faster)."""
+    ``(B, H, W, C)``. ``sparse``: None, or ``sparse(lattice, norm=None, w=1)``, which gives a
+    ``Lattice`` the ``splat``, ``blur`` and ``slice`` functions of ``w * norm * K(norm * q)`` by the
+    backend's sparse products, the symmetric normalisation and the weight folded into the matrices
+    (``wsk.crf``, where they are faster; with ``norm`` None, of ``K q``)."""
     _, height, width, classes = probabilities.shape
     valid = _valid(sizes, height, width)
     log_p = ops.log(ops.clip(ops.reshape(probabilities, (-1, height * width, classes)), MIN_PROBABILITY, 1.0))
@@ -358,14 +370,19 @@ def marginals_from_codes(probabilities, sizes, params, codes, slots, unroll=True
     def one(args):
         image_log_p, image_valid, image_codes = args
         lattices = [_lattice(c, s, upper, search) for c, s, upper in zip(image_codes, slots, uppers)]
-        if sparse is not None:
-            lattices = [sparse(lattice) for lattice in lattices]
-        norms = [_normaliser(lattice, image_valid, unroll)[:, None] for lattice in lattices]
+        if sparse is None:
+            norms = [_normaliser(lattice, image_valid, unroll)[:, None] for lattice in lattices]
+            messages = [functools.partial(_message, lattice, norm, w, unroll)
+                        for lattice, norm, w in zip(lattices, norms, weights)]
+        else:
+            norms = [_normaliser(sparse(lattice), image_valid, unroll) for lattice in lattices]
+            messages = [functools.partial(lattice_filter, lattice=sparse(lattice, norm, w), unroll=unroll)
+                        for lattice, norm, w in zip(lattices, norms, weights)]
 
         def step(_, q):
             energy = image_log_p
-            for lattice, norm, w in zip(lattices, norms, weights):
-                energy = energy + w * norm * lattice_filter(q * norm, lattice, unroll)
+            for message in messages:
+                energy = energy + message(q)
             return ops.softmax(energy, axis=-1)
 
         q = ops.softmax(image_log_p, axis=-1)
