@@ -125,7 +125,8 @@ def _keras_crf(image, probabilities, params):
 def _tensorflow_sparse(lattice, norm=None, w=1.0):
     """``lattice`` with the ``splat``, ``blur`` and ``slice`` functions of ``w * norm * K(norm * q)``
     (``norm`` ``(N,)``; None: of ``K q``) as products with ``tf.SparseTensor``s (``marginals_from_codes``'
-    ``sparse``), for the eager keras CRF under TensorFlow. ``tf.sparse.sparse_dense_matmul`` is
+    ``sparse``), for the eager keras CRF under TensorFlow. Given a lattice it made itself, it keeps
+    the matrices' indices and changes their values. ``tf.sparse.sparse_dense_matmul`` is
     multithreaded, needs no ``(N, C)`` gather per corner, and the normalisation and weight ride in
     the matrices' values instead of passes over ``(N, C)``.
 
@@ -138,13 +139,20 @@ def _tensorflow_sparse(lattice, norm=None, w=1.0):
     import tensorflow as tf
 
     points, dim = lattice.weight.shape
+    weight = lattice.weight if norm is None else lattice.weight * norm[:, None]
+    weight = tf.reshape(weight, [-1])
+    scale = np.float32(w / (1.0 + 2.0 ** -(dim - 1)))
+    if lattice.splat is not None:   # this function's own lattice: new values on the same indices
+        splat, slice_ = lattice.splat.args[0], lattice.slice.args[0]
+        return lattice._replace(
+            splat=functools.partial(tf.sparse.sparse_dense_matmul, tf.SparseTensor(splat.indices, weight, splat.dense_shape)),
+            slice=functools.partial(tf.sparse.sparse_dense_matmul,
+                                    tf.SparseTensor(slice_.indices, scale * weight, slice_.dense_shape)))
     rows = lattice.neighbours.shape[-1]
     vertex = tf.reshape(tf.cast(lattice.vertex, tf.int64), [-1])
     point = tf.repeat(tf.range(points, dtype=tf.int64), dim)
-    weight = lattice.weight if norm is None else lattice.weight * norm[:, None]
-    scale = np.float32(w / (1.0 + 2.0 ** -(dim - 1)))
-    splat = tf.SparseTensor(tf.stack([vertex, point], axis=1), tf.reshape(weight, [-1]), (rows, points))
-    slice_ = tf.SparseTensor(tf.stack([point, vertex], axis=1), tf.reshape(scale * weight, [-1]), (points, rows))
+    splat = tf.SparseTensor(tf.stack([vertex, point], axis=1), weight, (rows, points))
+    slice_ = tf.SparseTensor(tf.stack([point, vertex], axis=1), scale * weight, (points, rows))
     # each axis' blur, grid + (left + right) / 2, as a (rows, rows) matrix of three entries a row
     row = tf.range(rows, dtype=tf.int64)
     blurs = [tf.SparseTensor(tf.reshape(tf.stack([row, row, row, tf.cast(left, tf.int64), row,
@@ -157,8 +165,8 @@ def _tensorflow_sparse(lattice, norm=None, w=1.0):
             grid = tf.sparse.sparse_dense_matmul(axis, grid)
         return grid
 
-    return lattice._replace(splat=lambda values: tf.sparse.sparse_dense_matmul(splat, values), blur=blur,
-                            slice=lambda grid: tf.sparse.sparse_dense_matmul(slice_, grid))
+    return lattice._replace(splat=functools.partial(tf.sparse.sparse_dense_matmul, splat), blur=blur,
+                            slice=functools.partial(tf.sparse.sparse_dense_matmul, slice_))
 
 
 def compiled_pixels():

@@ -197,18 +197,15 @@ def _lattice(codes, slots, upper, search=None):
     unique = ops.where(real, ops.take(ordered, first_entry), INT32_MAX)      # (S,) sorted
     keys = _decode(unique, bases, radices, dim)                               # (S, d)
 
-    # neighbours along each axis: a vertex's id is its rank among the vertices' sorted codes
-    neighbours = []
-    for axis in range(dim):
-        for sign in (1, -1):
-            step = np.full((d,), -sign, np.int32)
-            if axis < d:
-                step[axis] = sign * d
-            neighbour, inside = _encode(keys + step, bases, radices, dim)
-            at = ops.minimum(search(unique, neighbour), slots - 1)
-            hit = (ops.take(unique, at) == neighbour) & inside & real
-            neighbours.append(ops.where(hit, at, slots))
-    neighbours = ops.reshape(ops.stack(neighbours, axis=0), (dim, 2, slots))
+    # neighbours along each axis, all 2(d+1) steps at once: a vertex's id is its rank among the
+    # vertices' sorted codes
+    steps = np.full((dim, 2, d), 1, np.int32) * np.array([-1, 1], np.int32)[None, :, None]
+    for axis in range(d):
+        steps[axis, :, axis] = [d, -d]
+    neighbour, inside = _encode(keys[None] + steps.reshape(2 * dim, 1, d), bases, radices, dim)   # (2(d+1), S)
+    at = ops.minimum(search(unique, ops.reshape(neighbour, (-1,))), slots - 1)
+    hit = (ops.reshape(ops.take(unique, at), (2 * dim, slots)) == neighbour) & inside & real
+    neighbours = ops.reshape(ops.where(hit, ops.reshape(at, (2 * dim, slots)), slots), (dim, 2, slots))
     neighbours = ops.concatenate([neighbours, ops.full((dim, 2, 1), slots, "int32")], axis=-1)
     vertex = ops.reshape(ops.scatter(order[:, None], ids, (total,)), (points, dim))
     return Lattice(vertex=vertex, weight=weight, neighbours=neighbours)
@@ -360,7 +357,8 @@ def marginals_from_codes(probabilities, sizes, params, codes, slots, unroll=True
     ``(B, H, W, C)``. ``sparse``: None, or ``sparse(lattice, norm=None, w=1)``, which gives a
     ``Lattice`` the ``splat``, ``blur`` and ``slice`` functions of ``w * norm * K(norm * q)`` by the
     backend's sparse products, the symmetric normalisation and the weight folded into the matrices
-    (``wsk.crf``, where they are faster; with ``norm`` None, of ``K q``)."""
+    (``wsk.crf``, where they are faster; with ``norm`` None, of ``K q``). It is called on each
+    ``_lattice``, then on what it gave with the normaliser and the weight."""
     _, height, width, classes = probabilities.shape
     valid = _valid(sizes, height, width)
     log_p = ops.log(ops.clip(ops.reshape(probabilities, (-1, height * width, classes)), MIN_PROBABILITY, 1.0))
@@ -375,7 +373,8 @@ def marginals_from_codes(probabilities, sizes, params, codes, slots, unroll=True
             messages = [functools.partial(_message, lattice, norm, w, unroll)
                         for lattice, norm, w in zip(lattices, norms, weights)]
         else:
-            norms = [_normaliser(sparse(lattice), image_valid, unroll) for lattice in lattices]
+            lattices = [sparse(lattice) for lattice in lattices]
+            norms = [_normaliser(lattice, image_valid, unroll) for lattice in lattices]
             messages = [functools.partial(lattice_filter, lattice=sparse(lattice, norm, w), unroll=unroll)
                         for lattice, norm, w in zip(lattices, norms, weights)]
 
