@@ -145,10 +145,13 @@ def _codes(features, valid, upper):
     rem0 = rounded * np.float32(dim)
     offset_sum = ops.cast(ops.sum(rounded, axis=-1, keepdims=True), "int32")
     residual = elevated - rem0
-    less = ops.cast(residual[..., :, None] < residual[..., None, :], "int32")   # [i, j]: v_i < v_j
-    upper_tri = np.triu(np.ones((dim, dim), np.int32), 1)
-    rank = (ops.sum(less * upper_tri, axis=-1)
-            + ops.sum((1 - less) * upper_tri, axis=-2)) + offset_sum
+    # rank_i: #{j > i: v_j > v_i} + #{j < i: v_j >= v_i}, pair by pair (no (N, d+1, d+1) comparison)
+    ranks = [offset_sum[..., 0]] * dim
+    for i in range(dim):
+        for j in range(i + 1, dim):
+            below = ops.cast(residual[..., i] < residual[..., j], "int32")
+            ranks[i], ranks[j] = ranks[i] + below, ranks[j] + (1 - below)
+    rank = ops.stack(ranks, axis=-1)
     below = ops.cast(rank < 0, "int32") - ops.cast(rank > d, "int32")
     rank = rank + below * dim
     rem0 = rem0 + ops.cast(below, "float32") * np.float32(dim)
