@@ -4,8 +4,8 @@
 
 * seconds per image at 64 px and at VOC size (500x375, 21 classes): the keras CRF
   (``wsk.models.dense_crf``) on the TensorFlow backend in this process and on the JAX backend in a
-  child process (eager, as ``wsk.crf.dense_crf`` runs it), and pydensecrf as 2 worker processes (as
-  ``wsk predict`` runs it);
+  child process, 2 images at a time in threads (as ``wsk predict --jobs 2`` runs it), and pydensecrf
+  as 2 worker processes (as ``wsk predict`` runs it);
 * pixel agreement of the keras CRF's labels with pydensecrf's;
 * on ../shared/voc-sample, 21-class unaries made from the ground truth by a fixed seeded corruption
   (``corrupted_softmax``: shift, blur, label noise), the +CRF mIoU of both against the ground truth.
@@ -104,13 +104,17 @@ def densecrf_pool(pairs, processes=2):
     return labels, (time.perf_counter() - start) / len(pairs)
 
 
-def keras_labels(pairs):
-    """The keras CRF in this process, one image at a time: (labels, seconds per image)."""
+def keras_labels(pairs, threads=2):
+    """The keras CRF in this process, ``threads`` images at a time in threads, as ``wsk predict`` and
+    ``wsk eval`` run it with ``--jobs 2`` (``wsk.predict``): (labels, seconds per image)."""
+    import concurrent.futures
+
     from wsk.crf import dense_crf
 
-    dense_crf(*pairs[0])                                         # warm-up out of the timing
-    start = time.perf_counter()
-    labels = [dense_crf(image, p)[0] for image, p in pairs]
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda pair: dense_crf(*pair), pairs[:threads]))   # warm-up out of the timing
+        start = time.perf_counter()
+        labels = list(pool.map(lambda pair: dense_crf(*pair)[0], pairs))
     return labels, (time.perf_counter() - start) / len(pairs)
 
 

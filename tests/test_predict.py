@@ -180,13 +180,14 @@ def test_crf_in_workers_matches_crf_in_process(tmp_path, monkeypatch):
     plain = predict_images(model, images, tmp_path / "plain")
     serial = predict_images(model, images, tmp_path / "serial", crf=CRFParams(), jobs=1,
                             crf_backend="densecrf")
-    small = predict_images(model, images, tmp_path / "small", crf=CRFParams(), jobs=2)
+    small = predict_images(model, images, tmp_path / "small", crf=CRFParams(), jobs=2)   # keras: 2 threads
+    keras_serial = predict_images(model, images, tmp_path / "keras-serial", crf=CRFParams(), jobs=1)
     assert calls == []   # three small images: workers would cost more than they save
     monkeypatch.setattr(wsk.predict, "CRF_WORKERS_MIN_PIXELS", 0)
     parallel = predict_images(model, images, tmp_path / "parallel", crf=CRFParams(), jobs=2, batch_size=2,
                               crf_backend="densecrf")   # workers: the densecrf backend only
     assert sorted(i for ids in calls for i in ids) == ["a", "b", "c"]
-    for report in (plain, serial, small, parallel):
+    for report in (plain, serial, small, keras_serial, parallel):
         assert report.done == ["a", "b", "c"] and not report.failed
     assert not os.path.exists(tmp_path / "parallel" / PENDING_DIR)
     for image_id, truth in truths.items():
@@ -194,6 +195,8 @@ def test_crf_in_workers_matches_crf_in_process(tmp_path, monkeypatch):
         one = read_label_png(tmp_path / "serial" / f"{image_id}.png")
         two = read_label_png(tmp_path / "parallel" / f"{image_id}.png")
         np.testing.assert_array_equal(one, two)
+        np.testing.assert_array_equal(read_label_png(tmp_path / "small" / f"{image_id}.png"),
+                                      read_label_png(tmp_path / "keras-serial" / f"{image_id}.png"))
         assert (one == truth).mean() > (before == truth).mean()
         assert (one == truth).mean() > 0.98
 
