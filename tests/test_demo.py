@@ -79,3 +79,21 @@ def test_demo_resumes_without_recomputing(demo_run):
     assert result.exit_code == 0, result.output
     assert model.stat().st_mtime_ns == before
     assert "exists: not retrained" in result.output
+
+
+def test_the_crf_backends_agree_on_the_demo_variants(demo_run):
+    """Issue 23's quality bar on the demo: each variant's +CRF val mIoU with the keras CRF within
+    2.0 of pydensecrf's, and within 1.0 on average over the four."""
+    from wsk.crf import CRFParams
+    from wsk.models.saving import load_model
+    from wsk.predict import evaluate_model
+
+    work, _ = demo_run
+    gaps = []
+    for variant in ("AN_A", "SN_A", "AN_B", "SN_B"):
+        model = load_model(str(work / "seg" / variant / "model.keras"))
+        miou = {backend: 100.0 * float(evaluate_model(model, str(work / "data"), "val", crf=CRFParams(),
+                                                      crf_backend=backend, max_side=64).mean_iou)
+                for backend in ("keras", "densecrf")}
+        gaps.append(miou["keras"] - miou["densecrf"])
+    assert max(abs(gap) for gap in gaps) <= 2.0 and abs(sum(gaps) / len(gaps)) <= 1.0, gaps
