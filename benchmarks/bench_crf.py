@@ -14,19 +14,24 @@
   variants on the demo's val set with both backends, and the seconds each backend's evaluation took.
 Thread and process counts follow the machine (2 cores here); compare ratios from one run.
 
-``bench_crf.py --images 3`` (2 cores, nothing else running), seconds an image and the keras CRF's
+``bench_crf.py --images 4`` (2 cores, nothing else running), seconds an image and the keras CRF's
 throughput over pydensecrf's; the pixel agreement was 1.0 everywhere, and the VOC sample's
 corrupted unaries went 58.57 -> 78.35 mIoU with both:
 
-==============  ==============  ==========  ===========  ==========  ==========
+==============  ===============  ==========  ===========  ==========  ==========
 size            densecrf 2 proc  keras, TF   keras, JAX   TF ratio    JAX ratio
-==============  ==============  ==========  ===========  ==========  ==========
-64 px           0.027           0.075       0.075        0.365       0.364
-VOC 500 x 375   0.574           2.141       4.122        0.268       0.139
-==============  ==============  ==========  ===========  ==========  ==========
+==============  ===============  ==========  ===========  ==========  ==========
+64 px           0.018            0.082       0.104        0.218       0.174
+VOC 500 x 375   0.534            0.865       3.581        0.618       0.139
+==============  ===============  ==========  ===========  ==========  ==========
 
-At VOC size, before the splat went corner by corner, the eager loops became Python loops and
-TensorFlow's sparse products came in, the ratios were 0.084 (TF) and 0.12 (JAX).
+At VOC size the ratios were 0.084 (TF) and 0.12 (JAX) before, in order: the splat went corner by
+corner (no ``(N, d+1, C)`` intermediate); eager runs looped the blur and the iterations in Python
+(JAX compiled an ``ops.fori_loop`` at every call); TensorFlow's eager path splat, blurred and sliced
+by sparse products with the normalisation and weight folded in (``wsk.crf._tensorflow_sparse``);
+the lattice searched neighbours among the vertices, not every point-corner; and two images ran at
+once in threads, as ``wsk predict`` and ``wsk eval`` now run them (one image at a time kept about
+one core busy: 1.37 -> 0.90 s an image). Run to run, the ratios move by about 10% on this machine.
 """
 
 import argparse
