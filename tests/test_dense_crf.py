@@ -14,8 +14,8 @@ import pytest
 
 from wsk.crf import CRFParams, dense_crf
 from wsk.errors import WskError
-from wsk.models.dense_crf import (DenseCRF, build_lattice, dense_crf_marginals, lattice_filter,
-                                   lower_bound, vertex_slots)
+from wsk.models.dense_crf import DenseCRF, dense_crf_marginals
+from wsk.models.permutohedral import build_lattice, lattice_filter, lower_bound, vertex_slots
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

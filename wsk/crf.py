@@ -188,7 +188,8 @@ def _compiled_steps(params, slots):
     ``marginals_from_codes`` on grids of ``slots`` rows. Other backends run them as they are."""
     import keras
 
-    from wsk.models.dense_crf import lattice_codes, lower_bound, marginals_from_codes
+    from wsk.models.dense_crf import lattice_codes, marginals_from_codes
+    from wsk.models.permutohedral import lower_bound
 
     if slots is None:
         def step(images, sizes):
