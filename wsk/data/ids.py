@@ -44,11 +44,7 @@ class IdList(collections.abc.Sequence):
         return self._blob[self._start(k):int(self._ends[k])].decode("utf-8")
 
     def __iter__(self):
-        start = 0
-        for end in self._ends.tolist() if len(self) < 4096 else self._ends:
-            end = int(end)
-            yield self._blob[start:end].decode("utf-8")
-            start = end
+        return (raw.decode("utf-8") for raw in self._raw())
 
     def __eq__(self, other):
         if not isinstance(other, collections.abc.Sequence) or isinstance(other, (str, bytes)):
@@ -81,6 +77,7 @@ class IdList(collections.abc.Sequence):
         return IdList(self[int(k)] for k in order)
 
     def _raw(self):
+        """Each id's UTF-8 bytes, in order."""
         start = 0
         for end in self._ends:
             end = int(end)
