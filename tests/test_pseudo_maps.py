@@ -102,12 +102,30 @@ def test_eq5_top_one_and_background():
     assert (rough_masks(proposals, scores, maps, labels=(3,), top=1) == 3).all()
 
 
-def naive_rough_mask(masks, scores, maps, labels, top):
+def test_eq5_vote_keeps_what_enough_top_regions_cover_by_hand():
+    proposals, scores, maps = hand_case()
+    # class 3, top 2: r3 (whole image) and r1 (right half): only the right half has both
+    expected = np.zeros((4, 4), np.uint8)
+    expected[:, 2:] = 3
+    np.testing.assert_array_equal(rough_masks(proposals, scores, maps, labels=(3,), top=2, vote=1.0), expected)
+    # class 1, top 3: r2 (v 1.45, top-left 2x2), r0 (1.35, left half), r3 (0.575, whole image).
+    # Cover counts: top-left 2x2 -> 3, rest of the left half -> 2, right half -> 1.
+    for vote, rows, cols in ((1.0, 2, 2), (0.6, 4, 2), (0.5, 4, 2), (0.3, 4, 4), (0.0, 4, 4)):
+        expected = np.zeros((4, 4), np.uint8)
+        expected[:rows, :cols] = 1
+        np.testing.assert_array_equal(rough_masks(proposals, scores, maps, labels=(1,), top=3, vote=vote),
+                                      expected, err_msg=f"vote {vote}")
+
+
+def naive_rough_mask(masks, scores, maps, labels, top, vote=0.0):
     chosen = {}
     for k in labels:
         v = [scores[r, k - 1] + maps[k][masks[r]].mean() for r in range(len(masks))]
         order = sorted(range(len(masks)), key=lambda r: (-v[r], r))[:top]
-        chosen[k] = masks[order].any(axis=0)
+        if vote:
+            chosen[k] = masks[order].sum(axis=0) >= vote * len(order)
+        else:
+            chosen[k] = masks[order].any(axis=0)
     out = np.zeros(masks.shape[1:], np.uint8)
     for i in range(out.shape[0]):
         for j in range(out.shape[1]):
@@ -130,6 +148,9 @@ def test_eq5_matches_naive_reference_on_random_proposals():
         labels = (1, 4, 5)
         got = rough_masks(proposals, scores, maps, labels, top=10)
         np.testing.assert_array_equal(got, naive_rough_mask(masks, scores, maps, labels, 10))
+        for top, vote in ((10, 0.5), (7, 0.4), (20, 0.3)):
+            got = rough_masks(proposals, scores, maps, labels, top=top, vote=vote)
+            np.testing.assert_array_equal(got, naive_rough_mask(masks, scores, maps, labels, top, vote))
 
 
 def test_eq5_shape_mismatch_is_a_wsk_error():

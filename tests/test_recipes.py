@@ -125,6 +125,8 @@ def test_the_equation_functions_take_the_papers_numbers_from_the_recipes():
     expected = [
         (candidates.select_candidates, "threshold", "PseudoConfig.candidate_threshold", 0.5),
         (rough_masks.rough_masks, "top", "PseudoConfig.rough_top_regions", 10),
+        (rough_masks.rough_masks, "vote", "PseudoConfig.rough_vote", 0.0),   # the union
+        (rough_masks.combine_regions, "vote", "PseudoConfig.rough_vote", 0.0),
         (refinement.pca_from_moments, "energy", "PseudoConfig.pca_energy", 0.98),
         (refinement.fit_projection, "energy", "PseudoConfig.pca_energy", 0.98),
         (refinement.refinement_statistics, "energy", "PseudoConfig.pca_energy", 0.98),

@@ -141,14 +141,15 @@ def locmaps_per_image(run, _resource, image_id):
 def masks_is_done(run, image_id):
     from wsk.pseudo.targets import mask_made_from, mask_valid
 
-    wd, top = run.workdir, run.recipe.pseudo.rough_top_regions
-    return mask_valid(wd.mask(image_id), mask_made_from(wd, top, image_id))
+    config = run.recipe.pseudo
+    return mask_valid(run.workdir.mask(image_id), mask_made_from(run.workdir, config.rough_top_regions,
+                                                                 config.rough_vote, image_id))
 
 
 def masks_per_image(run, _resource, image_id):
     from wsk.pseudo.targets import mask_image
 
-    mask_image(run.work, run.refine, run.recipe.pseudo.rough_top_regions, image_id)
+    mask_image(run.work, run.refine, run.recipe.pseudo.rough_top_regions, run.recipe.pseudo.rough_vote, image_id)
 
 
 # ---------------------------------------------------------------------- segmentation, eval

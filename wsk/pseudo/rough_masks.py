@@ -4,7 +4,7 @@ import numpy as np
 
 from wsk.errors import WskError
 from wsk.pseudo.candidates import hcp_column
-from wsk.pseudo.regions import region_means, union_mask
+from wsk.pseudo.regions import mean_mask, region_means, union_mask
 from wsk.recipes import PseudoConfig
 
 
@@ -23,11 +23,23 @@ def region_confidence(proposals, scores, locmap, label):
     return value
 
 
-def rough_masks(proposals, scores, maps, labels, top=PseudoConfig.rough_top_regions):
+def combine_regions(proposals, indices, vote=PseudoConfig.rough_vote):
+    """The ``(H, W)`` bool mask that regions ``indices`` form: their union (the paper, ``vote`` 0),
+    or the pixels that at least a fraction ``vote`` of them cover (a vote: one loose region, that
+    also holds background, no longer sets the mask's extent)."""
+    if not vote:
+        return union_mask(proposals, indices)
+    if len(indices) == 0:
+        return np.zeros(proposals.shape, bool)
+    return mean_mask(proposals, indices) >= vote - 1e-9   # k of n regions: k / n >= vote, exactly
+
+
+def rough_masks(proposals, scores, maps, labels, top=PseudoConfig.rough_top_regions, vote=PseudoConfig.rough_vote):
     """The ``(H, W)`` uint8 rough mask of one image (§3.3.2).
 
     For each ground-truth ``label`` (dataset index), the ``top`` regions of highest Eq. 5
-    confidence (ties: lower proposal index first) are united into the label's mask. A pixel
+    confidence (ties: lower proposal index first) are combined into the label's mask: united
+    (``vote`` 0, the paper) or voted on (``combine_regions``). A pixel
     inside the masks of several labels takes the label with the larger localization value
     ``maps[label]`` there (ties: the lower class index); a pixel in no mask is background (0).
     ``maps`` are the image's ``(C+1, H, W)`` localization maps (Eq. 2).
@@ -45,7 +57,7 @@ def rough_masks(proposals, scores, maps, labels, top=PseudoConfig.rough_top_regi
         value = region_confidence(proposals, scores, maps[label], label)
         order = np.argsort(-value, kind="stable")[:top]
         order = order[np.isfinite(value[order])]
-        covered = union_mask(proposals, order)
+        covered = combine_regions(proposals, order, vote)
         local = maps[label].astype(np.float32)
         wins = covered & (local > best)
         out[wins] = label

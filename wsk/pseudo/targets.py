@@ -50,10 +50,15 @@ def map_image(work, refine, num_classes, image_id):
              made_from=np.array(json.dumps(made_from, sort_keys=True)))
 
 
-def mask_made_from(workdir, top, image_id):
-    """What an image's rough mask is made from: its maps, its scores and Eq. 5's region count."""
-    return {"locmap": file_stamp(workdir.locmap(image_id)), "scores": file_stamp(workdir.scores(image_id)),
-            "top": int(top)}
+def mask_made_from(workdir, top, vote, image_id):
+    """What an image's rough mask is made from: its maps, its scores, Eq. 5's region count and how
+    the regions are combined (``vote``; recorded only when not the paper's union, so that masks
+    made before the vote existed stay valid)."""
+    made_from = {"locmap": file_stamp(workdir.locmap(image_id)), "scores": file_stamp(workdir.scores(image_id)),
+                 "top": int(top)}
+    if vote:
+        made_from["vote"] = float(vote)
+    return made_from
 
 
 def mask_valid(path, made_from=None):
@@ -67,11 +72,11 @@ def mask_valid(path, made_from=None):
     return made_from is None or label_png_made_from(path) == made_from
 
 
-def mask_image(work, refine, top, image_id):
+def mask_image(work, refine, top, vote, image_id):
     """Write ``masks/<id>.png``: the image's Eq. 5 rough mask as a palette PNG."""
     workdir = WorkDir(work, refine)
     proposals = Proposals.load(workdir.proposals(image_id))
     scores = load_npz(workdir.scores(image_id), required=("scores",))["scores"]
     locmap = load_npz(workdir.locmap(image_id), required=LOCMAP_KEYS)
-    mask = rough_masks(proposals, scores, locmap["maps"], locmap["labels"], top)
-    write_label_png(workdir.mask(image_id), mask, made_from=mask_made_from(workdir, top, image_id))
+    mask = rough_masks(proposals, scores, locmap["maps"], locmap["labels"], top, vote)
+    write_label_png(workdir.mask(image_id), mask, made_from=mask_made_from(workdir, top, vote, image_id))
