@@ -39,11 +39,11 @@ first 120 training images, 500 proposals, no refinement; ``benchmarks/bench_scor
   on the tuning styles from 40, 50, 75 or 100 regions x 35%, 40% or 45%: every choice from 40 to 100
   regions at 35% or 40% gives a mean of 60.0 to 60.9, and 75 at 35% sits inside that plateau (a first
   grid of 10 to 50 regions x 30% to 60%, on styles 1 and 3, put the plateau there).
-* **Segmentation: no dropout, last layer at 10x, 20 epochs.** The networks underfit these rough
-  masks (training loss 0.78 after 15 epochs, from 1.2): SN_B on the masks above scored val 17.8
-  mIoU with the last layer at 10x (11.8, background only, at 1x), 22.9 without dropout (0.5 on
-  fc6/fc7 of 128 channels at this width), 27.9 after 30 epochs (AN_B 33.8). Higher learning
-  rates (0.03) diverge to background-only. This is where the demo loses most quality now.
+* **Segmentation: no dropout, last layer at 10x** (20 epochs then; 30 now, next item). The
+  networks underfit these rough masks (training loss 0.78 after 15 epochs, from 1.2): SN_B on the
+  masks above scored val 17.8 mIoU with the last layer at 10x (11.8, background only, at 1x), 22.9
+  without dropout (0.5 on fc6/fc7 of 128 channels at this width), 27.9 after 30 epochs (AN_B 33.8).
+  Higher learning rates (0.03) diverge to background-only.
 * **30 epochs, lr step at 24** (were 20 and 16). The networks underfit: on tuning style 10 AN_B
   scored 39.7 mIoU on its own training images against its rough masks' 63.1 (the voted masks above),
   its training loss still falling at the last epoch; trained on the ground truth instead, it reached
