@@ -38,7 +38,11 @@ def targets(tmp_path_factory):
 
 
 def test_thousand_targets_through_the_parallel_pipeline(targets, monkeypatch):
+    import wsk.data.pipelines as pipelines
+
     images, maps = targets
+    # read per element, in tf.data's threads (a dataset larger than the in-memory budget does)
+    monkeypatch.setattr(pipelines, "IN_MEMORY_BYTES", 0)
     offenders = []
     original = ast.literal_eval
 
@@ -84,7 +88,7 @@ def test_load_npz_refuses_object_arrays(tmp_path):
         load_npz(path)
 
 
-def test_in_memory_and_per_element_image_reading_give_the_same_batches(targets, monkeypatch):
+def test_in_memory_and_per_element_image_and_target_reading_give_the_same_batches(targets, monkeypatch):
     import wsk.data.pipelines as pipelines
 
     images, maps = targets[0][:40], targets[1][:40]
@@ -94,7 +98,7 @@ def test_in_memory_and_per_element_image_reading_give_the_same_batches(targets, 
         return [b for b in data.as_numpy_iterator()]
 
     in_memory = batches()
-    monkeypatch.setattr(pipelines, "IN_MEMORY_BYTES", 0)   # every image read per element
+    monkeypatch.setattr(pipelines, "IN_MEMORY_BYTES", 0)   # every image and target read per element
     for (a_x, a_y), (b_x, b_y) in zip(in_memory, batches()):
         np.testing.assert_array_equal(a_x, b_x)
         np.testing.assert_array_equal(a_y, b_y)

@@ -107,24 +107,55 @@ def decode_image(path):
 IN_MEMORY_BYTES = 256 << 20
 
 
-def image_reader(paths):
+def _ragged_table(arrays, dtype):
+    """``index -> (shape of arrays[index])`` tensor over NumPy ``arrays`` kept as one ragged table."""
+    flat = [np.asarray(a, dtype).reshape(-1) for a in arrays]
+    table = tf.RaggedTensor.from_row_lengths(np.concatenate(flat) if flat else np.zeros(0, dtype),
+                                             [len(f) for f in flat])
+    rank = max((a.ndim for a in arrays), default=1)
+    shapes = tf.constant([a.shape for a in arrays] or np.zeros((0, rank)), tf.int32)
+    return lambda index: tf.reshape(table[index], shapes[index])
+
+
+def image_reader(paths, sizes=None):
     """``index -> (H, W, 3) uint8`` image tensor over ``paths``, decoded by ``wsk.io.read_image``.
 
-    When all decoded images fit in ``IN_MEMORY_BYTES`` (from their headers), each is read once
-    here and kept as one ragged table: reading through ``numpy_function`` at every step contends
-    for the GIL with the training loop (measured 3x slower epochs on 2 cores). Larger datasets are
-    read per element (``decode_image``), in bounded memory. Both give the same pixels.
+    When all decoded images fit in ``IN_MEMORY_BYTES`` (from their headers, or ``sizes``), each is
+    read once here and kept as one ragged table: reading through ``numpy_function`` at every step
+    contends for the GIL with the training loop (measured 3x slower epochs on 2 cores). Larger
+    datasets are read per element (``decode_image``), in bounded memory. Both give the same pixels.
     """
     paths = list(paths)
-    sizes = [decoded_size(p) for p in paths]
+    sizes = [decoded_size(p) for p in paths] if sizes is None else sizes
     if sum(h * w * 3 for h, w in sizes) > IN_MEMORY_BYTES:
         paths_t = tf.constant(paths)
         return lambda index: decode_image(tf.gather(paths_t, index))
-    flat = [read_image(p).reshape(-1) for p in paths]
-    table = tf.RaggedTensor.from_row_lengths(np.concatenate(flat) if flat else np.zeros(0, np.uint8),
-                                             [len(f) for f in flat])
-    shapes = tf.constant([[h, w, 3] for h, w in sizes], tf.int32)
-    return lambda index: tf.reshape(table[index], shapes[index])
+    return _ragged_table([read_image(p) for p in paths], np.uint8)
+
+
+def target_reader(paths, kind, num_classes, sizes):
+    """``(index, height, width) -> target`` over the segmentation targets ``paths`` of images of
+    ``sizes``: ``(H, W)`` int32 labels (``load_hard_target``) or ``(H, W, C+1)`` float32 maps
+    (``load_soft_target``). As ``image_reader``: kept in memory, each read once here, when they fit
+    in ``IN_MEMORY_BYTES`` (labels as bytes, maps as the float16 they are stored in, so that the
+    values are the same), else read per element through ``numpy_function``."""
+    paths, soft = list(paths), kind == SOFT
+    loader = load_soft_target if soft else load_hard_target
+    per_pixel = 2 * num_classes if soft else 1
+    if sum(h * w * per_pixel for h, w in sizes) <= IN_MEMORY_BYTES:
+        read = _ragged_table([loader(p, h, w, num_classes) for p, (h, w) in zip(paths, sizes)],
+                             np.float16 if soft else np.uint8)
+        return lambda index, height, width: tf.cast(read(index), tf.float32 if soft else tf.int32)
+    paths_t = tf.constant(paths)
+
+    def load(path, height, width):
+        return loader(path.decode(), int(height), int(width), num_classes)
+
+    def read_one(index, height, width):
+        target = tf.numpy_function(load, [tf.gather(paths_t, index), height, width],
+                                   tf.float32 if soft else tf.int32, stateful=False)
+        return tf.ensure_shape(target, [None, None, num_classes] if soft else [None, None])
+    return read_one
 
 
 def _preprocess(image):
@@ -336,19 +367,14 @@ def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size
     if len(image_paths) != len(target_paths):
         raise WskError(f"{len(image_paths)} images but {len(target_paths)} targets")
     check_crop_size(crop_size)
-    read_image_at = image_reader(image_paths)
-    targets_t = tf.constant(list(target_paths))
-    loader = load_soft_target if kind == SOFT else load_hard_target
-
-    def read_target(path, height, width):
-        return loader(path.decode(), int(height), int(width), num_classes)
+    sizes = [decoded_size(p) for p in image_paths]
+    read_image_at = image_reader(image_paths, sizes)
+    read_target_at = target_reader(target_paths, kind, num_classes, sizes)
 
     def element(index, seed):
         image = read_image_at(index)
         shape = tf.shape(image)
-        target = tf.numpy_function(read_target, [tf.gather(targets_t, index), shape[0], shape[1]],
-                                   tf.float32 if kind == SOFT else tf.int32, stateful=False)
-        target = tf.ensure_shape(target, [None, None, num_classes] if kind == SOFT else [None, None])
+        target = read_target_at(index, shape[0], shape[1])
         image, target = augment_segmentation(_preprocess(image), target, seed, crop_size,
                                              scale_range, kind, flip)
         target = shrink_to_logits(target)
