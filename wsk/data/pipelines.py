@@ -112,8 +112,7 @@ def _ragged_table(arrays, dtype):
     flat = [np.asarray(a, dtype).reshape(-1) for a in arrays]
     table = tf.RaggedTensor.from_row_lengths(np.concatenate(flat) if flat else np.zeros(0, dtype),
                                              [len(f) for f in flat])
-    rank = max((a.ndim for a in arrays), default=1)
-    shapes = tf.constant([a.shape for a in arrays] or np.zeros((0, rank)), tf.int32)
+    shapes = tf.constant([a.shape for a in arrays], tf.int32)
     return lambda index: tf.reshape(table[index], shapes[index])
 
 

@@ -29,8 +29,6 @@ def combine_regions(proposals, indices, vote=PseudoConfig.rough_vote):
     also holds background, no longer sets the mask's extent)."""
     if not vote:
         return union_mask(proposals, indices)
-    if len(indices) == 0:
-        return np.zeros(proposals.shape, bool)
     return mean_mask(proposals, indices) >= vote - 1e-9   # k of n regions: k / n >= vote, exactly
 
 
