@@ -26,8 +26,10 @@ from wsk.data.voc import VOCDataset  # noqa: E402
 from wsk.recipes import PseudoConfig  # noqa: E402
 from wsk.workdir import WorkDir  # noqa: E402
 
-# every proposal a candidate (a random HCP scores near 1/C): refinement then has work to do
-CONFIG = dataclasses.replace(PseudoConfig(), candidate_threshold=0.0, max_proposals=40, score_mode="roi")
+# every proposal a candidate (a random HCP scores near 1/C), then thresholds calibrated per class: the
+# calibration and the refinement both have work to do
+CONFIG = dataclasses.replace(PseudoConfig(), candidate_threshold=0.0, candidate_quantile=0.5, max_proposals=40,
+                             score_mode="roi")
 BEAM_ARGS = ["--runner=DirectRunner"]
 
 
@@ -76,7 +78,7 @@ def assert_same_outputs(root, split, local, on_beam):
         kept += sum(len(v) for v in a["kept"].values())
     assert kept > len(ids)   # refined sets
     a, b = np.load(local.refinement), np.load(on_beam.refinement)
-    for key in ("settings", "pca_dims", "labels", "images"):
+    for key in ("settings", "pca_dims", "labels", "images", "thresholds"):
         np.testing.assert_array_equal(a[key], b[key])
     np.testing.assert_allclose(a["components"], b["components"], atol=1e-6)
 
@@ -86,7 +88,7 @@ def test_pipeline_equals_local_stages_on_synthetic_images(synthetic_root, tmp_pa
     assert_same_outputs(synthetic_root, "train", local, on_beam)
     ids = VOCDataset(synthetic_root, "train").ids
     assert int(np.load(on_beam.refinement)["pca_dims"]) >= 1
-    assert not any(json.load(open(on_beam.refined(i)))["fallback"] for i in ids)   # every label had candidates
+    assert (np.load(on_beam.refinement)["thresholds"] > 0).all()   # calibrated above the fixed 0
     # resumable: a second run on the same work directory rewrites no per-image file
     outputs = [on_beam.proposals, on_beam.scores, on_beam.refined, on_beam.locmap, on_beam.mask]
     before = {path(i): os.stat(path(i)).st_mtime_ns for path in outputs for i in ids}
@@ -96,6 +98,9 @@ def test_pipeline_equals_local_stages_on_synthetic_images(synthetic_root, tmp_pa
     run_pseudo(synthetic_root, local.root, "train", refine=False, config=CONFIG, jobs=1)
     run_pipeline(_run(synthetic_root, on_beam.root, "train", refine=False), stages="pseudo", beam_args=BEAM_ARGS)
     local_noref, beam_noref = WorkDir(local.root, refine=False), WorkDir(on_beam.root, refine=False)
+    a, b = np.load(local_noref.refinement), np.load(beam_noref.refinement)   # the thresholds alone
+    np.testing.assert_array_equal(a["thresholds"], b["thresholds"])
+    assert a["components"].size == 0 and b["components"].size == 0
     for image_id in ids:
         assert json.load(open(local_noref.refined(image_id)))["kept"] == json.load(
             open(beam_noref.refined(image_id)))["kept"]

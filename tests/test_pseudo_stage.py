@@ -1,6 +1,7 @@
 """The `wsk pseudo` command on the synthetic dataset: outputs, formats, and resuming."""
 
 import json
+import math
 import os
 
 import numpy as np
@@ -65,6 +66,55 @@ def mtimes(folder):
     return {name: os.stat(os.path.join(folder, name)).st_mtime_ns for name in os.listdir(folder)}
 
 
+def naive_thresholds(wd, dataset, quantile, floor):
+    """Each class's calibrated threshold worked out directly from the scores files: the
+    ceil(q n)-th smallest of its highest score on each image without it, raised to the upper edge
+    of its 1/10,000 bin (the last bin holds 1.0 too), and at least the fixed threshold ``floor``."""
+    thresholds = []
+    for k in range(1, dataset.num_classes):
+        maxima = sorted(float(np.load(wd.scores(i))["scores"][:, k - 1].max()) for i in dataset.ids
+                        if k not in dataset.labels(i))
+        x = maxima[math.ceil(quantile * len(maxima)) - 1] if maxima else 0.0
+        thresholds.append(max(floor, min(math.floor(x * 10000) + 1, 10000) / 10000))
+    return np.array(thresholds)
+
+
+def check_records(wd, dataset, thresholds, floor):
+    """The refinement records of ``wd`` against the calibrated ``thresholds`` worked out by hand:
+    each label keeps the top half of its candidates above its class's threshold (all of them when no
+    other image has such candidates, Eq. 1; every one without refinement), or falls back to its
+    best-scoring proposal. Returns (candidates above the thresholds, refined away, calibrated away)."""
+    np.testing.assert_allclose(np.load(wd.refinement)["thresholds"], thresholds, atol=1e-12)
+
+    def calibrated(scores, label):
+        own = scores["candidates"][scores["candidate_labels"] == label]
+        assert (scores["scores"][own, label - 1] > floor).all()   # the scores file: above the fixed threshold
+        return own, own[scores["scores"][own, label - 1] > thresholds[label - 1]]
+
+    seen = refined_away = calibrated_away = 0
+    for image_id in dataset.ids:
+        record = json.loads(open(wd.refined(image_id)).read())
+        entry = {int(k): v for k, v in record["kept"].items()}
+        scores = np.load(wd.scores(image_id))
+        assert sorted(entry) == sorted(dataset.labels(image_id))
+        for label in dataset.labels(image_id):
+            above, own = calibrated(scores, label)
+            seen += len(own)
+            calibrated_away += len(above) - len(own)
+            if len(own) == 0:       # fallback: the best-scoring proposal for the label
+                assert label in record["fallback"]
+                assert entry[label] == [int(np.argmax(scores["scores"][:, label - 1]))]
+            elif not wd.refine:     # every calibrated candidate, in score order
+                assert entry[label] == own.tolist()
+            else:
+                assert set(entry[label]) <= set(own.tolist())
+                images_with_label = sum(1 for i in dataset.ids if len(calibrated(np.load(wd.scores(i)), label)[1]))
+                expected = len(own) if images_with_label == 1 else -(-len(own) // 2)
+                assert len(entry[label]) == expected
+                refined_away += len(own) - len(entry[label])
+    return seen, refined_away, calibrated_away
+
+
 def test_pseudo_outputs_and_resume(synthetic_root, work):
     from wsk.data.voc import VOCDataset
 
@@ -74,36 +124,15 @@ def test_pseudo_outputs_and_resume(synthetic_root, work):
     assert f"scoring: {len(ids)} computed" in out
     wd = WorkDir(work)
 
+    check_records(wd, dataset, naive_thresholds(wd, dataset, 0.75, 0.9), 0.9)
     records = {i: json.loads(open(wd.refined(i)).read()) for i in ids}
-    refined = {"images": {i: r["kept"] for i, r in records.items()},
-               "fallback": {i: r["fallback"] for i, r in records.items()}}
-    candidates_seen = refined_away = 0
+    refined = {"images": {i: r["kept"] for i, r in records.items()}}
     for image_id in ids:
         labels = dataset.labels(image_id)
         scores = np.load(wd.scores(image_id))
         assert scores["scores"].shape == (len(grid_proposals(64, 64)), dataset.num_classes - 1)
         assert scores["features"].shape[0] == len(scores["candidates"])
         assert scores["features"].dtype == np.float16   # stored compactly (wsk.pseudo.score_stage)
-        entry = {int(k): v for k, v in refined["images"][image_id].items()}
-        assert sorted(entry) == sorted(labels)
-        for label in labels:
-            own = scores["candidates"][scores["candidate_labels"] == label]
-            candidates_seen += len(own)
-            # every candidate of this label scores above 0.5 in its HCP column (label - 1)
-            assert (scores["scores"][own, label - 1] > 0.5).all()
-            if len(own) == 0:       # fallback: the best-scoring proposal for the label
-                assert label in refined["fallback"][image_id]
-                assert entry[label] == [int(np.argmax(scores["scores"][:, label - 1]))]
-            else:
-                assert set(entry[label]) <= set(own.tolist())
-                images_with_label = sum(
-                    1 for i in ids if (np.load(wd.scores(i))["candidate_labels"] == label).any())
-                # refined: the top half, ceil(n / 2) (all of them only when no other image has
-                # candidates of this class to compare with, Eq. 1)
-                expected = len(own) if images_with_label == 1 else -(-len(own) // 2)
-                assert len(entry[label]) == expected
-                refined_away += len(own) - len(entry[label])
-
         locmap = np.load(wd.locmap(image_id))
         maps = locmap["maps"].astype(np.float32)
         assert locmap["maps"].dtype == np.float16
@@ -114,8 +143,6 @@ def test_pseudo_outputs_and_resume(synthetic_root, work):
         with Image.open(wd.mask(image_id)) as png:
             assert png.mode == "P" and png.size == (64, 64)
             assert set(np.unique(np.array(png))) <= {0, *labels}
-    assert candidates_seen > 0          # the test exercises refinement, not only fallbacks
-    assert refined_away > 0             # and refinement really dropped candidates
 
     # delete part of every output folder, then resume
     victims = ids[:3]
@@ -144,10 +171,10 @@ def test_pseudo_outputs_and_resume(synthetic_root, work):
 
     # an image's refinement record rewritten after its map was made (here: its kept set differs
     # from what its map was made from): the rerun redoes that image's map and mask, and nothing else
-    victim = next(i for i in ids if any(len(v) > 1 for v in refined["images"][i].values()))
-    label = next(k for k, v in refined["images"][victim].items() if len(v) > 1)
+    victim = ids[0]
+    label = next(iter(refined["images"][victim]))
     record = json.loads(open(wd.refined(victim)).read())
-    record["kept"][label] = record["kept"][label][:1]
+    record["kept"][label] = [record["kept"][label][0] + 1]   # another proposal
     with open(wd.refined(victim), "w") as f:
         json.dump(record, f)
     out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
@@ -171,19 +198,65 @@ def test_no_refine_shares_scores_and_keeps_all_candidates(synthetic_root, work):
     assert f"scoring: 0 computed, {len(ids)} already done" in out
     noref = WorkDir(work, refine=False)
     assert noref.refined_dir != WorkDir(work).refined_dir
-    assert not os.path.exists(noref.refinement)     # no statistics without refinement
+    # the demo calibrates its thresholds: the statistics file holds them alone, under noref/
+    assert noref.refinement != WorkDir(work).refinement
+    assert np.load(noref.refinement)["components"].size == 0
+    dataset = VOCDataset(synthetic_root, "train")
+    check_records(noref, dataset, naive_thresholds(noref, dataset, 0.75, 0.9), 0.9)
     for image_id in ids:
-        record = json.loads(open(noref.refined(image_id)).read())
-        refined = {"fallback": {image_id: record["fallback"]}}
-        scores = np.load(noref.scores(image_id))
-        for label, kept in record["kept"].items():
-            own = scores["candidates"][scores["candidate_labels"] == int(label)].tolist()
-            if own:      # every candidate, in score order
-                assert kept == own
-            else:        # the fallback: the single best-scored proposal
-                assert kept == [int(np.argmax(scores["scores"][:, int(label) - 1]))]
-                assert int(label) in refined["fallback"][image_id]
         assert os.path.exists(noref.mask(image_id)) and os.path.exists(noref.locmap(image_id))
+
+
+def fabricate_scores(wd, dataset, threshold, seed=0):
+    """Scores files as a trained HCP writes them (a random network has no classes to find): each
+    label's class peaks on a few of the image's proposals, and one proposal of every image is a
+    false alarm of each class. Stamped with the work directory's model and proposals, so
+    the scoring stage takes them as done."""
+    from wsk.io import save_npz
+    from wsk.pseudo.candidates import select_candidates
+    from wsk.pseudo.files import SCORES_VERSION
+    from wsk.pseudo.score_stage import score_inputs
+
+    rng = np.random.default_rng(seed)
+    classes, count = dataset.num_classes - 1, len(grid_proposals(64, 64))
+    for image_id in dataset.ids:
+        logits = rng.normal(size=(count, classes))
+        for label in dataset.labels(image_id):
+            logits[rng.choice(count, 6, replace=False), label - 1] += rng.uniform(4.0, 9.0, 6)
+        logits[rng.choice(count, classes, replace=False), np.arange(classes)] += rng.uniform(2.0, 9.0, classes)
+        scores = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        candidates, candidate_labels = select_candidates(scores, dataset.labels(image_id), threshold)
+        save_npz(wd.scores(image_id), version=np.int32(SCORES_VERSION), scores=scores.astype(np.float32),
+                 candidates=candidates, candidate_labels=candidate_labels,
+                 features=rng.normal(size=(len(candidates), 8)).astype(np.float16), mode=np.array("roi"),
+                 threshold=np.float32(threshold), inputs=np.array(score_inputs(wd, image_id)))
+
+
+def test_calibrated_thresholds_drop_candidates_then_refinement_ranks_the_rest(synthetic_root, work, tmp_path):
+    import dataclasses
+    import shutil
+
+    from wsk.data.voc import VOCDataset
+    from wsk.pseudo.stage import run_pseudo
+    from wsk.recipes import PseudoConfig
+
+    copy = tmp_path / "w"
+    shutil.copytree(work, copy)
+    dataset = VOCDataset(synthetic_root, "train")
+    fabricate_scores(WorkDir(copy), dataset, 0.9)
+    config = dataclasses.replace(PseudoConfig(), score_mode="roi", candidate_threshold=0.9, candidate_quantile=0.5)
+    for refine in (True, False):
+        reports = run_pseudo(synthetic_root, copy, split="train", config=config, refine=refine)
+        assert not reports["scoring"].done     # the fabricated scores are taken as they are
+        wd = WorkDir(copy, refine=refine)
+        thresholds = naive_thresholds(wd, dataset, 0.5, 0.9)
+        assert (thresholds > 0.9).any() and (thresholds < 1.0).all()
+        seen, refined_away, calibrated_away = check_records(wd, dataset, thresholds, 0.9)
+        assert seen > 0 and calibrated_away > 0     # the thresholds keep some candidates and drop others
+        assert refined_away > 0 if refine else refined_away == 0
+    # another quantile: new statistics, and every record redone
+    reports = run_pseudo(synthetic_root, copy, split="train", config=dataclasses.replace(config, candidate_quantile=0.6))
+    assert sorted(reports["refinement"].done) == sorted(dataset.ids)
 
 
 def test_missing_model_is_reported_with_its_path(synthetic_root, tmp_path):

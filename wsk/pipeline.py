@@ -12,7 +12,8 @@ pseudo``: the two are interchangeable and resumable.
   calls in its DoFn's ``setup``, once per worker process (shared by the process's threads, which
   take turns with it); every other per-image stage is a ``StageDoFn``. Both skip an image whose
   output is valid, by the stage's own done-check.
-* The refinement statistics are two Beam combines: the features' ``Moments`` (for the PCA) and
+* The refinement statistics are Beam combines: the per-class histograms of the calibrated
+  candidate thresholds (``wsk.pseudo.calibration``), the features' ``Moments`` (for the PCA) and
   Eq. 1's ``ClassTotals`` of the projected features, written to ``refinement.npz`` by one
   element; each image's ranking then reads that small file. Nothing gathers the images onto one
   worker: memory per worker is one image's candidates plus the statistics (``O(D^2 + classes x d)``).
@@ -38,7 +39,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from wsk.errors import WskError
 from wsk.io import load_npz, remove_temporaries
 from wsk.pseudo.files import SCORE_KEYS
-from wsk.pseudo.refine_stage import refinement_settings, save_statistics, scores_digest, statistics_made_from
+from wsk.pseudo.calibration import NegativeMaxima, calibrated_thresholds
+from wsk.pseudo.refine_stage import (calibrated_candidates, needs_statistics, refinement_settings, save_statistics,
+                                     scores_digest, statistics_made_from)
 from wsk.pseudo.refinement import ClassTotals, Moments, fit_projection, image_statistics, reduce_with
 from wsk.recipes import PIPELINE_STAGES
 from wsk.stage_list import PSEUDO_STAGES, STAGES, get_stage
@@ -107,21 +110,37 @@ def stage_step(stage, run):
     return RunInference(StageModelHandler(stage.name, run)) | beam.Map(_example)
 
 
-def _features(run, image_id):
-    rec = load_npz(run.workdir.scores(image_id), required=SCORE_KEYS)
-    return rec["features"], rec["candidate_labels"]
+def _scores(run, image_id):
+    return load_npz(run.workdir.scores(image_id), required=SCORE_KEYS)
 
 
-def _moments(run, image_id):
-    return Moments().add(_features(run, image_id)[0])
+def _negative_maxima(run, image_id):
+    return NegativeMaxima().add(_scores(run, image_id)["scores"], run.dataset(ids=[image_id]).labels(image_id))
+
+
+def _merge_maxima(parts):
+    return functools.reduce(NegativeMaxima.merge, parts, NegativeMaxima())
+
+
+def _thresholds(maxima, run):
+    config = run.recipe.pseudo
+    return calibrated_thresholds(maxima, config.candidate_quantile, config.candidate_threshold)
+
+
+def _features(run, image_id, thresholds):
+    return calibrated_candidates(_scores(run, image_id), thresholds)[:2]
+
+
+def _moments(run, image_id, thresholds):
+    return Moments().add(_features(run, image_id, thresholds)[0])
 
 
 def _merge_moments(parts):
     return functools.reduce(Moments.merge, parts, Moments())
 
 
-def _class_totals(run, image_id, fitted):
-    features, labels = _features(run, image_id)
+def _class_totals(run, image_id, fitted, thresholds):
+    features, labels = _features(run, image_id, thresholds)
     if not len(labels):
         return ClassTotals()
     return ClassTotals().add(image_statistics(reduce_with(fitted[0], features), labels))
@@ -131,28 +150,48 @@ def _merge_totals(parts):
     return functools.reduce(ClassTotals.merge, parts, ClassTotals())
 
 
-def _write_statistics(totals, run, fitted):
+def _write_statistics(totals, run, fitted, thresholds):
     """Write ``refinement.npz`` unless the one there is made from these scores and settings (then
     its stamp, and every refinement record made from it, stays valid)."""
     config, mode = run.recipe.pseudo, run.recipe.pseudo.score_mode
-    settings, digest = refinement_settings(True, config, mode), scores_digest(run.workdir, run.dataset().ids)
+    settings, digest = refinement_settings(run.refine, config, mode), scores_digest(run.workdir, run.dataset().ids)
     if not statistics_made_from(run.workdir.refinement, settings, digest):
-        save_statistics(run.workdir.refinement, settings, digest, fitted[0], totals, fitted[1])
+        save_statistics(run.workdir.refinement, settings, digest, fitted[0], totals, fitted[1], thresholds)
     return run.workdir.refinement
 
 
+def _write_thresholds(thresholds, run):
+    """``refinement.npz`` without refinement: the calibrated thresholds alone."""
+    return _write_statistics(ClassTotals(), run, (None, None), thresholds)
+
+
 def _statistics(scored, run, shards):
-    """The refinement statistics (§3.2) as Beam combines, written to ``refinement.npz``: the moments
-    from ``scored`` (the ids whose scores are written), Eq. 1's totals from the ids read afresh once
-    the PCA is fitted."""
-    fitted = (scored
-              | "moments" >> beam.Map(functools.partial(_moments, run))
+    """The statistics of the refinement stage as Beam combines, written to ``refinement.npz``: the
+    per-class histograms of the calibrated thresholds (with ``candidate_quantile``), then, with
+    refinement (§3.2), the moments and Eq. 1's totals of the candidates that pass them. The first
+    pass reads ``scored`` (the ids whose scores are written); each later one reads the ids afresh
+    once what it needs is made."""
+    pipeline, config = scored.pipeline, run.recipe.pseudo
+    if config.candidate_quantile is None:
+        thresholds, ids = pipeline | "no calibration" >> beam.Create([None]), scored
+    else:
+        thresholds = (scored
+                      | "negative maxima" >> beam.Map(functools.partial(_negative_maxima, run))
+                      | "sum negative maxima" >> beam.CombineGlobally(_merge_maxima)
+                      | "calibrated thresholds" >> beam.Map(_thresholds, run))
+        ids = image_ids(pipeline, run, "moments", shards)
+    if not run.refine:
+        return thresholds | "refinement.npz" >> beam.Map(_write_thresholds, run)
+    calibrated = beam.pvalue.AsSingleton(thresholds)
+    fitted = (ids
+              | "moments" >> beam.Map(functools.partial(_moments, run), thresholds=calibrated)
               | "sum moments" >> beam.CombineGlobally(_merge_moments)
               | "PCA" >> beam.Map(fit_projection, run.recipe.pseudo.pca_energy))
-    return (image_ids(scored.pipeline, run, "class statistics", shards)
-            | "class statistics" >> beam.Map(functools.partial(_class_totals, run), fitted=beam.pvalue.AsSingleton(fitted))
+    fitted = beam.pvalue.AsSingleton(fitted)
+    return (image_ids(pipeline, run, "class statistics", shards)
+            | "class statistics" >> beam.Map(functools.partial(_class_totals, run), fitted=fitted, thresholds=calibrated)
             | "sum class statistics" >> beam.CombineGlobally(_merge_totals)
-            | "refinement.npz" >> beam.Map(_write_statistics, run=run, fitted=beam.pvalue.AsSingleton(fitted)))
+            | "refinement.npz" >> beam.Map(_write_statistics, run=run, fitted=fitted, thresholds=calibrated))
 
 
 def id_shards(images):
@@ -193,7 +232,7 @@ def build_pipeline(pipeline, run, stages="all"):
     for stage in chosen:
         remove_temporaries(stage.folder(run.workdir))
     for stage in chosen:
-        if stage.name == "refinement" and run.refine:
+        if stage.name == "refinement" and needs_statistics(run.refine, run.recipe.pseudo):
             statistics = beam.pvalue.AsSingleton(_statistics(ids, run, shards))
             ids = image_ids(pipeline, run, "refinement", shards) | f"{stage.name} ({stage.section})" >> beam.ParDo(
                 StageDoFn(stage.name, run), statistics)

@@ -108,6 +108,9 @@ class PseudoConfig:
     """§3.1–§3.3: how proposals become localization maps and rough masks."""
 
     candidate_threshold: float = 0.5   # §3.1: softmax score above which a proposal is a candidate
+    # a class's threshold raised to this quantile of its highest score on each training image
+    # without the class (wsk.pseudo.calibration; the demo); None: the fixed threshold alone (the paper)
+    candidate_quantile: float | None = None
     pca_energy: float = 0.98           # §3.2: PCA keeps 98% of the feature energy
     refine_keep: float = 0.5           # §3.2: the top half of the re-ranked candidates is kept
     refine_order: str = "closest"      # §3.2: "closest" or "farthest" first (wsk.pseudo.refinement)
@@ -219,8 +222,8 @@ RECIPES = {
                   lr_step_epochs=6, backbone_weights=DEMO_TRUNK),
         SegRecipe(width=0.125, crop_size=65, batch_size=8, lr=0.01, last_lr=0.1, lr_step_epochs=24,
                   epochs=30, backbone_weights="hcp", dropout=0.0, equal_updates=True, clip_norm=20.0),
-        PseudoConfig(max_proposals=500, score_mode="masked", candidate_threshold=0.9, rough_top_regions=75,
-                     rough_vote=0.35),
+        PseudoConfig(max_proposals=500, score_mode="masked", candidate_threshold=0.9, candidate_quantile=0.75,
+                     rough_top_regions=75, rough_vote=0.35),
         variant="AN_B",   # the best on bench_generalization's tuning styles (47.3), and the demo's: val 65.7, 72.2 with CRF
     ),
 }

@@ -14,6 +14,9 @@ it writes in the work directory (``outputs``), and either
 * a **whole-split** function ``run(run)`` (training, the refinement statistics, evaluation, export),
   each resumable on its own terms.
 
+A stage with ``wanted(run)`` runs only where that holds (the refinement statistics: with Eq. 1's
+refinement or calibrated candidate thresholds).
+
 Every function takes a ``wsk.run_record.Run``: the recorded dataset, splits and recipe, and the
 command's own fields. Nothing here is a framework: ``run_stage`` is a loop over ``STAGES``' entries.
 """
@@ -40,7 +43,7 @@ class Stage:
     setup: object = None         # setup(run) -> resource, once per worker
     in_process: bool = False     # the resource stays in one process (no worker pool)
     run: object = None           # run(run) -> StageReport, for whole-split stages
-    refine_only: bool = False    # skipped without cross-image refinement
+    wanted: object = None        # wanted(run) -> bool: the stage is skipped when False (None: always run)
     pseudo: bool = False         # one of the pseudo-label stages, run again for the --no-refine ablation
 
 
@@ -102,7 +105,13 @@ def scoring_per_image(run, scorer, image_id):
 def statistics_run(run):
     from wsk.pseudo.refine_stage import statistics_stage
 
-    return statistics_stage(run.dataset(), run.workdir, run.recipe.pseudo, run.recipe.pseudo.score_mode)
+    return statistics_stage(run.dataset(), run.workdir, run.recipe.pseudo, run.recipe.pseudo.score_mode, run.refine)
+
+
+def statistics_wanted(run):
+    from wsk.pseudo.refine_stage import needs_statistics
+
+    return needs_statistics(run.refine, run.recipe.pseudo)
 
 
 def _settings(run):
@@ -182,8 +191,8 @@ STAGES = (
     Stage("hcp", "§3.1, §4.2", ("proposals",), "hcp/hcp.keras", run=hcp_run),
     Stage("scoring", "§3.1", ("proposals", "hcp"), "scores/<id>.npz", folder=lambda wd: wd.scores_dir,
           per_image=scoring_per_image, is_done=scoring_is_done, setup=scoring_setup, in_process=True, pseudo=True),
-    Stage("refinement statistics", "§3.2", ("scoring",), "refinement.npz", run=statistics_run,
-          refine_only=True, pseudo=True),
+    Stage("refinement statistics", "§3.1, §3.2", ("scoring",), "refinement.npz", run=statistics_run,
+          wanted=statistics_wanted, pseudo=True),
     Stage("refinement", "§3.2, Eq. 1", ("scoring", "refinement statistics"), "refined/<id>.json",
           folder=lambda wd: wd.refined_dir, per_image=refinement_per_image, is_done=refinement_is_done, pseudo=True),
     Stage("localization maps", "§3.3.1, Eq. 2", ("proposals", "refinement"), "locmaps/<id>.npz",
@@ -222,7 +231,7 @@ def run_stage(stage, run, pool=None):
     """Run one entry of ``STAGES`` locally over ``run``'s training split; returns its ``StageReport``
     (a failed image does not stop the others: ``report.raise_if_failed()`` names each one's file)."""
     stage = get_stage(stage) if isinstance(stage, str) else stage
-    if stage.refine_only and not run.refine:
+    if stage.wanted is not None and not stage.wanted(run):
         return StageReport(stage.name)
     if stage.per_image is None:
         return stage.run(run)

@@ -8,12 +8,12 @@ from wsk.io import load_json
 SCORES_VERSION = 1
 LOCMAP_VERSION = 1
 REFINED_VERSION = 2          # 1: one refined.json for the whole split (wsk 0.1)
-STATISTICS_VERSION = 1
+STATISTICS_VERSION = 2         # 1: no calibrated thresholds (wsk 0.2)
 SCORE_KEYS = ("version", "scores", "candidates", "candidate_labels", "features", "mode", "threshold",
               "inputs")
 LOCMAP_KEYS = ("version", "maps", "labels")
 STATISTICS_KEYS = ("version", "settings", "scores_digest", "pca_dims", "mean", "components", "labels",
-                   "images", "means", "meansq")
+                   "images", "means", "meansq", "thresholds")
 
 
 def read_refined(path):

@@ -1,13 +1,15 @@
 """Cross-image refinement over a split (§3.2, Eq. 1), in two steps that never hold all images:
 
-1. **statistics** (``statistics_stage``, with refinement only): one streaming pass over the
-   scores files fits the PCA from the features' moments and sums Eq. 1's per-class totals
-   (``wsk.pseudo.refinement.refinement_statistics``), and writes them to ``WORK/refinement.npz``
-   with the settings and the digest of the scores they were made from;
-2. **per image** (``refine_image_file``): each image's candidates ranked against those
-   statistics, its kept proposals written to ``WORK/refined/<id>.json`` (without refinement:
-   every candidate). A label without any candidate keeps its best-scoring proposal and is
-   listed under ``fallback``.
+1. **statistics** (``statistics_stage``, with refinement or calibrated thresholds): one streaming
+   pass over the scores files counts each class's highest score on the images without it
+   (``wsk.pseudo.calibration``, with ``candidate_quantile``), two more fit the PCA from the
+   calibrated candidates' moments and sum Eq. 1's per-class totals
+   (``wsk.pseudo.refinement.refinement_statistics``, with refinement); all are written to
+   ``WORK/refinement.npz`` with the settings and the digest of the scores they were made from;
+2. **per image** (``refine_image_file``): each image's candidates, those under their class's
+   calibrated threshold dropped, ranked against those statistics, its kept proposals written to
+   ``WORK/refined/<id>.json`` (without refinement: every candidate). A label without any
+   candidate keeps its best-scoring proposal and is listed under ``fallback``.
 
 Each record says what it was made from (settings, the stamp of its scores file and of the
 statistics file), so a rerun after any change redoes exactly the stale ones. The local stage, the
@@ -23,6 +25,7 @@ from wsk.data.ids import sorted_ids
 from wsk.data.sources import open_dataset
 from wsk.io import file_stamp, load_npz, save_json, save_npz
 from wsk.pseudo.files import REFINED_VERSION, SCORE_KEYS, STATISTICS_KEYS, STATISTICS_VERSION, read_refined
+from wsk.pseudo.calibration import NegativeMaxima, calibrated_rows, calibrated_thresholds
 from wsk.pseudo.refinement import ClassTotals, Projection, refine_image, refinement_statistics
 from wsk.stages import StageReport, progress, readable_npz
 from wsk.workdir import WorkDir
@@ -30,10 +33,28 @@ from wsk.workdir import WorkDir
 
 def refinement_settings(refine, config, mode):
     """The settings every refinement record holds; when any differs, the records, maps and masks
-    are redone (``rough_top_regions`` is Eq. 5's, recorded so that changing it remakes the masks)."""
-    return {"refine": bool(refine), "keep": config.refine_keep, "order": config.refine_order,
-            "pca_energy": config.pca_energy, "threshold": config.candidate_threshold, "mode": mode,
-            "rough_top_regions": config.rough_top_regions}
+    are redone (``rough_top_regions`` is Eq. 5's, recorded so that changing it remakes the masks;
+    ``quantile`` only when thresholds are calibrated, so that older records stay valid)."""
+    settings = {"refine": bool(refine), "keep": config.refine_keep, "order": config.refine_order,
+                "pca_energy": config.pca_energy, "threshold": config.candidate_threshold, "mode": mode,
+                "rough_top_regions": config.rough_top_regions}
+    if config.candidate_quantile is not None:
+        settings["quantile"] = config.candidate_quantile
+    return settings
+
+
+def needs_statistics(refine, config):
+    """Whether the refinement stage reads ``refinement.npz``: for Eq. 1, or for calibrated thresholds."""
+    return bool(refine) or config.candidate_quantile is not None
+
+
+def calibrated_candidates(rec, thresholds):
+    """``(features, candidate_labels, candidates)`` of a scores file's arrays ``rec``: its
+    candidates whose score beats their class's ``thresholds`` (all of them when None)."""
+    if thresholds is None:
+        return rec["features"], rec["candidate_labels"], rec["candidates"]
+    rows = calibrated_rows(rec["scores"], rec["candidates"], rec["candidate_labels"], thresholds)
+    return rec["features"][rows], rec["candidate_labels"][rows], rec["candidates"][rows]
 
 
 def scores_digest(workdir, ids):
@@ -45,8 +66,9 @@ def scores_digest(workdir, ids):
 
 
 # ------------------------------------------------------------------------------- statistics
-def save_statistics(path, settings, digest, projection, totals, pca_dims):
-    """Write ``refinement.npz``: the projection (empty when none was fitted) and the class totals."""
+def save_statistics(path, settings, digest, projection, totals, pca_dims, thresholds=None):
+    """Write ``refinement.npz``: the projection (empty when none was fitted), the class totals and
+    the calibrated thresholds (empty without calibration)."""
     labels = sorted(totals.images)
     dims = projection.dims if projection is not None else (pca_dims or 0)
     save_npz(path, version=np.int32(STATISTICS_VERSION), settings=np.array(repr(sorted(settings.items()))),
@@ -55,7 +77,8 @@ def save_statistics(path, settings, digest, projection, totals, pca_dims):
              components=np.zeros((0, 0)) if projection is None else projection.components,
              labels=np.array(labels, np.int64), images=np.array([totals.images[k] for k in labels], np.int64),
              means=np.array([totals.means[k] for k in labels], np.float64).reshape(len(labels), dims),
-             meansq=np.array([totals.meansq[k] for k in labels], np.float64))
+             meansq=np.array([totals.meansq[k] for k in labels], np.float64),
+             thresholds=np.zeros(0) if thresholds is None else np.asarray(thresholds, np.float64))
 
 
 def statistics_made_from(path, settings, digest):
@@ -73,50 +96,65 @@ def _statistics(path, stamp):
     labels = [int(k) for k in arrays["labels"]]
     totals = ClassTotals(dict(zip(labels, (int(n) for n in arrays["images"]))),
                          dict(zip(labels, arrays["means"])), dict(zip(labels, (float(v) for v in arrays["meansq"]))))
-    return projection, totals
+    thresholds = arrays["thresholds"] if arrays["thresholds"].size else None
+    return projection, totals, thresholds
 
 
 def load_statistics(path):
-    """``(projection, totals)`` of ``refinement.npz``, read once per process and file version."""
+    """``(projection, totals, thresholds)`` of ``refinement.npz``, read once per process and file
+    version (``thresholds`` None without calibration)."""
     return _statistics(path, file_stamp(path))
 
 
-def statistics_stage(dataset, workdir, config, mode):
+def statistics_stage(dataset, workdir, config, mode, refine=True):
     """Step 1: ``refinement.npz`` of the split, unless it is already made from these scores and
-    settings. Returns the ``StageReport``."""
+    settings: the calibrated thresholds (with ``config.candidate_quantile``), then Eq. 1's
+    statistics of the candidates that pass them (with ``refine``). Returns the ``StageReport``."""
     report = StageReport("refinement statistics")
-    settings = refinement_settings(True, config, mode)
+    settings = refinement_settings(refine, config, mode)
     digest = scores_digest(workdir, dataset.ids)
     if statistics_made_from(workdir.refinement, settings, digest):
         report.skipped = dataset.ids
         return report
-    with progress(length=2 * len(dataset.ids), label="refinement statistics (streaming the scores)") as bar:
-        def candidates(image_id):
+    calibrate = config.candidate_quantile is not None
+    passes = int(calibrate) + 2 * int(bool(refine))
+    with progress(length=passes * len(dataset.ids), label="refinement statistics (streaming the scores)") as bar:
+        def scores(image_id):
             bar.update(1)
-            rec = load_npz(workdir.scores(image_id), required=SCORE_KEYS)
-            return rec["features"], rec["candidate_labels"]
+            return load_npz(workdir.scores(image_id), required=SCORE_KEYS)
 
-        projection, totals, pca_dims = refinement_statistics(candidates, dataset.ids, config.pca_energy)
-    save_statistics(workdir.refinement, settings, digest, projection, totals, pca_dims)
+        thresholds = None
+        if calibrate:
+            maxima = NegativeMaxima()
+            for image_id in dataset.ids:
+                maxima.add(scores(image_id)["scores"], dataset.labels(image_id))
+            thresholds = calibrated_thresholds(maxima, config.candidate_quantile, config.candidate_threshold)
+        projection, totals, pca_dims = None, ClassTotals(), None
+        if refine:
+            projection, totals, pca_dims = refinement_statistics(
+                lambda image_id: calibrated_candidates(scores(image_id), thresholds)[:2], dataset.ids,
+                config.pca_energy)
+    save_statistics(workdir.refinement, settings, digest, projection, totals, pca_dims, thresholds)
     report.done = dataset.ids
     return report
 
 
 # -------------------------------------------------------------------------------- per image
-def kept_proposals(rec, labels, projection, totals, refine, config):
+def kept_proposals(rec, labels, projection, totals, refine, config, thresholds=None):
     """One image's kept proposals: ``({"<label>": kept proposal indices}, fallback labels)``.
 
     ``rec``: its scores file's arrays; ``labels``: its ground-truth classes; ``projection`` and
-    ``totals``: the dataset's statistics (unused without ``refine``: every candidate is kept).
+    ``totals``: the dataset's statistics (unused without ``refine``: every candidate is kept);
+    ``thresholds``: the calibrated per-class thresholds (None: the scores file's candidates).
     A label without any candidate keeps its best-scoring proposal and is a fallback label.
     """
-    candidate_labels = rec["candidate_labels"]
+    features, candidate_labels, candidates = calibrated_candidates(rec, thresholds)
     if refine:
-        rows = refine_image(rec["features"], candidate_labels, projection, totals, config.refine_keep,
+        rows = refine_image(features, candidate_labels, projection, totals, config.refine_keep,
                             config.refine_order)
     else:
         rows = {int(label): np.flatnonzero(candidate_labels == label) for label in np.unique(candidate_labels)}
-    kept = {label: rec["candidates"][r] for label, r in rows.items()}
+    kept = {label: candidates[r] for label, r in rows.items()}
     fallback = []
     for label in labels:
         if len(kept.get(label, ())) == 0:
@@ -127,9 +165,10 @@ def kept_proposals(rec, labels, projection, totals, refine, config):
 
 def refined_made_from(workdir, settings, image_id):
     """What an image's refinement record is made from: the settings, its scores and (with
-    refinement) the statistics file."""
+    refinement or calibration) the statistics file."""
+    statistics = settings["refine"] or "quantile" in settings   # needs_statistics, from the record's settings
     return {"settings": settings, "scores": file_stamp(workdir.scores(image_id)),
-            "statistics": file_stamp(workdir.refinement) if workdir.refine else None}
+            "statistics": file_stamp(workdir.refinement) if statistics else None}
 
 
 def refined_valid(workdir, settings, image_id):
@@ -143,9 +182,10 @@ def refine_image_file(data, split, work, refine, config, mode, image_id):
     workdir = WorkDir(work, refine)
     settings = refinement_settings(refine, config, mode)
     made_from = refined_made_from(workdir, settings, image_id)
-    projection, totals = load_statistics(workdir.refinement) if refine else (None, None)
+    statistics = needs_statistics(refine, config)
+    projection, totals, thresholds = load_statistics(workdir.refinement) if statistics else (None, None, None)
     labels = [int(k) for k in open_dataset(data, split, ids=[image_id]).labels(image_id)]
     rec = load_npz(workdir.scores(image_id), required=SCORE_KEYS)
-    kept, fallback = kept_proposals(rec, labels, projection, totals, refine, config)
+    kept, fallback = kept_proposals(rec, labels, projection, totals, refine, config, thresholds)
     save_json(workdir.refined(image_id), {"version": REFINED_VERSION, "made_from": made_from, "kept": kept,
                                           "fallback": fallback})

@@ -5,7 +5,8 @@ When the dataset has ground-truth masks, ``quality_report`` measures, per class 
 * **proposal ceiling**: each ground-truth object painted with its best-overlapping proposal, as
   mIoU against the ground truth: what any selection from these proposals could reach;
 * **labels with a candidate**: the share of image labels with at least one proposal scored above
-  the threshold (§3.1); the others fall back to their single best-scored proposal;
+  the threshold (§3.1; its class's calibrated threshold where ``refinement.npz`` holds them,
+  ``wsk.pseudo.calibration``); the others fall back to their single best-scored proposal;
 * **top proposal IoU**: the mean, over image labels, of the IoU of the label's top-scored proposal;
 * **candidate precision**: the share of candidates (§3.1) whose IoU is >= 0.5, and the same for the
   proposals kept by refinement (§3.2);
@@ -26,7 +27,8 @@ from wsk.io import load_npz, save_json
 from wsk.metrics import ConfusionMatrix, PredictionFolder, evaluate_dataset, format_table, iou_per_class
 from wsk.proposals.container import Proposals
 from wsk.proposals.stage import ground_truth_objects
-from wsk.pseudo.files import read_refined
+from wsk.pseudo.files import SCORE_KEYS, read_refined
+from wsk.pseudo.refine_stage import calibrated_candidates, load_statistics
 from wsk.stages import progress
 from wsk.workdir import WorkDir
 
@@ -129,6 +131,7 @@ def quality_report(dataset, work, refine=True):
     c = dataset.num_classes
     tally = _Tally(c)
     ceiling = ConfusionMatrix(c)
+    thresholds = load_statistics(workdir.refinement)[2] if storage.exists(workdir.refinement) else None
     with progress(dataset.ids, label="quality report") as bar:
         for image_id in bar:
             truth = ground_truth_objects(dataset, image_id)
@@ -138,13 +141,14 @@ def quality_report(dataset, work, refine=True):
             objects = list(zip(classes.tolist(), masks))
             proposals = Proposals.load(workdir.proposals(image_id))
             ceiling.update(dataset.mask(image_id), ceiling_map(proposals, objects, valid))
-            scores = load_npz(workdir.scores(image_id), required=("scores", "candidates", "candidate_labels"))
+            scores = load_npz(workdir.scores(image_id), required=SCORE_KEYS)
+            _, candidate_labels, candidates = calibrated_candidates(scores, thresholds)
             ious = label_ious(proposals, objects, valid)
             kept = _kept_set(workdir, image_id)
             for label in dataset.labels(image_id):
                 if label not in ious:
                     continue   # labelled but not in the mask (e.g. wholly ignored)
-                cands = scores["candidates"][scores["candidate_labels"] == label]
+                cands = candidates[candidate_labels == label]
                 tally.add(label, ious[label], scores["scores"][:, label - 1], cands,
                           np.asarray(kept.get(str(label), []), np.int64))
     pseudo = {r.name: r for r in pseudo_label_results(dataset, work)}
