@@ -84,3 +84,20 @@ def test_no_ground_truth_means_no_report(tiny, tmp_path):
         "<annotation><object><name>a</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax>"
         "<ymax>4</ymax></bndbox></object></annotation>")
     assert not has_ground_truth(VOCDataset(root, "train"))
+
+
+def test_report_counts_the_candidates_that_pass_the_calibrated_thresholds(tiny):
+    from wsk.pseudo.refine_stage import save_statistics
+    from wsk.pseudo.refinement import ClassTotals
+
+    root, work, _ = tiny
+    dataset = VOCDataset(root, "train")
+    # class 1 at 0.85: p1 (0.9) passes, p0 (0.8) does not; class 2 at 0.65: p4 (0.7) passes, p3 (0.6) not
+    save_statistics(WorkDir(work).refinement, {}, "", None, ClassTotals(), None, np.array([0.85, 0.65]))
+    report = quality_report(dataset, work)
+    # class 1 {p1, IoU 0.53}: a hit; class 2 {p4, IoU 0}: a miss
+    np.testing.assert_allclose(report["per_class"]["candidate precision"][1:], [1.0, 0.0])
+    assert report["overall"]["labels_with_candidate"] == 1.0
+    # class 1 at 0.95: none of its candidates passes
+    save_statistics(WorkDir(work).refinement, {}, "", None, ClassTotals(), None, np.array([0.95, 0.65]))
+    assert quality_report(dataset, work)["overall"]["labels_with_candidate"] == 0.5

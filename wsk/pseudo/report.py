@@ -27,8 +27,9 @@ from wsk.io import load_npz, save_json
 from wsk.metrics import ConfusionMatrix, PredictionFolder, evaluate_dataset, format_table, iou_per_class
 from wsk.proposals.container import Proposals
 from wsk.proposals.stage import ground_truth_objects
-from wsk.pseudo.files import SCORE_KEYS, read_refined
-from wsk.pseudo.refine_stage import calibrated_candidates, load_statistics
+from wsk.pseudo.calibration import calibrated_rows
+from wsk.pseudo.files import read_refined
+from wsk.pseudo.refine_stage import load_statistics
 from wsk.stages import progress
 from wsk.workdir import WorkDir
 
@@ -141,8 +142,11 @@ def quality_report(dataset, work, refine=True):
             objects = list(zip(classes.tolist(), masks))
             proposals = Proposals.load(workdir.proposals(image_id))
             ceiling.update(dataset.mask(image_id), ceiling_map(proposals, objects, valid))
-            scores = load_npz(workdir.scores(image_id), required=SCORE_KEYS)
-            _, candidate_labels, candidates = calibrated_candidates(scores, thresholds)
+            scores = load_npz(workdir.scores(image_id), required=("scores", "candidates", "candidate_labels"))
+            candidates, candidate_labels = scores["candidates"], scores["candidate_labels"]
+            if thresholds is not None:
+                rows = calibrated_rows(scores["scores"], candidates, candidate_labels, thresholds)
+                candidates, candidate_labels = candidates[rows], candidate_labels[rows]
             ious = label_ious(proposals, objects, valid)
             kept = _kept_set(workdir, image_id)
             for label in dataset.labels(image_id):
