@@ -232,7 +232,7 @@ def fabricate_scores(wd, dataset, threshold, seed=0):
                  threshold=np.float32(threshold), inputs=np.array(score_inputs(wd, image_id)))
 
 
-def test_calibrated_thresholds_drop_candidates_then_refinement_ranks_the_rest(synthetic_root, work, tmp_path):
+def test_calibrated_thresholds_drop_candidates_then_refinement_ranks_the_rest(synthetic_root, work, tmp_path, capsys):
     import dataclasses
     import shutil
 
@@ -257,6 +257,13 @@ def test_calibrated_thresholds_drop_candidates_then_refinement_ranks_the_rest(sy
     # another quantile: new statistics, and every record redone
     reports = run_pseudo(synthetic_root, copy, split="train", config=dataclasses.replace(config, candidate_quantile=0.6))
     assert sorted(reports["refinement"].done) == sorted(dataset.ids)
+    # a statistics file of an older version (wsk 0.2's, without thresholds) is stale, not damaged
+    from wsk.io import save_npz
+
+    save_npz(WorkDir(copy).refinement, version=np.int32(1), settings=np.array(""), scores_digest=np.array(""))
+    capsys.readouterr()
+    reports = run_pseudo(synthetic_root, copy, split="train", config=dataclasses.replace(config, candidate_quantile=0.6))
+    assert reports["refinement statistics"].done and "damaged" not in "".join(capsys.readouterr())
 
 
 def test_missing_model_is_reported_with_its_path(synthetic_root, tmp_path):

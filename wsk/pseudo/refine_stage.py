@@ -83,8 +83,11 @@ def save_statistics(path, settings, digest, projection, totals, pca_dims, thresh
 
 def statistics_made_from(path, settings, digest):
     """Whether ``refinement.npz`` at ``path`` was made with ``settings`` from scores of ``digest``."""
+    header = readable_npz(path, ("version",))   # another version is stale, not damaged
+    if header is None or int(header["version"]) != STATISTICS_VERSION:
+        return False
     arrays = readable_npz(path, STATISTICS_KEYS)
-    return (arrays is not None and int(arrays["version"]) == STATISTICS_VERSION
+    return (arrays is not None
             and str(arrays["settings"]) == repr(sorted(settings.items()))
             and str(arrays["scores_digest"]) == digest)
 
