@@ -16,10 +16,11 @@ Layout and formats (each written to a temporary name, then renamed):
                                (one of ``wsk.recipes.SCORE_MODES``) and ``threshold``, ``inputs``
                                (stamp of hcp.keras and the proposals: stale scores are
                                recomputed); ``version``
-``refinement.npz``             what Eq. 1 needs of the whole training set, in one small file
-                               (``wsk.pseudo.refine_stage``): the PCA projection ``mean``,
-                               ``components`` and the per-class totals, with the settings and
-                               the digest of the scores they were made from
+``refinement.npz``             what the refinement needs of the whole training set, in one small
+                               file (``wsk.pseudo.refine_stage``): the calibrated per-class
+                               ``thresholds`` (empty without calibration), the PCA projection
+                               ``mean``, ``components`` and Eq. 1's per-class totals, with the
+                               settings and the digest of the scores they were made from
 ``refined/<id>.json``          ``{version, made_from, kept: {label: [proposal indices kept by
                                refinement (Eq. 1), best first]}, fallback: [labels]}``;
                                ``fallback`` lists labels with no candidate (their best proposal)
@@ -38,7 +39,8 @@ Layout and formats (each written to a temporary name, then renamed):
 =============================  ====================================================================
 
 ``noref/`` under the work directory holds the same ``refined/``, ``locmaps/`` and
-``masks/`` computed without refinement (the ablation of Table 3).
+``masks/`` computed without refinement (the ablation of Table 3), and a ``refinement.npz`` with the
+calibrated thresholds alone where the recipe calibrates them.
 """
 
 import os
