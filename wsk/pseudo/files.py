@@ -8,7 +8,7 @@ from wsk.io import load_json
 SCORES_VERSION = 1
 LOCMAP_VERSION = 1
 REFINED_VERSION = 2          # 1: one refined.json for the whole split (wsk 0.1)
-STATISTICS_VERSION = 2         # 1: no calibrated thresholds (wsk 0.2)
+STATISTICS_VERSION = 2       # 1: no calibrated thresholds (wsk 0.2)
 SCORE_KEYS = ("version", "scores", "candidates", "candidate_labels", "features", "mode", "threshold",
               "inputs")
 LOCMAP_KEYS = ("version", "maps", "labels")

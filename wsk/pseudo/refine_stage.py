@@ -24,8 +24,8 @@ import numpy as np
 from wsk.data.ids import sorted_ids
 from wsk.data.sources import open_dataset
 from wsk.io import file_stamp, load_npz, save_json, save_npz
-from wsk.pseudo.files import REFINED_VERSION, SCORE_KEYS, STATISTICS_KEYS, STATISTICS_VERSION, read_refined
 from wsk.pseudo.calibration import NegativeMaxima, calibrated_rows, calibrated_thresholds
+from wsk.pseudo.files import REFINED_VERSION, SCORE_KEYS, STATISTICS_KEYS, STATISTICS_VERSION, read_refined
 from wsk.pseudo.refinement import ClassTotals, Projection, refine_image, refinement_statistics
 from wsk.stages import StageReport, progress, readable_npz
 from wsk.workdir import WorkDir
