@@ -32,7 +32,8 @@ def pseudo(work, split, refine, mode, recipe, refine_order, jobs, report, **kwar
     """Turn image-level labels into pseudo labels for the training images of DATA.
 
     Scores every proposal of WORK/proposals with the HCP model WORK/hcp/hcp.keras
-    (WORK/scores), keeps the candidates above the threshold and refines them across images
+    (WORK/scores), keeps the candidates above the threshold (each class's own, calibrated on the
+    images without it, where the recipe says so) and refines them across images
     (WORK/refinement.npz, WORK/refined/), then writes localization maps (WORK/locmaps, Eq. 2) and rough
     masks (WORK/masks, palette PNGs, Eq. 5). Each step skips what is already done, so an
     interrupted run resumes; scores are shared with --no-refine. Where the images have
