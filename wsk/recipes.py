@@ -38,8 +38,9 @@ first 120 training images, 500 proposals, no refinement; ``benchmarks/bench_scor
   though a proposal at IoU 0.64 was there on average. Chosen on tuning styles 1, 3, 10 from 0.5, 0.75
   and 0.9 (also tried: a per-proposal quantile, 0.99 to 0.999, about as good). Rough masks 54.0, 64.9,
   63.1 -> 56.6, 65.2, 64.6, the weakest class 10.0, 37.9, 11.4 -> 25.1, 39.6, 17.4; AN_B val 46.2,
-  57.7, 37.8 -> 49.1, 58.0, @S10@ and AN_A 37.5, 45.9, 38.4 -> 41.5, 48.4, @A10@. Labels left without a
-  candidate (they take their best proposal) 60, 107, 99 -> 150, 158, 173 of about 580.
+  57.7, 37.8 -> 49.1, 58.0, 39.8 and AN_A 37.5, 45.9, 38.4 -> 41.5, 48.4, 37.4. Labels left without a
+  candidate (they take their best proposal) 60, 107, 99 -> 150, 158, 173 of about 580. On fresh test
+  styles (seeds from 3357fa7) rough masks 60.8, AN_B 40.7 (``bench_generalization``; README).
 * **Rough masks vote: the 75 regions of highest Eq. 5 confidence, and a pixel joins the class's mask
   where at least 35% of them cover it** (``PseudoConfig.rough_vote``), instead of the union of the top
   10. A union takes the extent of its loosest region: at 500 proposals a masked region that holds the
