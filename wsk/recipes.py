@@ -84,7 +84,7 @@ first 120 training images, 500 proposals, no refinement; ``benchmarks/bench_scor
   without refinement beside it (Table 3's ablation). The networks, as Table 3 measures them (tuning
   styles 1, 3, 10, gradients clipped; with -> without refinement): SN_A 33.8, 35.9, 29.2 -> 31.4,
   34.2, 27.2 (refinement +2.1 on average, as the paper's +2), AN_A 36.2, 46.7, 32.6 -> 38.0, 46.1,
-  33.5 (-0.7). With calibrated candidate thresholds (next-but-one item above) there is less for Eq. 1
+  33.5 (-0.7). With calibrated candidate thresholds (the calibration item above) there is less for Eq. 1
   to remove: SN_A 36.3, 36.2, 30.9 -> 36.2, 36.8, 29.9 (+0.2), AN_A 41.5, 48.4, 37.4 -> 42.2, 48.3,
   36.4 (+0.1).
 * **Segmentation gradients are clipped at a global norm of 20** (``SegRecipe.clip_norm``; DeepLab does
