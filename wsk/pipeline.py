@@ -39,9 +39,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from wsk.errors import WskError
 from wsk.io import load_npz, remove_temporaries
 from wsk.pseudo.files import SCORE_KEYS
-from wsk.pseudo.calibration import NegativeMaxima, calibrated_thresholds
-from wsk.pseudo.refine_stage import (calibrated_candidates, needs_statistics, refinement_settings, save_statistics,
-                                     scores_digest, statistics_made_from)
+from wsk.pseudo.calibration import NegativeMaxima, calibrated_candidates, calibrated_thresholds
+from wsk.pseudo.refine_stage import (needs_statistics, refinement_settings, save_statistics, scores_digest,
+                                     statistics_made_from)
 from wsk.pseudo.refinement import ClassTotals, Moments, fit_projection, image_statistics, reduce_with
 from wsk.recipes import PIPELINE_STAGES
 from wsk.stage_list import PSEUDO_STAGES, STAGES, get_stage
@@ -128,7 +128,8 @@ def _thresholds(maxima, run):
 
 
 def _features(run, image_id, thresholds):
-    return calibrated_candidates(_scores(run, image_id), thresholds)[:2]
+    kept = calibrated_candidates(_scores(run, image_id), thresholds)
+    return kept["features"], kept["candidate_labels"]
 
 
 def _moments(run, image_id, thresholds):
@@ -189,7 +190,8 @@ def _statistics(scored, run, shards):
               | "PCA" >> beam.Map(fit_projection, run.recipe.pseudo.pca_energy))
     fitted = beam.pvalue.AsSingleton(fitted)
     return (image_ids(pipeline, run, "class statistics", shards)
-            | "class statistics" >> beam.Map(functools.partial(_class_totals, run), fitted=fitted, thresholds=calibrated)
+            | "class statistics" >> beam.Map(functools.partial(_class_totals, run), fitted=fitted,
+                                             thresholds=calibrated)
             | "sum class statistics" >> beam.CombineGlobally(_merge_totals)
             | "refinement.npz" >> beam.Map(_write_statistics, run=run, fitted=fitted, thresholds=calibrated))
 

@@ -96,3 +96,17 @@ def calibrated_rows(scores, candidates, candidate_labels, thresholds):
         return np.zeros(0, bool)
     values = np.asarray(scores)[np.asarray(candidates, np.int64), candidate_labels - 1]
     return values > np.asarray(thresholds)[candidate_labels - 1]
+
+
+CANDIDATE_KEYS = ("candidates", "candidate_labels", "features")   # the per-candidate arrays of a scores file
+
+
+def calibrated_candidates(rec, thresholds):
+    """The per-candidate arrays of a scores file's arrays ``rec`` (``candidates``,
+    ``candidate_labels``, and ``features`` where ``rec`` holds them), kept for the candidates whose
+    score beats their class's ``thresholds`` (all of them when None)."""
+    keys = [key for key in CANDIDATE_KEYS if key in rec]
+    if thresholds is None:
+        return {key: rec[key] for key in keys}
+    rows = calibrated_rows(rec["scores"], rec["candidates"], rec["candidate_labels"], thresholds)
+    return {key: rec[key][rows] for key in keys}

@@ -24,7 +24,7 @@ import numpy as np
 from wsk.data.ids import sorted_ids
 from wsk.data.sources import open_dataset
 from wsk.io import file_stamp, load_npz, save_json, save_npz
-from wsk.pseudo.calibration import NegativeMaxima, calibrated_rows, calibrated_thresholds
+from wsk.pseudo.calibration import NegativeMaxima, calibrated_candidates, calibrated_thresholds
 from wsk.pseudo.files import REFINED_VERSION, SCORE_KEYS, STATISTICS_KEYS, STATISTICS_VERSION, read_refined
 from wsk.pseudo.refinement import ClassTotals, Projection, refine_image, refinement_statistics
 from wsk.stages import StageReport, progress, readable_npz
@@ -46,15 +46,6 @@ def refinement_settings(refine, config, mode):
 def needs_statistics(refine, config):
     """Whether the refinement stage reads ``refinement.npz``: for Eq. 1, or for calibrated thresholds."""
     return bool(refine) or config.candidate_quantile is not None
-
-
-def calibrated_candidates(rec, thresholds):
-    """``(features, candidate_labels, candidates)`` of a scores file's arrays ``rec``: its
-    candidates whose score beats their class's ``thresholds`` (all of them when None)."""
-    if thresholds is None:
-        return rec["features"], rec["candidate_labels"], rec["candidates"]
-    rows = calibrated_rows(rec["scores"], rec["candidates"], rec["candidate_labels"], thresholds)
-    return rec["features"][rows], rec["candidate_labels"][rows], rec["candidates"][rows]
 
 
 def scores_digest(workdir, ids):
@@ -134,9 +125,11 @@ def statistics_stage(dataset, workdir, config, mode, refine=True):
             thresholds = calibrated_thresholds(maxima, config.candidate_quantile, config.candidate_threshold)
         projection, totals, pca_dims = None, ClassTotals(), None
         if refine:
-            projection, totals, pca_dims = refinement_statistics(
-                lambda image_id: calibrated_candidates(scores(image_id), thresholds)[:2], dataset.ids,
-                config.pca_energy)
+            def candidates(image_id):
+                kept = calibrated_candidates(scores(image_id), thresholds)
+                return kept["features"], kept["candidate_labels"]
+
+            projection, totals, pca_dims = refinement_statistics(candidates, dataset.ids, config.pca_energy)
     save_statistics(workdir.refinement, settings, digest, projection, totals, pca_dims, thresholds)
     report.done = dataset.ids
     return report
@@ -151,7 +144,9 @@ def kept_proposals(rec, labels, projection, totals, refine, config, thresholds=N
     ``thresholds``: the calibrated per-class thresholds (None: the scores file's candidates).
     A label without any candidate keeps its best-scoring proposal and is a fallback label.
     """
-    features, candidate_labels, candidates = calibrated_candidates(rec, thresholds)
+    calibrated = calibrated_candidates(rec, thresholds)
+    features, candidate_labels = calibrated["features"], calibrated["candidate_labels"]
+    candidates = calibrated["candidates"]
     if refine:
         rows = refine_image(features, candidate_labels, projection, totals, config.refine_keep,
                             config.refine_order)

@@ -27,7 +27,7 @@ from wsk.io import load_npz, save_json
 from wsk.metrics import ConfusionMatrix, PredictionFolder, evaluate_dataset, format_table, iou_per_class
 from wsk.proposals.container import Proposals
 from wsk.proposals.stage import ground_truth_objects
-from wsk.pseudo.calibration import calibrated_rows
+from wsk.pseudo.calibration import calibrated_candidates
 from wsk.pseudo.files import read_refined
 from wsk.pseudo.refine_stage import load_statistics
 from wsk.stages import progress
@@ -143,10 +143,8 @@ def quality_report(dataset, work, refine=True):
             proposals = Proposals.load(workdir.proposals(image_id))
             ceiling.update(dataset.mask(image_id), ceiling_map(proposals, objects, valid))
             scores = load_npz(workdir.scores(image_id), required=("scores", "candidates", "candidate_labels"))
-            candidates, candidate_labels = scores["candidates"], scores["candidate_labels"]
-            if thresholds is not None:
-                rows = calibrated_rows(scores["scores"], candidates, candidate_labels, thresholds)
-                candidates, candidate_labels = candidates[rows], candidate_labels[rows]
+            calibrated = calibrated_candidates(scores, thresholds)
+            candidates, candidate_labels = calibrated["candidates"], calibrated["candidate_labels"]
             ious = label_ious(proposals, objects, valid)
             kept = _kept_set(workdir, image_id)
             for label in dataset.labels(image_id):
