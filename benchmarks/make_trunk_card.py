@@ -102,7 +102,8 @@ def main(out, name, background_source, background_licence):
         recipe="pretrain", licence="Apache-2.0", dataset=dataset,
         metrics=metrics,
         training={"command": record.command, "seconds": round(recorded["seconds"]["total"], 1),
-                  "config": config, "machine": "2 CPU cores"},
+                  "config": config,
+                  "machine": recorded.get("machine", "2 CPU cores")},   # the earlier cards' trunk.json had none
         description="VGG-16 trunk (width {w}) pretrained as a multi-label classifier of wsk's generated "
                     "{c} ({k} shape/texture classes, image-level labels only{b}): the offline stand-in "
                     "for ImageNet. Recipes start from it with backbone_weights=\"{n}\"."

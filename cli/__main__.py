@@ -2,4 +2,5 @@
 
 from wsk.cli.main import main
 
-main()
+if __name__ == "__main__":   # not again in the corpus's spawned workers
+    main()

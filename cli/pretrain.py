@@ -20,6 +20,7 @@ _DEFAULTS = PretrainConfig()
               help="Image side (HCP's input size).")
 @click.option("--width", type=float, default=_DEFAULTS.width, show_default=True, help="VGG-16 width.")
 @click.option("--epochs", type=click.IntRange(1), default=_DEFAULTS.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=_DEFAULTS.batch_size, show_default=True)
 @click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Peak learning rate.")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, help="Corpus and init seed.")
 @click.option("--jobs", type=click.IntRange(1), default=2, show_default=True,
@@ -32,7 +33,7 @@ _DEFAULTS = PretrainConfig()
 @click.option("--init", default=None,
               help="Start from this trunk (a trunk.keras or a zoo trunk card, e.g. hcp_vgg16.corpus64) "
                    "instead of random weights; fc8 keeps the classes both corpora have.")
-def pretrain(out, images, val_images, size, width, epochs, lr, seed, jobs, corpus, backgrounds, init):
+def pretrain(out, images, val_images, size, width, epochs, batch_size, lr, seed, jobs, corpus, backgrounds, init):
     """Pretrain the VGG-16 trunk as a multi-label classifier of the generated corpus.
 
     Image-level labels only. Writes OUT/trunk.keras and OUT/trunk.json (the held-out mAP);
@@ -50,7 +51,7 @@ def pretrain(out, images, val_images, size, width, epochs, lr, seed, jobs, corpu
         if not photos:
             raise click.UsageError(f"no .jpg/.jpeg/.png photographs in {backgrounds}")
     config = PretrainConfig(images=images, val_images=val_images, size=size, width=width, epochs=epochs,
-                            lr=lr, seed=seed)
+                            batch_size=batch_size, lr=lr, seed=seed)
     pretrain_trunk(out, config, jobs=jobs, command="wsk pretrain " + " ".join(sys.argv[2:]),
                    printer=click.echo, corpus=corpus, backgrounds=photos, init=init)
 

@@ -23,7 +23,6 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from wsk.data.corpus import corpus_classes, generate_corpus
 from wsk.errors import WskError
@@ -137,22 +136,50 @@ def load_start_trunk(init):
     return load_model(fetch(init)), card.get("class_names")
 
 
-def _dataset(images, labels, batch_size, seed, augment):
-    """tf.data over in-memory arrays: ``(B, S, S, 3)`` preprocessed images, normalised labels."""
+class CorpusBatches(keras.utils.PyDataset):
+    """Shuffled, augmented training batches of in-memory corpus images, made in NumPy so that
+    pretraining runs on any Keras backend (JAX on an accelerator machine without TensorFlow).
 
-    targets = labels / np.maximum(labels.sum(axis=1, keepdims=True), 1)
-    data = tf.data.Dataset.from_tensor_slices((images, targets.astype(np.float32)))
-    if augment:
-        data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    Batch ``i`` of an epoch: ``(B, S, S, 3)`` preprocessed images, each flipped left-right with
+    probability 1/2 and cut at a random offset out of its 4-pixel reflect-padded copy, and the
+    labels normalised to sum to 1 (the softmax cross-entropy target). A new order every epoch.
+    """
 
-    def prepare(image, target):
-        if augment:
-            image = tf.image.random_flip_left_right(image)
-            pad = tf.pad(image, [[4, 4], [4, 4], [0, 0]], mode="REFLECT")
-            image = tf.image.random_crop(pad, tf.shape(image))
-        return preprocess_input(image), target
+    PAD = 4
 
-    return data.map(prepare, num_parallel_calls=2).batch(batch_size).prefetch(2)
+    def __init__(self, images, labels, batch_size, seed):
+        super().__init__()
+        if len(images) < batch_size:
+            raise WskError(f"a pretraining corpus of {len(images)} images holds no batch of {batch_size}")
+        self.images = images
+        self.targets = (labels / np.maximum(labels.sum(axis=1, keepdims=True), 1)).astype(np.float32)
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(images))
+
+    def __len__(self):
+        return len(self.images) // self.batch_size
+
+    def __getitem__(self, index):
+        chosen = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+        return preprocess_input(augment(self.images[chosen], self.rng, self.PAD)), self.targets[chosen]
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.images))
+
+
+def augment(images, rng, pad):
+    """``(N, S, S, C)`` images, each flipped left-right with probability 1/2, then cut ``S x S`` at a
+    uniform random offset in ``[0, 2 pad]`` out of its reflect-padded copy (``pad`` pixels a side)."""
+    n, size = images.shape[0], images.shape[1]
+    flip = rng.random(n) < 0.5
+    images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    dy, dx = rng.integers(0, 2 * pad + 1, size=(2, n))
+    steps = np.arange(size)
+    rows = (dy[:, None] + steps)[:, :, None]
+    cols = (dx[:, None] + steps)[:, None, :]
+    return padded[np.arange(n)[:, None, None], rows, cols]
 
 
 def held_out_map(model, images, labels, hypotheses_axis):
@@ -160,6 +187,18 @@ def held_out_map(model, images, labels, hypotheses_axis):
     inputs = preprocess_input(images)
     scores = model.predict(inputs[:, None] if hypotheses_axis else inputs, batch_size=256, verbose=0)
     return multilabel_average_precision(labels, scores)[0]
+
+
+def machine():
+    """Where a trunk was trained, for its card: CPU cores, the Keras backend and its accelerators."""
+    text = f"{os.cpu_count()} CPU cores, KERAS_BACKEND={keras.backend.backend()}"
+    if keras.backend.backend() == "jax":
+        import jax
+
+        accelerators = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+        if accelerators:
+            text += ", " + ", ".join(accelerators)
+    return text
 
 
 def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2, printer=print,
@@ -213,8 +252,8 @@ def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2
                 self.best = value
                 save_model(fold_into_hcp(self.model, k, config.size, config.width), best_path)
 
-    fit = model.fit(_dataset(train_x, train_y, config.batch_size, config.seed, augment=True).repeat(),
-                    epochs=config.epochs, steps_per_epoch=steps, verbose=verbose,
+    fit = model.fit(CorpusBatches(train_x, train_y, config.batch_size, config.seed),
+                    epochs=config.epochs, verbose=verbose,
                     callbacks=[KeepBest(), keras.callbacks.CSVLogger(os.path.join(out, "history.csv"))])
     trunk = keras.saving.load_model(best_path, compile=False, safe_mode=True)
     val_map = held_out_map(trunk, val_x, val_y, hypotheses_axis=True)   # the folded, plain VGG-16
@@ -226,7 +265,8 @@ def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2
         training_images=config.images, command=command,
         metrics={"val_mAP": val_map, "val_mAP_per_epoch": history,
                  "train_loss_per_epoch": [float(v) for v in fit.history["loss"]],
-                 "seconds": {"corpus": generated, "total": time.perf_counter() - start}})
+                 "seconds": {"corpus": generated, "total": time.perf_counter() - start},
+                 "machine": machine()})
     save_json(sidecar_path(best_path), description.to_json())
     printer(f"trunk: held-out mAP {val_map:.4f} over {k} classes; {best_path}")
     return best_path
