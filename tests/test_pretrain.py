@@ -19,7 +19,8 @@ from wsk.data.corpus_broad import BROAD_CLASSES, BROAD_PHOTOS, BROAD_SHAPES, BRO
 from wsk.data.synthetic import _grid
 from wsk.errors import WskError
 from wsk.models import deeplab_largefov, hcp, preprocess_input
-from wsk.pretrain import fold_into_hcp, normalised_trunk, unfold_into_trunk
+from wsk.models.preprocessing import MEAN_BGR
+from wsk.pretrain import CorpusBatches, augment, fold_into_hcp, normalised_trunk, unfold_into_trunk
 
 WIDTH = 0.0625
 
@@ -192,6 +193,107 @@ def test_unfolding_a_trunk_gives_back_the_same_network():
         unfold_into_trunk(normalised_trunk(9, 64, 2 * WIDTH), folded, images)
 
 
+class _Draws:
+    """A stand-in for ``np.random.Generator`` that hands out chosen draws."""
+
+    def __init__(self, uniform, offsets):
+        self.uniform, self.offsets = np.asarray(uniform), np.asarray(offsets)
+
+    def random(self, n):
+        return self.uniform[:n]
+
+    def integers(self, low, high, size):
+        assert (low, high) == (0, 3) and size[1] == self.offsets.shape[1]
+        return self.offsets
+
+
+def test_augment_by_hand():
+    image = np.arange(9).reshape(1, 3, 3, 1)
+    # reflect padding by 1: padded rows are image rows 1, 0, 1, 2, 1 (and so are its columns);
+    # offset (dy, dx) = (2, 0) keeps padded rows 2..4 = image rows 1, 2, 1 and columns 0..2 = 1, 0, 1
+    kept = augment(image, _Draws([0.9], [[2], [0]]), pad=1)[0, :, :, 0]
+    np.testing.assert_array_equal(kept, [[4, 3, 4], [7, 6, 7], [4, 3, 4]])
+    # flipped first (draw < 0.5): columns 2, 1, 0; offset (1, 1) is the flipped image itself
+    flipped = augment(image, _Draws([0.2], [[1], [1]]), pad=1)[0, :, :, 0]
+    np.testing.assert_array_equal(flipped, [[2, 1, 0], [5, 4, 3], [8, 7, 6]])
+
+
+def test_augment_matches_a_per_image_reference():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (7, 10, 10, 3)).astype(np.uint8)
+    got = augment(images, np.random.default_rng(11), pad=4)
+    draws = np.random.default_rng(11)          # the same draws, in the same order
+    flips = draws.random(7) < 0.5
+    dy, dx = draws.integers(0, 9, size=(2, 7))
+    for i, image in enumerate(images):
+        if flips[i]:
+            image = image[:, ::-1]
+        padded = np.pad(image, ((4, 4), (4, 4), (0, 0)), mode="reflect")
+        np.testing.assert_array_equal(got[i], padded[dy[i]:dy[i] + 10, dx[i]:dx[i] + 10])
+
+
+def test_corpus_batches_show_every_image_once_an_epoch_with_normalised_labels():
+    n, size = 10, 8
+    images = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None], size * size * 3).reshape(n, size, size, 3)
+    labels = np.zeros((n, 3), np.float32)
+    labels[np.arange(n), np.arange(n) % 3] = 1
+    labels[0] = [1, 0, 1]                       # two classes: half each
+    batches = CorpusBatches(images, labels, batch_size=3, seed=0)
+    assert len(batches) == 3                    # the last, partial batch is dropped
+    orders = []
+    for _ in range(2):
+        seen = []
+        for b in range(len(batches)):
+            x, y = batches[b]
+            assert x.shape == (3, size, size, 3) and x.dtype == np.float32
+            # a constant image stays constant under flips and crops: pixel value = image index
+            index = np.rint(x[:, 0, 0, 0] + MEAN_BGR[0]).astype(int)
+            np.testing.assert_allclose(x + np.asarray(MEAN_BGR, np.float32), index[:, None, None, None] + 0 * x,
+                                       atol=1e-4)
+            want = labels[index] / labels[index].sum(axis=1, keepdims=True)
+            np.testing.assert_allclose(y, want)
+            seen.extend(index.tolist())
+        assert len(set(seen)) == 9 and set(seen) <= set(range(n))
+        orders.append(seen)
+        batches.on_epoch_end()
+    assert orders[0] != orders[1]
+    np.testing.assert_allclose(batches[0][1].sum(axis=1), 1)
+    with pytest.raises(WskError, match="holds no batch"):
+        CorpusBatches(images[:2], labels[:2], batch_size=3, seed=0)
+
+
+NO_TENSORFLOW = """
+import sys
+class NoTensorFlow:       # like a machine without TensorFlow installed: every import of it fails
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ImportError("no tensorflow on this machine")
+sys.meta_path.insert(0, NoTensorFlow())
+from wsk.cli.main import main
+sys.argv = ["wsk"] + sys.argv[1:]
+main()
+"""
+
+
+def test_pretrain_runs_on_jax_without_tensorflow(tmp_path):
+    """The accelerator machines' path: JAX, NumPy batches, no TensorFlow anywhere."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "jax"
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, "pretrain", str(out), "--images", "96",
+                           "--val-images", "32", "--epochs", "1", "--batch-size", "32", "--width", str(WIDTH),
+                           "--jobs", "1"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((out / "trunk.json").read_text())
+    assert "KERAS_BACKEND=jax" in record["metrics"]["machine"]
+    assert record["recipe"]["batch_size"] == 32 and 0 < record["metrics"]["val_mAP"] <= 1
+    trunk = keras.saving.load_model(out / "trunk.keras", compile=False, safe_mode=True)
+    assert trunk.get_layer("fc8").get_weights()[0].shape[1] == len(CORPUS_CLASSES)
+
+
 @pytest.fixture(scope="module")
 def trunk_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrain")
@@ -289,7 +391,8 @@ def test_builders_take_a_trunk_by_zoo_name(trunk_dir, tmp_path, monkeypatch):
         hcp(num_classes=5, image_size=64, width=2 * WIDTH, backbone_weights="hcp_vgg16.test_trunk")
 
 
-BUILTIN_TRUNKS = ("hcp_vgg16.corpus64", "hcp_vgg16.broad64")   # zoo/cards; the demo starts from the second
+# zoo/cards; the demo starts from the last
+BUILTIN_TRUNKS = ("hcp_vgg16.corpus64", "hcp_vgg16.broad64", "hcp_vgg16.broad64_480k")
 
 
 def test_the_demo_starts_from_a_builtin_trunk():

@@ -279,6 +279,10 @@ def test_builtin_cards_are_complete():
         for key in ("recipe", "dataset", "metrics", "licence", "preprocessing"):
             assert card.get(key), (card["name"], key)
         assert card["metrics"].get("command"), card["name"]
+    # issue 22: the weights the package ships come to 10 MB at most, in all
+    shipped = sum(os.path.getsize(os.path.join(registry.WEIGHTS_DIR, name))
+                  for name in os.listdir(registry.WEIGHTS_DIR))
+    assert shipped <= 10_000_000, shipped
 
 
 def test_shipped_card_predicts_synthetic_val_at_its_miou(tmp_path, keras_home):
