@@ -39,7 +39,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from wsk.errors import WskError
 from wsk.io import load_npz, remove_temporaries
 from wsk.pseudo.files import SCORE_KEYS
-from wsk.pseudo.calibration import NegativeMaxima, calibrated_candidates, calibrated_thresholds
+from wsk.pseudo.calibration import NegativeMaxima, calibrated_features, calibrated_thresholds
 from wsk.pseudo.refine_stage import (needs_statistics, refinement_settings, save_statistics, scores_digest,
                                      statistics_made_from)
 from wsk.pseudo.refinement import ClassTotals, Moments, fit_projection, image_statistics, reduce_with
@@ -128,8 +128,7 @@ def _thresholds(maxima, run):
 
 
 def _features(run, image_id, thresholds):
-    kept = calibrated_candidates(_scores(run, image_id), thresholds)
-    return kept["features"], kept["candidate_labels"]
+    return calibrated_features(_scores(run, image_id), thresholds)
 
 
 def _moments(run, image_id, thresholds):

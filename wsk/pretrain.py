@@ -231,7 +231,8 @@ def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2
         unfold_into_trunk(model, start_trunk, preprocess_input(train_x[:1024]), class_names, start_classes)
         printer(f"starting from trunk {init}: held-out mAP "
                 f"{held_out_map(model, val_x, val_y, hypotheses_axis=False):.4f} before training")
-    steps = len(train_x) // config.batch_size
+    batches = CorpusBatches(train_x, train_y, config.batch_size, config.seed)
+    steps = len(batches)
     warmup = min(config.warmup_steps, steps * config.epochs // 4)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=steps * config.epochs - warmup, warmup_target=config.lr, warmup_steps=warmup)
@@ -252,8 +253,7 @@ def pretrain_trunk(out, config=PretrainConfig(), jobs=2, command=None, verbose=2
                 self.best = value
                 save_model(fold_into_hcp(self.model, k, config.size, config.width), best_path)
 
-    fit = model.fit(CorpusBatches(train_x, train_y, config.batch_size, config.seed),
-                    epochs=config.epochs, verbose=verbose,
+    fit = model.fit(batches, epochs=config.epochs, verbose=verbose,
                     callbacks=[KeepBest(), keras.callbacks.CSVLogger(os.path.join(out, "history.csv"))])
     trunk = keras.saving.load_model(best_path, compile=False, safe_mode=True)
     val_map = held_out_map(trunk, val_x, val_y, hypotheses_axis=True)   # the folded, plain VGG-16

@@ -110,3 +110,10 @@ def calibrated_candidates(rec, thresholds):
         return {key: rec[key] for key in keys}
     rows = calibrated_rows(rec["scores"], rec["candidates"], rec["candidate_labels"], thresholds)
     return {key: rec[key][rows] for key in keys}
+
+
+def calibrated_features(rec, thresholds):
+    """``(features, candidate_labels)`` of the candidates ``calibrated_candidates`` keeps: what the
+    statistics of Eq. 1 read of one image."""
+    kept = calibrated_candidates(rec, thresholds)
+    return kept["features"], kept["candidate_labels"]

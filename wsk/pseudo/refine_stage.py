@@ -24,7 +24,7 @@ import numpy as np
 from wsk.data.ids import sorted_ids
 from wsk.data.sources import open_dataset
 from wsk.io import file_stamp, load_npz, save_json, save_npz
-from wsk.pseudo.calibration import NegativeMaxima, calibrated_candidates, calibrated_thresholds
+from wsk.pseudo.calibration import NegativeMaxima, calibrated_candidates, calibrated_features, calibrated_thresholds
 from wsk.pseudo.files import REFINED_VERSION, SCORE_KEYS, STATISTICS_KEYS, STATISTICS_VERSION, read_refined
 from wsk.pseudo.refinement import ClassTotals, Projection, refine_image, refinement_statistics
 from wsk.stages import StageReport, progress, readable_npz
@@ -125,11 +125,8 @@ def statistics_stage(dataset, workdir, config, mode, refine=True):
             thresholds = calibrated_thresholds(maxima, config.candidate_quantile, config.candidate_threshold)
         projection, totals, pca_dims = None, ClassTotals(), None
         if refine:
-            def candidates(image_id):
-                kept = calibrated_candidates(scores(image_id), thresholds)
-                return kept["features"], kept["candidate_labels"]
-
-            projection, totals, pca_dims = refinement_statistics(candidates, dataset.ids, config.pca_energy)
+            projection, totals, pca_dims = refinement_statistics(
+                lambda image_id: calibrated_features(scores(image_id), thresholds), dataset.ids, config.pca_energy)
     save_statistics(workdir.refinement, settings, digest, projection, totals, pca_dims, thresholds)
     report.done = dataset.ids
     return report
