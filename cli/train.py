@@ -61,9 +61,13 @@ def hcp_command(work, recipe, split, val_split, force, quiet, **kwargs):
 @click.option("--scale-range", type=(float, float), default=None, metavar="MIN MAX",
               help="Random scaling of the training images, e.g. 0.5 1.5 (DeepLab v2's) [default: the "
                    "recipe's, none: DeepLab-LargeFOV v1 crops and mirrors only].")
+@click.option("--output-stride", type=click.Choice(["8", "4"]), default=None,
+              help="Pixels per logit: 8 is DeepLab-LargeFOV's, 4 the same filters twice as densely "
+                   "[default: the recipe's: 8 for paper, 4 for demo].")
 @_force
 @_quiet
-def seg_command(work, variant, recipe, strategy, no_refine, split, scale_range, force, quiet, **kwargs):
+def seg_command(work, variant, recipe, strategy, no_refine, split, scale_range, output_stride, force, quiet,
+                **kwargs):
     """Train DeepLab-LargeFOV as VARIANT on the pseudo labels in WORK (run `wsk pseudo` first).
 
     Writes WORK/seg/<variant>/model.keras and its description model.json.
@@ -73,7 +77,8 @@ def seg_command(work, variant, recipe, strategy, no_refine, split, scale_range, 
 
     distribution = make_strategy(strategy)     # first: MultiWorkerMirroredStrategy must come early
     run = open_cli_run(work, pop_data(kwargs), recipe=recipe, split=split,
-                       overrides={"seg.scale_range": tuple(scale_range) if scale_range else None})
+                       overrides={"seg.scale_range": tuple(scale_range) if scale_range else None,
+                                  "seg.output_stride": int(output_stride) if output_stride else None})
     train_segmentation(run.source, run.work, variant, run.recipe, strategy=distribution, split=run.split,
                        pseudo_dir_refine=not no_refine, force=force, verbose=2 if quiet else 1)
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from wsk.models.inference import grid_size, pad_to_grid, segment, upsample_aligned
+from wsk.errors import WskError
+from wsk.models.inference import grid_size, network_output_stride, pad_to_grid, segment, upsample_aligned
 
 MEAN_BGR = np.array([104.008, 116.669, 122.675], np.float32)
 
@@ -104,13 +105,13 @@ def test_pad_to_grid_pads_bottom_right_with_zeros():
     assert small[0, :10, :17].all() and not small[0, 10:].any()
 
 
-def grid_sampler(num_classes=3):
+def grid_sampler(num_classes=3, stride=8):
     """Stand-in network: a 1x1 convolution of stride 8 (logits (H-1)//8+1 of an 8k+1 input).
 
     Its logits at grid point (i, j) are a fixed linear map of the preprocessed pixel (8i, 8j).
     """
     inputs = keras.Input((None, None, 3))
-    conv = keras.layers.Conv2D(num_classes, 1, strides=8)
+    conv = keras.layers.Conv2D(num_classes, 1, strides=stride)
     model = keras.Model(inputs, conv(inputs))
     kernel = np.random.default_rng(3).normal(size=(1, 1, 3, num_classes)).astype(np.float32) * 0.05
     bias = np.linspace(-0.5, 0.5, num_classes).astype(np.float32)
@@ -118,27 +119,30 @@ def grid_sampler(num_classes=3):
     return model, kernel[0, 0], bias
 
 
-def expected_segmentation(images, kernel, bias):
+def expected_segmentation(images, kernel, bias, stride=8):
     """NumPy reference of segment() for ``grid_sampler``: pad, sample, up-sample, crop, softmax."""
     batch, height, width, _ = images.shape
-    padded_h, padded_w = (height + 6) // 8 * 8 + 1, (width + 6) // 8 * 8 + 1
+    padded_h = (height + stride - 2) // stride * stride + 1
+    padded_w = (width + stride - 2) // stride * stride + 1
     x = np.zeros((batch, padded_h, padded_w, 3), np.float64)
     x[:, :height, :width] = images[..., ::-1].astype(np.float64) - MEAN_BGR
-    logits = x[:, ::8, ::8] @ kernel.astype(np.float64) + bias
+    logits = x[:, ::stride, ::stride] @ kernel.astype(np.float64) + bias
     dense = naive_upsample(logits, padded_h, padded_w)[:, :height, :width]
     exp = np.exp(dense - dense.max(-1, keepdims=True))
     return exp / exp.sum(-1, keepdims=True)
 
 
-@pytest.mark.parametrize("shape", [(1, 30, 41, 3), (2, 17, 24, 3), (1, 33, 9, 3)])
-def test_segment_with_a_stand_in_network(shape):
-    model, kernel, bias = grid_sampler()
+@pytest.mark.parametrize("shape, stride", [((1, 30, 41, 3), 8), ((2, 17, 24, 3), 8), ((1, 33, 9, 3), 8),
+                                           ((1, 30, 41, 3), 4), ((2, 18, 11, 3), 4)])
+def test_segment_with_a_stand_in_network(shape, stride):
+    # segment() reads the stride off the network: a stride-4 network is padded to 4k + 1 (30 -> 33)
+    model, kernel, bias = grid_sampler(stride=stride)
     images = np.random.default_rng(4).integers(0, 256, size=shape, dtype=np.uint8)
     labels, probabilities = segment(model, images)
     labels, probabilities = ops.convert_to_numpy(labels), ops.convert_to_numpy(probabilities)
     assert labels.shape == shape[:3] and labels.dtype == np.int32
     assert probabilities.shape == (*shape[:3], 3) and probabilities.dtype == np.float32
-    expected = expected_segmentation(images, kernel, bias)
+    expected = expected_segmentation(images, kernel, bias, stride)
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
     margin = np.sort(expected, -1)[..., -1] - np.sort(expected, -1)[..., -2]
@@ -168,6 +172,18 @@ def test_segment_with_deeplab_largefov():
         exp = np.exp(dense - dense.max(-1, keepdims=True))
         np.testing.assert_allclose(probabilities, exp / exp.sum(-1, keepdims=True), atol=1e-5)
         assert set(np.unique(labels)) <= set(range(5))
+
+
+def test_network_output_stride_is_read_off_the_network():
+    from wsk.models import deeplab_largefov
+
+    assert network_output_stride(grid_sampler(stride=8)[0]) == 8
+    assert network_output_stride(grid_sampler(stride=4)[0]) == 4
+    assert network_output_stride(deeplab_largefov(num_classes=3, width=0.0625)) == 8
+    assert network_output_stride(deeplab_largefov(num_classes=3, width=0.0625, output_stride=4)) == 4
+    # a 129-pixel side gives 43 logits at stride 3: 128 / 42 is no whole stride
+    with pytest.raises(WskError, match="no output stride"):
+        network_output_stride(grid_sampler(stride=3)[0])
 
 
 def test_segment_rejects_a_single_image():

@@ -98,6 +98,26 @@ def test_deeplab_non_square_input(small_deeplab):
     assert tuple(small_deeplab(x).shape) == (1, 13, 9, 5)
 
 
+def test_deeplab_at_output_stride_4_is_the_same_filters_dilated_twice_as_much():
+    keras.utils.set_random_seed(0)
+    dense = deeplab_largefov(num_classes=5, width=SMALL, output_stride=4)
+    # pool3 keeps stride 1; every layer after it doubles its dilation (conv4 1 -> 2, conv5 2 -> 4,
+    # fc6 12 -> 24), as DeepLab turned VGG's stride 32 into 8
+    strides = {f"pool{b}": dense.get_layer(f"pool{b}").strides for b in range(1, 6)}
+    assert strides == {"pool1": 2, "pool2": 2, "pool3": 1, "pool4": 1, "pool5": 1}
+    for name, rate in {"conv3_3": 1, "conv4_1": 2, "conv4_3": 2, "conv5_1": 4, "conv5_3": 4, "fc6": 24}.items():
+        assert dense.get_layer(name).dilation_rate == (rate, rate), name
+    # the same weights, layer by layer: a stride-8 model's weights load as they are
+    sparse = deeplab_largefov(num_classes=5, width=SMALL)
+    assert [w.shape for w in dense.get_weights()] == [w.shape for w in sparse.get_weights()]
+    # logits on every fourth pixel: (size - 1) / 4 + 1
+    for size, out in [(65, 17), (33, 9), (321, 81)]:
+        assert deeplab_output_size(size, output_stride=4) == out
+    assert tuple(dense(np.zeros((1, 65, 33, 3), np.float32)).shape) == (1, 17, 9, 5)
+    with pytest.raises(ValueError, match="output stride"):
+        deeplab_largefov(num_classes=5, width=SMALL, output_stride=16)
+
+
 def test_deeplab_full_size_parameter_count():
     model = deeplab_largefov(num_classes=21)
     vgg_convs = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),

@@ -60,6 +60,15 @@ def test_shrink_picks_every_eighth_pixel_of_a_hand_made_grid():
     np.testing.assert_array_equal(pipelines.shrink_to_logits(tf.constant(grid)).numpy(), expected)
 
 
+def test_shrink_at_stride_4_picks_every_fourth_pixel():
+    grid = np.arange(9)[:, None] * 100 + np.arange(9)[None, :]
+    expected = np.array([[0, 4, 8], [400, 404, 408], [800, 804, 808]])
+    np.testing.assert_array_equal(pipelines.shrink_to_logits(grid, 4), expected)
+    assert pipelines.check_crop_size(65, 4) == 17 and pipelines.check_crop_size(33, 4) == 9
+    with pytest.raises(WskError, match="4k\\+1"):
+        pipelines.check_crop_size(63, 4)
+
+
 def test_crop_sizes_must_be_8k_plus_1():
     assert pipelines.check_crop_size(321) == 41     # the paper's crop, DeepLab's 41x41 logits
     assert pipelines.check_crop_size(97) == 13
@@ -107,21 +116,22 @@ def test_soft_targets_sum_to_one_where_they_have_mass_and_padding_has_none(pair_
     assert seen_padding     # scales below 33/41 always pad
 
 
-@pytest.mark.parametrize("kind", ["hard", "soft"])
-def test_augmentation_keeps_image_and_target_aligned(pair_files, kind):
+@pytest.mark.parametrize("kind, stride", [("hard", 8), ("soft", 8), ("hard", 4), ("soft", 4)])
+def test_augmentation_keeps_image_and_target_aligned(pair_files, kind, stride):
     images, masks, maps = pair_files
     data = pipelines.segmentation_dataset(images, masks if kind == "hard" else maps, kind, 5, 33, 3,
-                                          6, seed=3, scale_range=(0.5, 1.5))
+                                          6, seed=3, scale_range=(0.5, 1.5), output_stride=stride)
     agree = total = 0
     for image, target in data:
-        rgb = to_rgb(image.numpy()[:, ::8, ::8])          # the pixels the targets sit on
+        rgb = to_rgb(image.numpy()[:, ::stride, ::stride])    # the pixels the targets sit on
         target = target.numpy()
+        assert target.shape[1:3] == ((33 - 1) // stride + 1,) * 2
         if kind == "hard":
             valid, labels = target != 255, target
         else:
             valid, labels = target.sum(-1) > 0, target.argmax(-1)
         # Padding: ignore label / no mass exactly where the image is the mean colour.
-        np.testing.assert_array_equal(~valid, np.all(image.numpy()[:, ::8, ::8] == 0, axis=-1))
+        np.testing.assert_array_equal(~valid, np.all(image.numpy()[:, ::stride, ::stride] == 0, axis=-1))
         from_pixels = colour_class(rgb)
         agree += int((from_pixels[valid] == labels[valid]).sum())
         total += int(valid.sum())

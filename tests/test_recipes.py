@@ -38,6 +38,7 @@ def test_segmentation_numbers_are_section_4_2s():
     # DeepLab-LargeFOV [7] (v1) from ImageNet VGG-16: 321 x 321 crops, mirroring, no random scaling
     assert (seg.crop_size, seg.backbone_weights, seg.width) == (321, "imagenet", 1.0)
     assert seg.scale_range == (1.0, 1.0)
+    assert seg.output_stride == 8   # DeepLab-LargeFOV's logits: 321 -> 41
 
 
 def test_pseudo_label_numbers_are_section_3s():

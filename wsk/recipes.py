@@ -203,6 +203,9 @@ class SegRecipe:
     # the largest global norm of a step's gradients (Keras's ``global_clipnorm``); None: no clipping,
     # as DeepLab trains. The demo clips at 20 (module docstring).
     clip_norm: float | None = None
+    # pixels per logit: 8 is DeepLab-LargeFOV's; 4 computes the same filters twice as densely
+    # (``wsk.models.deeplab``). The demo's 64 px images take 4 (module docstring).
+    output_stride: int = 8
 
 
 def seg_schedule(recipe, images, split_images):
@@ -243,7 +246,8 @@ RECIPES = {
                   image_lr=0.001, image_last_lr=0.01, hypothesis_lr=0.0001, hypothesis_last_lr=0.001,
                   lr_step_epochs=6, backbone_weights=DEMO_TRUNK),
         SegRecipe(width=0.125, crop_size=65, batch_size=8, lr=0.01, last_lr=0.1, lr_step_epochs=24,
-                  epochs=30, backbone_weights="hcp", dropout=0.0, equal_updates=True, clip_norm=20.0),
+                  epochs=30, backbone_weights="hcp", dropout=0.0, equal_updates=True, clip_norm=20.0,
+                  output_stride=4),
         PseudoConfig(max_proposals=500, score_mode="masked", candidate_threshold=0.9, candidate_quantile=0.75,
                      rough_top_regions=75, rough_vote=0.35),
         variant="AN_B",   # the best on bench_generalization's tuning styles (47.3), and the demo's: val 65.7, 72.2 with CRF

@@ -5,7 +5,7 @@
     wsk.zoo.info("deeplab_largefov.synthetic_snb")    # its card (see wsk.registry)
     segmenter = wsk.zoo.load("deeplab_largefov.synthetic_snb")   # raw uint8 images in, label maps out
     labels = segmenter.predict(images)                # images: (B, H, W, 3) uint8 RGB, any H, W
-    net = wsk.zoo.network("deeplab_largefov.synthetic_snb")  # the raw network (stride-8 logits)
+    net = wsk.zoo.network("deeplab_largefov.synthetic_snb")  # the raw network (logits at stride 8)
     path = wsk.zoo.fetch("deeplab_largefov.synthetic_snb")   # the verified weights file
 
 ``network`` builds the card's ``wsk.models`` builder and loads the weights into it, so
@@ -76,7 +76,7 @@ def load_weights(model, name):
 
 def network(name, weights=True):
     """The raw network of model ``name`` (uncompiled), with its trained weights when ``weights``:
-    DeepLab-LargeFOV's stride-8 logits of preprocessed images, or HCP's scores.
+    DeepLab-LargeFOV's logits of preprocessed images (at its output stride, 8 or 4), or HCP's scores.
 
     Cards with a builder are built by ``wsk.models`` and given the weights; cards without one load
     the whole ``.keras`` file with ``safe_mode=True`` (``weights=False`` then re-initialises it).

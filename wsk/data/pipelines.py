@@ -31,7 +31,8 @@ Caffe's ``shrink_factor: 8`` interpolation does: ``target[::8, ::8]``. For crops
 ``8k + 1`` (321 in the paper, 65 in the demo: ``wsk.recipes``) the network gives ``k + 1`` logits per side
 and logit ``i`` sits exactly on pixel ``8 i``, so the picked pixels are the logits'
 centres and nothing is interpolated; other crop sizes are refused
-(``check_crop_size``). Upsampling the logits instead would cost 64 times the loss
+(``check_crop_size``). A network of output stride 4 (``SegRecipe.output_stride``) takes
+``target[::4, ::4]`` the same way. Upsampling the logits instead would cost 64 times the loss
 memory for no gain in supervision.
 
 Network_A targets are the stored localization maps (Eq. 2) normalised across channels
@@ -352,20 +353,21 @@ def augment_segmentation(image, target, seed, crop_size, scale_range, kind, flip
 
 
 def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size, batch_size,
-                         epochs, seed, scale_range=(1.0, 1.0), flip=True, first_epoch=None):
+                         epochs, seed, scale_range=(1.0, 1.0), flip=True, first_epoch=None,
+                         output_stride=OUTPUT_STRIDE):
     """Segmentation training batches over all epochs (module docstring, steps 1-5).
 
     ``kind="soft"`` (Network_A): ``target_paths`` are localization-map ``.npz`` files; batches
     are ``(B, crop, crop, 3)`` images and ``(B, g, g, C+1)`` float32 targets normalised across
     channels (rows of zeros where there is no mass). ``kind="hard"`` (Network_B):
     ``target_paths`` are rough-mask PNGs; targets are ``(B, g, g)`` int32 with 255 ignored.
-    ``g = (crop_size - 1) // 8 + 1``, the side of the logits.
+    ``g = (crop_size - 1) // output_stride + 1``, the side of the logits.
     """
     if kind not in (SOFT, HARD):
         raise WskError(f"target kind must be {SOFT!r} or {HARD!r}, not {kind!r}")
     if len(image_paths) != len(target_paths):
         raise WskError(f"{len(image_paths)} images but {len(target_paths)} targets")
-    check_crop_size(crop_size)
+    check_crop_size(crop_size, output_stride)
     sizes = [decoded_size(p) for p in image_paths]
     read_image_at = image_reader(image_paths, sizes)
     read_target_at = target_reader(target_paths, kind, num_classes, sizes)
@@ -376,7 +378,7 @@ def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size
         target = read_target_at(index, shape[0], shape[1])
         image, target = augment_segmentation(_preprocess(image), target, seed, crop_size,
                                              scale_range, kind, flip)
-        target = shrink_to_logits(target)
+        target = shrink_to_logits(target, output_stride)
         if kind == SOFT:
             target = normalise_soft_target(target)
         return image, target

@@ -10,7 +10,6 @@ import dataclasses
 from wsk.classes import check_background_first
 from wsk.crf import VOC_IMAGE_SIDE
 from wsk.errors import WskError
-from wsk.models.deeplab import OUTPUT_STRIDE
 from wsk.models.preprocessing import MEAN_BGR
 from wsk.recipes import get_recipe
 from wsk.registry import BUILDERS as ARCHITECTURES   # builder -> task
@@ -103,6 +102,8 @@ class ModelDescription:
         args = {"num_classes": self.num_classes, "width": self.width}
         if self.task == "classification":
             args["image_size"] = self.image_size
+        if self.task == "segmentation" and self.output_stride is not None:
+            args["output_stride"] = self.output_stride
         return args
 
     def to_json(self):
@@ -144,8 +145,8 @@ def segmentation_description(class_names, variant, soft, single_label, refined, 
     """The description of a DeepLab-LargeFOV trained by ``wsk.training.segmentation`` as ``variant``
     with ``recipe`` (its ``SegRecipe``); ``max_side``: ``recipe_max_side`` of the whole recipe."""
     return ModelDescription(
-        "deeplab_largefov", tuple(class_names), recipe.width, output_stride=OUTPUT_STRIDE,
-        output=f"logits (N, (H-1)//{OUTPUT_STRIDE}+1, (W-1)//{OUTPUT_STRIDE}+1, num_classes)",
+        "deeplab_largefov", tuple(class_names), recipe.width, output_stride=recipe.output_stride,
+        output=f"logits (N, (H-1)//{recipe.output_stride}+1, (W-1)//{recipe.output_stride}+1, num_classes)",
         variant=variant, refined=bool(refined),
         supervision=("localization maps (Eq. 2), soft cross-entropy (Eq. 4)" if soft
                      else "rough masks (Eq. 5), cross-entropy ignoring 255"),

@@ -10,8 +10,9 @@ The test-time procedure (DeepLab [7], the segmentation network of §3.3 of the p
 1. ``preprocess_input``: RGB -> BGR minus the ImageNet mean colour;
 2. ``pad_to_grid``: pad bottom/right to a size ``8k + 1`` with the mean colour (zero after
    preprocessing), so that the stride-8 logits (``k + 1`` of them) sit exactly on every
-   eighth pixel;
-3. the network gives logits at output stride 8;
+   eighth pixel (``4k + 1`` and every fourth pixel for a network of output stride 4: the stride
+   is the network's own, ``network_output_stride``);
+3. the network gives logits at its output stride;
 4. ``upsample_aligned``: bilinear up-sampling with aligned corners (Caffe's ``Interp`` layer)
    to the padded size, then crop back to the image;
 5. softmax over classes and argmax.
@@ -97,11 +98,26 @@ def upsample_aligned(logits, height, width):
     return west + (east - west) * weight_x
 
 
-def segment(model, images, stride=OUTPUT_STRIDE):
+PROBE_SIDE = 129   # 128 + 1: a side every power-of-two stride up to 128 maps to k + 1 logits
+
+
+def network_output_stride(model):
+    """The output stride of a segmentation network: the ``s`` for which an ``s k + 1`` input gives
+    ``k + 1`` logits, read from the network's own output shape for a ``PROBE_SIDE`` input (no
+    pixel is computed). DeepLab-LargeFOV's is 8, or 4 (``deeplab_largefov(output_stride=4)``);
+    a saved network carries its own, so nothing else needs to record it."""
+    side = model.compute_output_shape((1, PROBE_SIDE, PROBE_SIDE, 3))[1]
+    if side is None or side < 2 or (PROBE_SIDE - 1) % (side - 1):
+        raise WskError(f"{model.name}: a {PROBE_SIDE}-pixel input gives {side} logits, which is "
+                       f"no output stride (an s k + 1 input must give k + 1)")
+    return (PROBE_SIDE - 1) // (side - 1)
+
+
+def segment(model, images, stride=None):
     """Segment a batch of equally sized RGB images ``(B, H, W, 3)`` (uint8 or float, 0..255).
 
     ``model`` maps preprocessed images to logits at output stride ``stride`` (a
-    ``deeplab_largefov`` model). Returns ``(labels, probabilities)``: ``labels`` int32
+    ``deeplab_largefov`` model; None: ``network_output_stride(model)``). Returns ``(labels, probabilities)``: ``labels`` int32
     ``(B, H, W)`` (argmax) and ``probabilities`` float32 ``(B, H, W, C)`` (softmax of the
     logits up-sampled with aligned corners to the padded size and cropped to ``H x W``).
     Backend tensors come back; ``keras.ops.convert_to_numpy`` turns them into arrays.
@@ -110,6 +126,7 @@ def segment(model, images, stride=OUTPUT_STRIDE):
     if len(images.shape) != 4:
         raise ValueError(f"segment() takes a batch (B, H, W, 3), got shape {tuple(images.shape)}")
     _, height, width, _ = ops.shape(images)
+    stride = network_output_stride(model) if stride is None else stride
     padded = pad_to_grid(preprocess_input(images), stride)
     logits = model(padded, training=False)
     logits = upsample_aligned(logits, grid_size(height, stride), grid_size(width, stride))
@@ -286,7 +303,7 @@ class Segmenter(keras.Model):
     ``max_side`` and back, and the dense CRF when ``crf`` (a ``wsk.crf.CRFParams``) is given run
     inside (``segment_photos``, the same code as ``wsk predict`` and the SavedModel export).
     ``max_side`` None is the paper's training scale (``recipe_max_side()``). ``network`` is the raw
-    DeepLab-LargeFOV (preprocessed input, stride-8 logits); ``class_names`` name the outputs.
+    DeepLab-LargeFOV (preprocessed input, logits at its output stride); ``class_names`` name the outputs.
     ``segmenter(images, sizes)`` segments a padded batch (``segment_padded``);
     ``segmenter.segment(images)`` gives ``(labels, probabilities at the working size)``.
     """

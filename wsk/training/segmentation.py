@@ -3,7 +3,8 @@
 ``AN_A``/``SN_A`` learn from the localization maps (Eq. 2) with ``SoftMultiLabelCrossEntropy``
 (Eq. 4), ``AN_B``/``SN_B`` from the rough masks (Eq. 5) with ``SparseCrossEntropyIgnore``, on
 all training images (``A*``) or the single-label ones (``S*``). Inputs come from
-``wsk.data.pipelines`` (scale, pad, crop, flip, targets on the stride-8 grid). The model goes to
+``wsk.data.pipelines`` (scale, pad, crop, flip, targets on the logits' grid: stride 8, or the
+recipe's ``output_stride``). The model goes to
 ``WORK/seg/<name>/model.keras`` with its description; checkpoints and logs sit beside it.
 """
 
@@ -90,7 +91,7 @@ def _network(recipe, num_classes, hcp_model_path):
     """DeepLab-LargeFOV with the recipe's starting trunk (ImageNet, a file, a zoo card or the HCP)."""
     from_hcp = recipe.backbone_weights == HCP_BACKBONE
     model = deeplab_largefov(num_classes=num_classes, backbone_weights=None if from_hcp else recipe.backbone_weights,
-                             width=recipe.width, dropout=recipe.dropout)
+                             width=recipe.width, dropout=recipe.dropout, output_stride=recipe.output_stride)
     return copy_hcp_trunk(model, hcp_model_path) if from_hcp else model
 
 
@@ -109,7 +110,7 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     recipe, spec, strategy, wd = recipe_part(recipe, "seg"), get_variant(variant), make_strategy(strategy), WorkDir(work)
     name = segmentation_name(variant, pseudo_dir_refine)
     model_path = wd.seg_model(name)
-    check_crop_size(recipe.crop_size)
+    check_crop_size(recipe.crop_size, recipe.output_stride)
     dataset, ids, images, targets = segmentation_training_set(root, work, variant, pseudo_dir_refine,
                                                               check=False, split=split)
     recipe = seg_schedule(recipe, len(ids), len(dataset.ids))
@@ -129,7 +130,7 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     first_epoch = epoch_variable()
     data = segmentation_dataset(images, targets, spec.target, dataset.num_classes, recipe.crop_size,
                                 batch, recipe.epochs, recipe.seed, scale_range=recipe.scale_range,
-                                first_epoch=first_epoch)
+                                first_epoch=first_epoch, output_stride=recipe.output_stride)
     with strategy.scope():
         model = _network(recipe, dataset.num_classes, wd.hcp_model)
         compile_for_training(model, segmentation_loss(variant), recipe.lr, recipe.last_lr, recipe, steps)
