@@ -79,6 +79,47 @@ def test_deeplab_output_size_formula(size, out):
     assert deeplab_output_size(size) == out
 
 
+@pytest.mark.parametrize("shape, dilation, taken", [
+    ((2, 5, 7, 3), 12, ((1, 1), (1, 1))),      # fc6 on a small map: both axes collapse to the centre
+    ((1, 5, 30, 3), 12, ((1, 3), (1, 12))),    # only the short axis collapses
+    ((1, 12, 13, 3), 12, ((1, 3), (1, 12))),   # d >= H collapses, d < W (13) keeps its taps
+    ((1, 30, 30, 3), 12, ((3, 3), (12, 12))),  # nothing collapses
+    ((1, 9, 9, 3), 2, ((3, 3), (2, 2))),
+])
+def test_atrous_conv_matches_conv2d_and_skips_the_taps_off_the_input(monkeypatch, shape, dilation, taken):
+    import wsk.models.layers as layers
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape).astype(np.float32)
+    plain = keras.layers.Conv2D(4, 3, padding="same", dilation_rate=dilation, activation="relu")
+    atrous = layers.AtrousConv2D(4, 3, padding="same", dilation_rate=dilation, activation="relu")
+    plain.build(shape)
+    atrous.build(shape)
+    weights = [rng.normal(size=w.shape).astype(np.float32) for w in plain.get_weights()]
+    plain.set_weights(weights)
+    atrous.set_weights(weights)
+    calls = []
+    real_conv = layers.ops.conv
+
+    def spy(inputs, kernel, **kwargs):
+        calls.append((tuple(kernel.shape[:2]), tuple(kwargs["dilation_rate"])))
+        return real_conv(inputs, kernel, **kwargs)
+
+    monkeypatch.setattr(layers.ops, "conv", spy)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(atrous(x)), keras.ops.convert_to_numpy(plain(x)),
+                               rtol=1e-5, atol=1e-5)
+    assert calls == [taken]
+
+
+def test_atrous_conv_refuses_what_it_cannot_shortcut():
+    from wsk.models.layers import AtrousConv2D
+
+    with pytest.raises(ValueError, match="stride 1"):
+        AtrousConv2D(4, 3, padding="valid", dilation_rate=2)
+    with pytest.raises(ValueError, match="odd"):
+        AtrousConv2D(4, 2, padding="same", dilation_rate=2)
+
+
 # --- DeepLab-LargeFOV --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

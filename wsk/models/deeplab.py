@@ -27,7 +27,7 @@ stride loads at the other. The logits sit on every fourth pixel: 65 -> 17, 321 -
 import keras
 
 from wsk.models.imagenet import load_into_deeplab
-from wsk.models.layers import CaffePooling2D, caffe_pool_size
+from wsk.models.layers import AtrousConv2D, CaffePooling2D, caffe_pool_size
 from wsk.models.pretrained import apply_weights
 from wsk.models.vgg import conv_blocks, scaled
 
@@ -80,9 +80,8 @@ def deeplab_largefov(num_classes=21, input_shape=(None, None, 3), backbone_weigh
             x = conv(x)
         x = CaffePooling2D("max", 3, stride, pad, name=f"pool{block}")(x)
     x = CaffePooling2D("avg", 3, 1, 1, name="pool5a")(x)
-    x = keras.layers.Conv2D(scaled(FC_CHANNELS, width), 3, padding="same",
-                            dilation_rate=fc6_dilation, activation="relu",
-                            kernel_initializer="he_normal", name="fc6")(x)
+    x = AtrousConv2D(scaled(FC_CHANNELS, width), 3, padding="same", dilation_rate=fc6_dilation,
+                     activation="relu", kernel_initializer="he_normal", name="fc6")(x)
     x = keras.layers.Dropout(dropout, name="drop6")(x)
     x = keras.layers.Conv2D(scaled(FC_CHANNELS, width), 1, activation="relu",
                             kernel_initializer="he_normal", name="fc7")(x)

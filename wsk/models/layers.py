@@ -14,6 +14,11 @@ pools are built here:
 
 Caffe also drops a last window that would start inside the padding; that can only happen
 when ``p + s > k``, which these layers refuse.
+
+``AtrousConv2D`` is a dilated ``Conv2D`` that skips the taps that cannot land on the input:
+DeepLab-LargeFOV's fc6 (3x3, dilation 12, or 24 at output stride 4) on a small image is a 1x1
+convolution, exactly, and TensorFlow on a CPU would still compute the dilated one by
+space-to-batch (twice the step time of the whole demo network at stride 4).
 """
 
 import math
@@ -87,3 +92,36 @@ class CaffePooling2D(keras.layers.Layer):
         config.update(mode=self.mode, pool_size=self.pool_size, strides=self.strides,
                       padding=self.padding)
         return config
+
+
+@keras.saving.register_keras_serializable(package="wsk")
+class AtrousConv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` (stride 1, ``"same"`` padding, channels last) that drops the taps of
+    an axis whose dilation is at least the input's size there.
+
+    With ``"same"`` padding, output row ``i`` of a ``k``-tap kernel dilated by ``d`` reads input rows
+    ``i + (t - (k - 1) / 2) d``; when ``d >= H`` every tap but the centre falls in the zero padding
+    for every ``i``, so the centre row of the kernel, undilated, gives the same output. Axes whose
+    size is unknown (a graph over images of any size) keep the full dilated kernel. Same weights,
+    same outputs as ``Conv2D``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.padding != "same" or self.data_format != "channels_last" or tuple(self.strides) != (1, 1):
+            raise ValueError("AtrousConv2D takes stride 1, 'same' padding and channels_last only")
+        if any(k % 2 == 0 for k in self.kernel_size):
+            raise ValueError(f"AtrousConv2D takes odd kernel sizes, not {self.kernel_size}")
+
+    def call(self, inputs):
+        kernel, rates = self.kernel, list(self.dilation_rate)
+        for axis in (0, 1):
+            size, taps = inputs.shape[1 + axis], self.kernel_size[axis]
+            if isinstance(size, int) and taps > 1 and rates[axis] >= size:
+                centre = (taps - 1) // 2
+                kernel = kernel[centre:centre + 1] if axis == 0 else kernel[:, centre:centre + 1]
+                rates[axis] = 1
+        outputs = ops.conv(inputs, kernel, strides=1, padding="same", dilation_rate=tuple(rates))
+        if self.use_bias:
+            outputs = ops.add(outputs, self.bias)
+        return self.activation(outputs) if self.activation is not None else outputs
