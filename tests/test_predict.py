@@ -299,3 +299,33 @@ def test_predict_runs_at_the_recorded_max_side_and_writes_the_photo_size(tmp_pat
         assert result.exit_code == 0, result.output
         accuracy = json.loads((tmp_path / "eval.json").read_text())["results"][0]["pixel_accuracy"]
         assert (accuracy == 1.0) == exact, (options, accuracy)
+
+
+def test_batches_of_none_hold_at_most_batch_pixels():
+    from wsk.predict import BATCH_PIXELS, _batches
+
+    assert BATCH_PIXELS == 65536
+    sizes = {f"s{i}": (64, 64) for i in range(20)}                  # 65536 // 4096 = 16 a batch
+    sizes.update({f"v{i}": (375, 500) for i in range(2)})           # larger than the budget: one
+    sizes.update({f"m{i}": (100, 100) for i in range(7)})           # 65536 // 10000 = 6
+    batches = [len(b) for b in _batches(sizes, list(sizes), None)]
+    assert batches == [16, 4, 1, 1, 6, 1]
+    assert [len(b) for b in _batches(sizes, list(sizes), 8)] == [8, 8, 4, 2, 7]   # a count, whatever the size
+
+
+def test_batched_predictions_are_the_one_at_a_time_ones(tmp_path):
+    from wsk.models import deeplab_largefov
+
+    keras.utils.set_random_seed(2)
+    model = deeplab_largefov(num_classes=4, width=0.0625, output_stride=4)
+    rng = np.random.default_rng(8)
+    images = {}
+    for i in range(5):
+        write_image(tmp_path / f"{i}.png", rng.integers(0, 256, (33, 40, 3), np.uint8))
+        images[str(i)] = str(tmp_path / f"{i}.png")
+    predict_images(model, images, tmp_path / "one", batch_size=1, max_side=64)
+    report = predict_images(model, images, tmp_path / "auto", batch_size=None, max_side=64)
+    assert sorted(report.done) == sorted(images)
+    for i in images:
+        np.testing.assert_array_equal(read_label_png(tmp_path / "auto" / f"{i}.png"),
+                                      read_label_png(tmp_path / "one" / f"{i}.png"))

@@ -99,7 +99,7 @@ def evaluate_variants(run):
             model = model or load_model(path)
             result = evaluate_model(model, run.source, run.val_split, crf=CRFParams() if crf else None,
                                     jobs=run.jobs, name=name, crf_backend=run.crf_backend,
-                                    max_side=made_from["max_side"])
+                                    max_side=made_from["max_side"], batch_size=None)
             save_json(run.workdir.eval_json(name), {
                 "name": name, "class_names": list(result.class_names), "matrix": result.matrix.tolist(),
                 "miou": float(result.mean_iou), "made_from": made_from})

@@ -47,6 +47,9 @@ LAYOUTS = {
 CRF_WORKERS_MIN_PIXELS = 16 * 2**20
 # Softmax maps waiting for a CRF worker live here (inside the output folder) until their PNG exists.
 PENDING_DIR = ".crf-pending"
+# ``batch_size=None`` (what the evaluation stage passes): as many same-size images in a batch as fit
+# in this many pixels, so the demo's 64 px images go 16 at a time and VOC's photos one at a time
+BATCH_PIXELS = 1 << 16
 
 
 def output_folder(out_dir, layout="png"):
@@ -110,13 +113,16 @@ def _segment_arrays(model, images, max_side):
 
 
 def _batches(sizes, ids, batch_size):
-    """Lists of at most ``batch_size`` ids of the same image size, in first-seen order."""
+    """Lists of at most ``batch_size`` ids of the same image size, in first-seen order; ``None``:
+    as many as hold ``BATCH_PIXELS`` pixels at their size (at least one). Same-size images in one
+    network call get the labels they get alone, in a fraction of the calls."""
     groups = {}
     for image_id in ids:
         groups.setdefault(sizes[image_id], []).append(image_id)
-    for group in groups.values():
-        for start in range(0, len(group), batch_size):
-            yield group[start:start + batch_size]
+    for (height, width), group in groups.items():
+        step = batch_size or max(1, BATCH_PIXELS // (height * width))
+        for start in range(0, len(group), step):
+            yield group[start:start + step]
 
 
 def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layout="png",
@@ -132,10 +138,11 @@ def predict_images(model, images, out_dir, crf=None, jobs=1, batch_size=1, layou
     ``jobs > 1`` and at least ``CRF_WORKERS_MIN_PIXELS`` pixels in all, the softmax of each image
     is saved to ``OUT/.crf-pending/<id>.npz`` and the CRF runs in ``jobs`` worker processes
     (started once), a chunk of images at a time. Images of different
-    sizes go through the network in separate batches of at most ``batch_size``.
+    sizes go through the network in separate batches of at most ``batch_size`` (None: as many as
+    hold ``BATCH_PIXELS`` pixels).
     Returns the ``StageReport`` (computed, already done, failed ids with their messages).
     """
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise WskError(f"batch size must be at least 1, got {batch_size}")
     max_side = recipe_max_side() if max_side is None else max_side
     if max_side < 1:
