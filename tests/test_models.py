@@ -429,3 +429,30 @@ def test_keras_file_round_trip_hcp(tmp_path, small_hcp):
     out = hcp_hypothesis_model(loaded).predict(x[0], verbose=0)
     np.testing.assert_allclose(out["scores"].max(axis=0), small_hcp.predict(x[:1], verbose=0)[0],
                                rtol=1e-5, atol=1e-7)
+
+
+def test_weights_saved_with_a_plain_conv2d_fc6_load_by_name(tmp_path):
+    """A file saved before fc6 became AtrousConv2D (Keras keys weights by class) loads layer by
+    layer, by name, and gives the same logits; other shapes are still refused."""
+    from wsk.models.saving import load_weights_file
+
+    keras.utils.set_random_seed(3)
+    model = deeplab_largefov(num_classes=4, width=SMALL)
+    old_config = model.get_config()
+    for layer in old_config["layers"]:
+        if layer["config"]["name"] == "fc6":
+            layer["class_name"], layer["module"], layer["registered_name"] = "Conv2D", "keras.layers", None
+    old = keras.Model.from_config(old_config)
+    assert type(old.get_layer("fc6")) is keras.layers.Conv2D
+    rng = np.random.default_rng(0)
+    old.set_weights([rng.normal(size=w.shape).astype(np.float32) * 0.1 for w in old.get_weights()])
+    old.save(tmp_path / "old.keras")
+    fresh = deeplab_largefov(num_classes=4, width=SMALL)
+    with pytest.raises(ValueError):
+        fresh.load_weights(tmp_path / "old.keras")            # Keras's own keys do not match
+    load_weights_file(fresh, tmp_path / "old.keras", "old")
+    x = rng.normal(size=(1, 33, 41, 3)).astype(np.float32) * 50
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(fresh(x)), keras.ops.convert_to_numpy(old(x)),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(WskError, match="do not fit"):
+        load_weights_file(deeplab_largefov(num_classes=5, width=SMALL), tmp_path / "old.keras", "old")

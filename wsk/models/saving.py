@@ -64,10 +64,34 @@ def load_model(path, compile=False):
 
 def load_weights_file(model, path, name):
     """Load the weights of the ``.keras`` file ``path`` into ``model``; a mismatch is a ``WskError``
-    naming model ``name`` and the file. Returns ``model``."""
+    naming model ``name`` and the file. Returns ``model``.
+
+    Keras keys a file's weights by each layer's class, so a file saved before a layer changed class
+    with the same weights (DeepLab-LargeFOV's fc6 became ``AtrousConv2D``) does not load that way;
+    it then loads layer by layer, by name (``copy_weights_by_name``)."""
     try:
         model.load_weights(path)
     except Exception as err:
-        raise WskError(f"weights of {name} do not fit the model's architecture ({type(err).__name__}: "
-                       f"{err})", path) from None
+        try:
+            copy_weights_by_name(load_model(path), model)
+        except Exception:
+            raise WskError(f"weights of {name} do not fit the model's architecture ({type(err).__name__}: "
+                           f"{err})", path) from None
     return model
+
+
+def copy_weights_by_name(source, target):
+    """Set every layer of ``target`` that has weights from the layer of ``source`` with its name; a
+    layer missing from ``source``, or weights of other shapes, is a ``ValueError`` (nothing is set)."""
+    pairs = []
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        weights = source.get_layer(layer.name).get_weights()   # ValueError when absent
+        if [w.shape for w in weights] != [tuple(v.shape) for v in layer.weights]:
+            raise ValueError(f"layer {layer.name}: weights of shapes {[w.shape for w in weights]}, "
+                             f"not {[tuple(v.shape) for v in layer.weights]}")
+        pairs.append((layer, weights))
+    for layer, weights in pairs:
+        layer.set_weights(weights)
+    return target
