@@ -324,6 +324,24 @@ def test_saved_segmentation_model_and_sidecar(synthetic_root, seg_work, tmp_path
     assert any(name.startswith("events.out.tfevents") for name in files), files
 
 
+def test_segmentation_at_output_stride_4_records_it_and_predicts_on_every_fourth_pixel(
+        synthetic_root, seg_work, tmp_path):
+    import shutil
+
+    from wsk.models import network_output_stride
+
+    shutil.copytree(seg_work, tmp_path / "w")
+    recipe = dataclasses.replace(TINY_SEG, epochs=1, output_stride=4)
+    train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0)
+    path = WorkDir(tmp_path / "w").seg_model("SN_B")
+    description = json.load(open(os.path.join(os.path.dirname(path), "model.json")))
+    assert description["output_stride"] == 4 and description["recipe"]["output_stride"] == 4
+    assert description["output"].startswith("logits (N, (H-1)//4+1")
+    model = load_model(path)
+    assert network_output_stride(model) == 4
+    assert model.predict(np.zeros((1, 41, 49, 3), np.float32), verbose=0).shape == (1, 11, 13, 6)
+
+
 def test_nan_loss_stops_training_and_keeps_no_model(synthetic_root, seg_work, tmp_path):
     import shutil
 
