@@ -106,9 +106,9 @@ def test_pad_to_grid_pads_bottom_right_with_zeros():
 
 
 def grid_sampler(num_classes=3, stride=8):
-    """Stand-in network: a 1x1 convolution of stride 8 (logits (H-1)//8+1 of an 8k+1 input).
+    """Stand-in network: a 1x1 convolution of stride ``s`` (logits (H-1)//s+1 of an sk+1 input).
 
-    Its logits at grid point (i, j) are a fixed linear map of the preprocessed pixel (8i, 8j).
+    Its logits at grid point (i, j) are a fixed linear map of the preprocessed pixel (si, sj).
     """
     inputs = keras.Input((None, None, 3))
     conv = keras.layers.Conv2D(num_classes, 1, strides=stride)

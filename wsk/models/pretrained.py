@@ -10,23 +10,10 @@ trained weights replace them all.
 from wsk import storage
 from wsk.errors import WskError
 from wsk.models.imagenet import is_vgg16_source
-from wsk.models.saving import load_model, load_weights_file
+from wsk.models.saving import copy_layers, load_model, load_weights_file
 from wsk.models.tasks import model_task
 from wsk.models.vgg import conv_names
 from wsk.registry import fetch
-
-
-def copy_layers(model, source, names, origin):
-    """Set the layers ``names`` of ``model`` to those of ``source``; shapes must agree (else a
-    ``WskError`` naming ``origin``, e.g. "another width?")."""
-    for layer_name in names:
-        arrays = source.get_layer(layer_name).get_weights()
-        have = [tuple(w.shape) for w in model.get_layer(layer_name).weights]
-        if have != [a.shape for a in arrays]:
-            raise WskError(f"layer {layer_name} of {origin} does not fit the model: shapes "
-                           f"{[a.shape for a in arrays]}, the model's {have} (another width or image size?)")
-        model.get_layer(layer_name).set_weights(arrays)
-    return model
 
 
 def load_trunk(model, name):

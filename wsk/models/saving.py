@@ -68,30 +68,26 @@ def load_weights_file(model, path, name):
 
     Keras keys a file's weights by each layer's class, so a file saved before a layer changed class
     with the same weights (DeepLab-LargeFOV's fc6 became ``AtrousConv2D``) does not load that way;
-    it then loads layer by layer, by name (``copy_weights_by_name``)."""
+    it then loads layer by layer, by name (``copy_layers``)."""
     try:
         model.load_weights(path)
     except Exception as err:
         try:
-            copy_weights_by_name(load_model(path), model)
+            copy_layers(model, load_model(path), [layer.name for layer in model.layers if layer.weights], path)
         except Exception:
             raise WskError(f"weights of {name} do not fit the model's architecture ({type(err).__name__}: "
                            f"{err})", path) from None
     return model
 
 
-def copy_weights_by_name(source, target):
-    """Set every layer of ``target`` that has weights from the layer of ``source`` with its name; a
-    layer missing from ``source``, or weights of other shapes, is a ``ValueError`` (nothing is set)."""
-    pairs = []
-    for layer in target.layers:
-        if not layer.weights:
-            continue
-        weights = source.get_layer(layer.name).get_weights()   # ValueError when absent
-        if [w.shape for w in weights] != [tuple(v.shape) for v in layer.weights]:
-            raise ValueError(f"layer {layer.name}: weights of shapes {[w.shape for w in weights]}, "
-                             f"not {[tuple(v.shape) for v in layer.weights]}")
-        pairs.append((layer, weights))
-    for layer, weights in pairs:
-        layer.set_weights(weights)
-    return target
+def copy_layers(model, source, names, origin):
+    """Set the layers ``names`` of ``model`` to those of ``source``; shapes must agree (else a
+    ``WskError`` naming ``origin``, e.g. "another width?")."""
+    for layer_name in names:
+        arrays = source.get_layer(layer_name).get_weights()
+        have = [tuple(w.shape) for w in model.get_layer(layer_name).weights]
+        if have != [a.shape for a in arrays]:
+            raise WskError(f"layer {layer_name} of {origin} does not fit the model: shapes "
+                           f"{[a.shape for a in arrays]}, the model's {have} (another width or image size?)")
+        model.get_layer(layer_name).set_weights(arrays)
+    return model
