@@ -21,8 +21,9 @@ from wsk.recipes import ORDERS, SCORE_MODES
 @recipe_option
 @click.option("--refine-order", type=click.Choice(ORDERS), default=None,
               help="Which half of each image's candidates refinement keeps: those closest to the other "
-                   "images' (tight proposals, the paper's intent) or farthest (§3.2's literal "
-                   "'descending order') [default: the recipe's, closest].")
+                   "images' (tight proposals, the paper's intent), farthest (§3.2's literal "
+                   "'descending order'), or closer to them than to the class's false alarms in the "
+                   "images without it (contrast) [default: the recipe's: closest (paper), contrast (demo)].")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes for maps and masks [default: the cores available].")
 @click.option("--report/--no-report", default=True, show_default=True,

@@ -27,9 +27,9 @@ from wsk.recipes import PseudoConfig  # noqa: E402
 from wsk.workdir import WorkDir  # noqa: E402
 
 # every proposal a candidate (a random HCP scores near 1/C), then thresholds calibrated per class: the
-# calibration and the refinement both have work to do
+# calibration and the refinement both have work to do; the contrast order sums the false alarms too
 CONFIG = dataclasses.replace(PseudoConfig(), candidate_threshold=0.0, candidate_quantile=0.5, max_proposals=40,
-                             score_mode="roi")
+                             score_mode="roi", refine_order="contrast", refine_negatives=3)
 BEAM_ARGS = ["--runner=DirectRunner"]
 
 
@@ -63,7 +63,7 @@ def assert_same_outputs(root, split, local, on_beam):
         for key in a.files:   # boxes, superpixels, regions and the record of what made them
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{image_id} proposals {key}")
         a, b = np.load(local.scores(image_id)), np.load(on_beam.scores(image_id))
-        for key in ("candidates", "candidate_labels", "mode", "threshold"):
+        for key in ("candidates", "candidate_labels", "mode", "threshold", "negatives", "negative_labels"):
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{image_id} scores {key}")
         np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-6)
         np.testing.assert_allclose(a["features"].astype(np.float32), b["features"].astype(np.float32), atol=1e-3)
@@ -78,9 +78,10 @@ def assert_same_outputs(root, split, local, on_beam):
         kept += sum(len(v) for v in a["kept"].values())
     assert kept > len(ids)   # refined sets
     a, b = np.load(local.refinement), np.load(on_beam.refinement)
-    for key in ("settings", "pca_dims", "labels", "images", "thresholds"):
+    for key in ("settings", "pca_dims", "labels", "images", "thresholds", "negative_labels", "negative_images"):
         np.testing.assert_array_equal(a[key], b[key])
     np.testing.assert_allclose(a["components"], b["components"], atol=1e-6)
+    np.testing.assert_allclose(a["negative_means"], b["negative_means"], atol=1e-6)
 
 
 def test_pipeline_equals_local_stages_on_synthetic_images(synthetic_root, tmp_path):

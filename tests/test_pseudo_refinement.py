@@ -319,3 +319,84 @@ def test_wsk_pseudos_public_names_are_the_functions_the_pipeline_runs(synthetic_
             assert set(in_memory[image_id][label].tolist()) == rows
             refined += len(rows) < (images[image_id][1] == label).sum()
     assert refined > 0       # refinement dropped candidates somewhere
+
+
+# --- the contrast order: Eq. 1 against the class's false alarms ----------------------------------
+
+def contrast_images():
+    """Class 1 in 1-D: image A's four candidates, one candidate in each of B and C, and false alarms
+    of class 1 in D and E (images without it). By hand, with Eq. 1's average over images:
+    dis(x) = ((x-3)^2 + (x-4)^2) / 2 and dis_neg(x) = ((x-1)^2 + (x-2)^2) / 2, so for x = 3, 1.5, 5, 0:
+    dis = 0.5, 4.25, 2.5, 12.5; dis_neg = 2.5, 0.25, 12.5, 2.5; dis - dis_neg = -2, 4, -10, 10."""
+    one = np.array([1])
+    candidates = {"A": (np.array([[3.0], [1.5], [5.0], [0.0]]), np.array([1, 1, 1, 1])),
+                  "B": (np.array([[3.0]]), one), "C": (np.array([[4.0]]), one)}
+    alarms = {"D": (np.array([[1.0]]), one), "E": (np.array([[2.0]]), one)}
+    return candidates, alarms
+
+
+@pytest.mark.parametrize("keep, contrast, closest", [(0.25, [2], [0]), (0.5, [2, 0], [0, 2]),
+                                                     (0.75, [2, 0, 1], [0, 2, 1])])
+def test_contrast_order_ranks_by_eq1_minus_the_distance_to_the_false_alarms(keep, contrast, closest):
+    from wsk.pseudo.refinement import negative_statistics
+
+    candidates, alarms = contrast_images()
+    totals = ClassTotals()
+    for features, labels in candidates.values():
+        totals.add(image_statistics(features, labels))
+    negatives = negative_statistics(alarms.__getitem__, list(alarms), None)
+    assert negatives.images == {1: 2}
+    np.testing.assert_allclose(negatives.distances(1, candidates["A"][0]), [2.5, 0.25, 12.5, 2.5])
+    a = candidates["A"]
+    assert refine_image(*a, None, totals, keep, "contrast", negatives)[1].tolist() == contrast
+    assert refine_image(*a, None, totals, keep, "closest", negatives)[1].tolist() == closest
+    # without false alarms of the class, the contrast order is Eq. 1's closest first
+    assert refine_image(*a, None, totals, keep, "contrast", ClassTotals())[1].tolist() == closest
+    assert refine_image(*a, None, totals, keep, "contrast")[1].tolist() == closest
+
+
+def test_contrast_in_memory_equals_the_hand_ranking():
+    candidates, alarms = contrast_images()
+    rng = np.random.default_rng(3)
+    # a second dimension of pure noise a 98% PCA drops leaves the hand ranking as it is
+    lifted = {i: (np.hstack([f * 10, rng.normal(size=(len(f), 1)) * 1e-3]), l) for i, (f, l) in candidates.items()}
+    lifted_alarms = {i: (np.hstack([f * 10, np.zeros((len(f), 1))]), l) for i, (f, l) in alarms.items()}
+    kept = cross_image_refinement(lifted, keep=0.5, order="contrast", negatives=lifted_alarms)
+    assert kept["A"][1].tolist() == [2, 0]
+    assert cross_image_refinement(lifted, keep=0.5, order="closest")["A"][1].tolist() == [0, 2]
+
+
+def test_select_negatives_takes_each_absent_class_top_proposals_by_hand():
+    from wsk.pseudo.candidates import negatives_per_class, select_negatives
+    from wsk.recipes import PseudoConfig
+
+    scores = np.array([[0.1, 0.7, 0.2],
+                       [0.5, 0.1, 0.4],
+                       [0.5, 0.2, 0.3],
+                       [0.2, 0.3, 0.5]])
+    rows, labels = select_negatives(scores, [2], 2)   # class 2 (column 1) is in the image
+    assert rows.tolist() == [1, 2, 3, 1] and labels.tolist() == [1, 1, 3, 3]   # the tie 1, 2: lower first
+    rows, labels = select_negatives(scores, [1, 2, 3], 2)
+    assert rows.tolist() == [] and labels.tolist() == []
+    assert select_negatives(scores, [], 1)[0].tolist() == [1, 0, 3]
+    assert negatives_per_class(PseudoConfig(refine_order="contrast", refine_negatives=7)) == 7
+    assert negatives_per_class(PseudoConfig(refine_order="closest", refine_negatives=7)) == 0
+
+
+def test_a_scores_file_without_false_alarms_is_stale_for_the_contrast_order(tmp_path):
+    from wsk.pseudo.score_stage import scores_valid
+    from wsk.workdir import WorkDir
+
+    workdir = WorkDir(tmp_path)
+    write_scores(workdir, "a", [1, 2], 4, np.random.default_rng(0))
+    path = workdir.scores("a")
+    assert scores_valid(path, "roi", 0.5, "test")
+    assert not scores_valid(path, "roi", 0.5, "test", negatives=10)   # rescored for the contrast order
+    from wsk.io import load_npz, save_npz
+
+    rec = load_npz(path)
+    save_npz(path, **rec, negatives_per_class=np.int32(10), negatives=np.zeros(20, np.int32),
+             negative_labels=np.repeat([3, 4], 10).astype(np.int32), negative_features=np.zeros((20, 10), np.float16))
+    assert scores_valid(path, "roi", 0.5, "test", negatives=10)
+    assert not scores_valid(path, "roi", 0.5, "test", negatives=5)
+    assert scores_valid(path, "roi", 0.5, "test")   # the other orders read what they need of it

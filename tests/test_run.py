@@ -137,7 +137,7 @@ def test_run_json_records_the_run_and_a_second_recipe_is_refused(two_runs, two_d
     assert result.exit_code == 1 and "dataset.kind is 'labels' here, not 'voc'" in result.output
     assert "run.json" in result.output
     result = CliRunner().invoke(cli, ["pseudo", str(tags), str(works["labels"]), "--refine-order", "farthest"])
-    assert result.exit_code == 1 and "recipe.pseudo.refine_order is 'closest'" in result.output
+    assert result.exit_code == 1 and "recipe.pseudo.refine_order is 'contrast'" in result.output
     # no flag: the recorded recipe, whose values win over the name's definition today
     run = open_run(works["labels"], tags, write=False)
     assert run.recipe == get_recipe("tiny") and run.split == "train"

@@ -14,7 +14,8 @@ pseudo``: the two are interchangeable and resumable.
   output is valid, by the stage's own done-check.
 * The refinement statistics are Beam combines: the per-class histograms of the calibrated
   candidate thresholds (``wsk.pseudo.calibration``), the features' ``Moments`` (for the PCA) and
-  Eq. 1's ``ClassTotals`` of the projected features, written to ``refinement.npz`` by one
+  Eq. 1's ``ClassTotals`` of the projected features (and, for the contrast order, of the false
+  alarms), written to ``refinement.npz`` by one
   element; each image's ranking then reads that small file. Nothing gathers the images onto one
   worker: memory per worker is one image's candidates plus the statistics (``O(D^2 + classes x d)``).
 * The image ids are read from the split by the workers, in ``id_shards`` shards (a shard is every
@@ -40,9 +41,10 @@ from wsk.errors import WskError
 from wsk.io import load_npz, remove_temporaries
 from wsk.pseudo.files import SCORE_KEYS
 from wsk.pseudo.calibration import NegativeMaxima, calibrated_features, calibrated_thresholds
-from wsk.pseudo.refine_stage import (needs_statistics, refinement_settings, save_statistics, scores_digest,
-                                     statistics_made_from)
-from wsk.pseudo.refinement import ClassTotals, Moments, fit_projection, image_statistics, reduce_with
+from wsk.pseudo.refine_stage import (false_alarms, needs_statistics, refinement_settings, save_statistics,
+                                     scores_digest, statistics_made_from, uses_negatives)
+from wsk.pseudo.refinement import (ClassTotals, Moments, fit_projection, image_statistics, negative_statistics,
+                                   reduce_with)
 from wsk.recipes import PIPELINE_STAGES
 from wsk.stage_list import PSEUDO_STAGES, STAGES, get_stage
 
@@ -150,13 +152,17 @@ def _merge_totals(parts):
     return functools.reduce(ClassTotals.merge, parts, ClassTotals())
 
 
-def _write_statistics(totals, run, fitted, thresholds):
+def _alarm_totals(run, image_id, fitted):
+    return negative_statistics(lambda i: false_alarms(_scores(run, i)), [image_id], fitted[0])
+
+
+def _write_statistics(totals, run, fitted, thresholds, negatives=None):
     """Write ``refinement.npz`` unless the one there is made from these scores and settings (then
     its stamp, and every refinement record made from it, stays valid)."""
     config, mode = run.recipe.pseudo, run.recipe.pseudo.score_mode
     settings, digest = refinement_settings(run.refine, config, mode), scores_digest(run.workdir, run.dataset().ids)
     if not statistics_made_from(run.workdir.refinement, settings, digest):
-        save_statistics(run.workdir.refinement, settings, digest, fitted[0], totals, fitted[1], thresholds)
+        save_statistics(run.workdir.refinement, settings, digest, fitted[0], totals, fitted[1], thresholds, negatives)
     return run.workdir.refinement
 
 
@@ -188,11 +194,18 @@ def _statistics(scored, run, shards):
               | "sum moments" >> beam.CombineGlobally(_merge_moments)
               | "PCA" >> beam.Map(fit_projection, run.recipe.pseudo.pca_energy))
     fitted = beam.pvalue.AsSingleton(fitted)
+    negatives = beam.pvalue.AsSingleton(pipeline | "no false alarms" >> beam.Create([None]))
+    if uses_negatives(run.refine, config):   # the contrast order: Eq. 1's totals over the false alarms
+        negatives = beam.pvalue.AsSingleton(
+            image_ids(pipeline, run, "false alarms", shards)
+            | "false alarms" >> beam.Map(functools.partial(_alarm_totals, run), fitted=fitted)
+            | "sum false alarms" >> beam.CombineGlobally(_merge_totals))
     return (image_ids(pipeline, run, "class statistics", shards)
             | "class statistics" >> beam.Map(functools.partial(_class_totals, run), fitted=fitted,
                                              thresholds=calibrated)
             | "sum class statistics" >> beam.CombineGlobally(_merge_totals)
-            | "refinement.npz" >> beam.Map(_write_statistics, run=run, fitted=fitted, thresholds=calibrated))
+            | "refinement.npz" >> beam.Map(_write_statistics, run=run, fitted=fitted, thresholds=calibrated,
+                                           negatives=negatives))
 
 
 def id_shards(images):

@@ -138,7 +138,9 @@ from wsk.errors import WskError
 
 
 DEMO_TRUNK = "hcp_vgg16.broad64_480k"  # the built-in trunk card the demo's HCP starts from (zoo/cards)
-ORDERS = ("closest", "farthest")   # §3.2's refinement keeps the candidates closest or farthest first
+# §3.2's refinement keeps the candidates closest or farthest first (Eq. 1), or those closer to the class's
+# candidates in other images than to its false alarms in the images without it (wsk.pseudo.refinement)
+ORDERS = ("closest", "farthest", "contrast")
 # proposal scoring (wsk.pseudo.scoring): crop each box (the paper), pool boxes from one trunk pass, or
 # the whole image with everything outside the proposal's segment erased
 SCORE_MODES = ("crop", "roi", "masked")
@@ -154,7 +156,9 @@ class PseudoConfig:
     candidate_quantile: float | None = None
     pca_energy: float = 0.98           # §3.2: PCA keeps 98% of the feature energy
     refine_keep: float = 0.5           # §3.2: the top half of the re-ranked candidates is kept
-    refine_order: str = "closest"      # §3.2: "closest" or "farthest" first (wsk.pseudo.refinement)
+    refine_order: str = "closest"      # §3.2: "closest", "farthest" or "contrast" first (wsk.pseudo.refinement)
+    # "contrast": the highest-scoring proposals of each class an image does not hold, its false alarms
+    refine_negatives: int = 10
     rough_top_regions: int = 10        # §3.3.2: top 10 regions form a class's rough mask
     # §3.3.2 "combines" them: 0 unites them (the paper); f > 0 keeps the pixels that at least a
     # fraction f of them cover (wsk.pseudo.rough_masks.combine_regions; the demo, module docstring)
@@ -268,7 +272,7 @@ RECIPES = {
                   epochs=30, backbone_weights="hcp", dropout=0.0, equal_updates=True, clip_norm=20.0,
                   output_stride=4),
         PseudoConfig(max_proposals=500, score_mode="masked", candidate_threshold=0.9, candidate_quantile=0.75,
-                     rough_top_regions=75, rough_vote=0.35),
+                     rough_top_regions=75, rough_vote=0.35, refine_order="contrast"),
         variant="AN_B",   # the best on bench_generalization's tuning styles (61.7), and the demo's: val 69.1, 74.4 with CRF
     ),
 }

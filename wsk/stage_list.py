@@ -88,17 +88,21 @@ def scoring_setup(run):
 
 
 def scoring_is_done(run, image_id):
+    from wsk.pseudo.candidates import negatives_per_class
     from wsk.pseudo.score_stage import score_inputs, scores_valid
 
-    wd = run.workdir
-    return scores_valid(wd.scores(image_id), run.recipe.pseudo.score_mode, run.recipe.pseudo.candidate_threshold,
-                        score_inputs(wd, image_id))
+    wd, config = run.workdir, run.recipe.pseudo
+    return scores_valid(wd.scores(image_id), config.score_mode, config.candidate_threshold,
+                        score_inputs(wd, image_id), negatives_per_class(config))
 
 
 def scoring_per_image(run, scorer, image_id):
+    from wsk.pseudo.candidates import negatives_per_class
     from wsk.pseudo.score_stage import score_image
 
-    score_image(scorer, run.dataset(ids=[image_id]), run.workdir, image_id, run.recipe.pseudo.candidate_threshold)
+    config = run.recipe.pseudo
+    score_image(scorer, run.dataset(ids=[image_id]), run.workdir, image_id, config.candidate_threshold,
+                negatives_per_class(config))
 
 
 # ------------------------------------------------------------------------------ refinement

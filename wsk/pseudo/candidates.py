@@ -47,3 +47,36 @@ def select_candidates(scores, labels, threshold=PseudoConfig.candidate_threshold
         return np.zeros(0, np.int32), np.zeros(0, np.int32)
     return (np.concatenate(candidates).astype(np.int32),
             np.concatenate(candidate_labels).astype(np.int32))
+
+
+def negatives_per_class(config):
+    """How many false alarms per absent class the scoring stage keeps (``select_negatives``): the
+    config's ``refine_negatives`` for the ``contrast`` refinement order, else none."""
+    return int(config.refine_negatives) if config.refine_order == "contrast" else 0
+
+
+def select_negatives(scores, labels, count):
+    """The false alarms of one image: for each object class that is *not* among its ``labels``
+    (dataset indices, 1-based), the ``count`` proposals of highest score for that class (ties: lower
+    proposal index first), classes in increasing order. None of them can hold the class, whatever
+    they score: the image does not. The contrast refinement (``wsk.pseudo.refinement``) compares
+    each candidate with the class's false alarms in the images without it.
+
+    Returns ``(negatives, negative_labels)``: two ``(M,)`` int32 arrays, the proposal index and the
+    dataset class of each false alarm.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise WskError(f"proposal scores must be (proposals, classes), got shape {scores.shape}")
+    present = {hcp_column(label) for label in labels}
+    negatives, negative_labels = [], []
+    for column in range(scores.shape[1]):
+        if column in present or count <= 0:
+            continue
+        chosen = np.argsort(-scores[:, column], kind="stable")[:count]
+        negatives.append(chosen)
+        negative_labels.append(np.full(len(chosen), column + 1))
+    if not negatives:
+        return np.zeros(0, np.int32), np.zeros(0, np.int32)
+    return (np.concatenate(negatives).astype(np.int32),
+            np.concatenate(negative_labels).astype(np.int32))

@@ -11,9 +11,14 @@ REFINED_VERSION = 2          # 1: one refined.json for the whole split (wsk 0.1)
 STATISTICS_VERSION = 2       # 1: no calibrated thresholds (wsk 0.2)
 SCORE_KEYS = ("version", "scores", "candidates", "candidate_labels", "features", "mode", "threshold",
               "inputs")
+# kept by the contrast refinement order only (``wsk.pseudo.candidates.select_negatives``): the false
+# alarms of the classes an image lacks, and their fc7 features; ``negatives_per_class`` says how many
+NEGATIVE_KEYS = ("negatives_per_class", "negatives", "negative_labels", "negative_features")
 LOCMAP_KEYS = ("version", "maps", "labels")
 STATISTICS_KEYS = ("version", "settings", "scores_digest", "pca_dims", "mean", "components", "labels",
                    "images", "means", "meansq", "thresholds")
+# Eq. 1's totals of the false alarms (``NEGATIVE_KEYS``), for the contrast order only
+NEGATIVE_STATISTICS_KEYS = ("negative_labels", "negative_images", "negative_means", "negative_meansq")
 
 
 def read_refined(path):

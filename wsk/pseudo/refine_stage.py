@@ -4,7 +4,8 @@
    pass over the scores files counts each class's highest score on the images without it
    (``wsk.pseudo.calibration``, with ``candidate_quantile``), two more fit the PCA from the
    calibrated candidates' moments and sum Eq. 1's per-class totals
-   (``wsk.pseudo.refinement.refinement_statistics``, with refinement); all are written to
+   (``wsk.pseudo.refinement.refinement_statistics``, with refinement), and with the contrast order
+   one more sums the same totals over the false alarms (``negative_statistics``); all are written to
    ``WORK/refinement.npz`` with the settings and the digest of the scores they were made from;
 2. **per image** (``refine_image_file``): each image's candidates, those under their class's
    calibrated threshold dropped, ranked against those statistics, its kept proposals written to
@@ -23,10 +24,13 @@ import numpy as np
 
 from wsk.data.ids import sorted_ids
 from wsk.data.sources import open_dataset
+from wsk.errors import WskError
 from wsk.io import file_stamp, load_npz, save_json, save_npz
 from wsk.pseudo.calibration import NegativeMaxima, calibrated_candidates, calibrated_features, calibrated_thresholds
-from wsk.pseudo.files import REFINED_VERSION, SCORE_KEYS, STATISTICS_KEYS, STATISTICS_VERSION, read_refined
-from wsk.pseudo.refinement import ClassTotals, Projection, refine_image, refinement_statistics
+from wsk.pseudo.candidates import negatives_per_class
+from wsk.pseudo.files import (NEGATIVE_KEYS, NEGATIVE_STATISTICS_KEYS, REFINED_VERSION, SCORE_KEYS, STATISTICS_KEYS,
+                              STATISTICS_VERSION, read_refined)
+from wsk.pseudo.refinement import ClassTotals, Projection, negative_statistics, refine_image, refinement_statistics
 from wsk.stages import StageReport, progress, readable_npz
 from wsk.workdir import WorkDir
 
@@ -40,7 +44,23 @@ def refinement_settings(refine, config, mode):
                 "rough_top_regions": config.rough_top_regions}
     if config.candidate_quantile is not None:
         settings["quantile"] = config.candidate_quantile
+    if negatives_per_class(config):
+        settings["negatives"] = negatives_per_class(config)
     return settings
+
+
+def uses_negatives(refine, config):
+    """Whether the refinement ranks against the false alarms (the contrast order, with refinement)."""
+    return bool(refine) and negatives_per_class(config) > 0
+
+
+def false_alarms(rec):
+    """``(features, classes)`` of the false alarms a scores file's arrays ``rec`` hold."""
+    missing = [key for key in NEGATIVE_KEYS if key not in rec]
+    if missing:
+        raise WskError("a scores file without false alarms, which the contrast refinement order needs "
+                       "(rerun `wsk pseudo` to rescore)")
+    return rec["negative_features"], rec["negative_labels"]
 
 
 def needs_statistics(refine, config):
@@ -57,19 +77,35 @@ def scores_digest(workdir, ids):
 
 
 # ------------------------------------------------------------------------------- statistics
-def save_statistics(path, settings, digest, projection, totals, pca_dims, thresholds=None):
-    """Write ``refinement.npz``: the projection (empty when none was fitted), the class totals and
-    the calibrated thresholds (empty without calibration)."""
+def _totals_arrays(totals, dims, prefix=""):
     labels = sorted(totals.images)
+    return {f"{prefix}labels": np.array(labels, np.int64),
+            f"{prefix}images": np.array([totals.images[k] for k in labels], np.int64),
+            # the false alarms keep their own width where no candidate fixed one (no projection, no candidate)
+            f"{prefix}means": (np.array([totals.means[k] for k in labels], np.float64).reshape(len(labels), -1)
+                               if labels else np.zeros((0, dims))),
+            f"{prefix}meansq": np.array([totals.meansq[k] for k in labels], np.float64)}
+
+
+def _totals(arrays, prefix=""):
+    labels = [int(k) for k in arrays[f"{prefix}labels"]]
+    return ClassTotals(dict(zip(labels, (int(n) for n in arrays[f"{prefix}images"]))),
+                       dict(zip(labels, arrays[f"{prefix}means"])),
+                       dict(zip(labels, (float(v) for v in arrays[f"{prefix}meansq"]))))
+
+
+def save_statistics(path, settings, digest, projection, totals, pca_dims, thresholds=None, negatives=None):
+    """Write ``refinement.npz``: the projection (empty when none was fitted), the class totals, the
+    calibrated thresholds (empty without calibration) and the false alarms' totals (the contrast
+    order only)."""
     dims = projection.dims if projection is not None else (pca_dims or 0)
+    extra = {} if negatives is None else _totals_arrays(negatives, dims, "negative_")
     save_npz(path, version=np.int32(STATISTICS_VERSION), settings=np.array(repr(sorted(settings.items()))),
              scores_digest=np.array(digest), pca_dims=np.int64(-1 if pca_dims is None else pca_dims),
              mean=np.zeros(0) if projection is None else projection.mean,
              components=np.zeros((0, 0)) if projection is None else projection.components,
-             labels=np.array(labels, np.int64), images=np.array([totals.images[k] for k in labels], np.int64),
-             means=np.array([totals.means[k] for k in labels], np.float64).reshape(len(labels), dims),
-             meansq=np.array([totals.meansq[k] for k in labels], np.float64),
-             thresholds=np.zeros(0) if thresholds is None else np.asarray(thresholds, np.float64))
+             thresholds=np.zeros(0) if thresholds is None else np.asarray(thresholds, np.float64),
+             **_totals_arrays(totals, dims), **extra)
 
 
 def statistics_made_from(path, settings, digest):
@@ -87,17 +123,24 @@ def statistics_made_from(path, settings, digest):
 def _statistics(path, stamp):
     arrays = load_npz(path, required=STATISTICS_KEYS)
     projection = Projection(arrays["mean"], arrays["components"]) if arrays["components"].size else None
-    labels = [int(k) for k in arrays["labels"]]
-    totals = ClassTotals(dict(zip(labels, (int(n) for n in arrays["images"]))),
-                         dict(zip(labels, arrays["means"])), dict(zip(labels, (float(v) for v in arrays["meansq"]))))
     thresholds = arrays["thresholds"] if arrays["thresholds"].size else None
-    return projection, totals, thresholds
+    negatives = _totals(arrays, "negative_") if all(k in arrays for k in NEGATIVE_STATISTICS_KEYS) else None
+    return projection, _totals(arrays), thresholds, negatives
 
 
 def load_statistics(path):
     """``(projection, totals, thresholds)`` of ``refinement.npz``, read once per process and file
     version (``thresholds`` None without calibration)."""
-    return _statistics(path, file_stamp(path))
+    return _statistics(path, file_stamp(path))[:3]
+
+
+def load_negatives(path):
+    """The false alarms' ``ClassTotals`` of ``refinement.npz`` (the contrast order); a file
+    without them is a ``WskError`` (rerun `wsk pseudo`)."""
+    negatives = _statistics(path, file_stamp(path))[3]
+    if negatives is None:
+        raise WskError("refinement statistics without the false alarms' totals (rerun `wsk pseudo`)", path)
+    return negatives
 
 
 def statistics_stage(dataset, workdir, config, mode, refine=True):
@@ -111,7 +154,8 @@ def statistics_stage(dataset, workdir, config, mode, refine=True):
         report.skipped = dataset.ids
         return report
     calibrate = config.candidate_quantile is not None
-    passes = int(calibrate) + 2 * int(bool(refine))
+    contrast = uses_negatives(refine, config)
+    passes = int(calibrate) + 2 * int(bool(refine)) + int(contrast)
     with progress(length=passes * len(dataset.ids), label="refinement statistics (streaming the scores)") as bar:
         def scores(image_id):
             bar.update(1)
@@ -123,22 +167,25 @@ def statistics_stage(dataset, workdir, config, mode, refine=True):
             for image_id in dataset.ids:
                 maxima.add(scores(image_id)["scores"], dataset.labels(image_id))
             thresholds = calibrated_thresholds(maxima, config.candidate_quantile, config.candidate_threshold)
-        projection, totals, pca_dims = None, ClassTotals(), None
+        projection, totals, pca_dims, negatives = None, ClassTotals(), None, None
         if refine:
             projection, totals, pca_dims = refinement_statistics(
                 lambda image_id: calibrated_features(scores(image_id), thresholds), dataset.ids, config.pca_energy)
-    save_statistics(workdir.refinement, settings, digest, projection, totals, pca_dims, thresholds)
+        if contrast:
+            negatives = negative_statistics(lambda image_id: false_alarms(scores(image_id)), dataset.ids, projection)
+    save_statistics(workdir.refinement, settings, digest, projection, totals, pca_dims, thresholds, negatives)
     report.done = dataset.ids
     return report
 
 
 # -------------------------------------------------------------------------------- per image
-def kept_proposals(rec, labels, projection, totals, refine, config, thresholds=None):
+def kept_proposals(rec, labels, projection, totals, refine, config, thresholds=None, negatives=None):
     """One image's kept proposals: ``({"<label>": kept proposal indices}, fallback labels)``.
 
     ``rec``: its scores file's arrays; ``labels``: its ground-truth classes; ``projection`` and
     ``totals``: the dataset's statistics (unused without ``refine``: every candidate is kept);
-    ``thresholds``: the calibrated per-class thresholds (None: the scores file's candidates).
+    ``thresholds``: the calibrated per-class thresholds (None: the scores file's candidates);
+    ``negatives``: the false alarms' totals (the contrast order).
     A label without any candidate keeps its best-scoring proposal and is a fallback label.
     """
     calibrated = calibrated_candidates(rec, thresholds)
@@ -146,7 +193,7 @@ def kept_proposals(rec, labels, projection, totals, refine, config, thresholds=N
     candidates = calibrated["candidates"]
     if refine:
         rows = refine_image(features, candidate_labels, projection, totals, config.refine_keep,
-                            config.refine_order)
+                            config.refine_order, negatives)
     else:
         rows = {int(label): np.flatnonzero(candidate_labels == label) for label in np.unique(candidate_labels)}
     kept = {label: candidates[r] for label, r in rows.items()}
@@ -179,8 +226,9 @@ def refine_image_file(data, split, work, refine, config, mode, image_id):
     made_from = refined_made_from(workdir, settings, image_id)
     statistics = needs_statistics(refine, config)
     projection, totals, thresholds = load_statistics(workdir.refinement) if statistics else (None, None, None)
+    negatives = load_negatives(workdir.refinement) if uses_negatives(refine, config) else None
     labels = [int(k) for k in open_dataset(data, split, ids=[image_id]).labels(image_id)]
     rec = load_npz(workdir.scores(image_id), required=SCORE_KEYS)
-    kept, fallback = kept_proposals(rec, labels, projection, totals, refine, config, thresholds)
+    kept, fallback = kept_proposals(rec, labels, projection, totals, refine, config, thresholds, negatives)
     save_json(workdir.refined(image_id), {"version": REFINED_VERSION, "made_from": made_from, "kept": kept,
                                           "fallback": fallback})

@@ -20,6 +20,16 @@ So the refinement streams over a dataset one image at a time:
 * ``refinement_statistics`` makes both in two passes, ``refine_image`` ranks one image's
   candidates against them.
 
+**The contrast order** (``order="contrast"``, the demo's) adds what Eq. 1 cannot see: the class's
+false alarms. An image without class ``k`` cannot hold it, so its highest class-``k`` proposals
+(``wsk.pseudo.candidates.select_negatives``) show what the class's score picks up besides the
+object: background regions whose edge traces the object's outline, parts of other objects. The
+same streamed totals (``ClassTotals``), summed over those false alarms, give each candidate Eq. 1's
+average distance to them, ``dis_neg(x)``, and the candidates kept are those whose
+``dis(x) - dis_neg(x)`` is smallest: closer to the class's candidates in other images than to its
+false alarms. With both written out this is ``2 x . (m_neg - m) + const``: a nearest-class-mean
+classifier between the class's candidates and its false alarms.
+
 Memory is ``O(D^2 + classes x d)``, whatever the number of candidates, and no more than one
 image's candidates are held at a time. The refinement stage (``wsk.pseudo.refine_stage``) and the
 Beam pipeline (``wsk.pipeline``) run these; ``cross_image_refinement`` is the same two calls over
@@ -59,7 +69,7 @@ def rank_and_keep(distances, keep=PseudoConfig.refine_keep, order=PseudoConfig.r
     check_ranking(keep, order)
     distances = np.asarray(distances, dtype=np.float64)
     count = math.ceil(keep * len(distances))
-    key = distances if order == "closest" else -distances
+    key = -distances if order == "farthest" else distances
     return np.argsort(key, kind="stable")[:count].astype(np.int64)
 
 
@@ -187,13 +197,15 @@ class ClassTotals:
             merged.meansq[label] = merged.meansq.get(label, 0.0) + other.meansq[label]
         return merged
 
-    def distances(self, label, features, own):
+    def distances(self, label, features, own=None):
         """Eq. 1 for one image's ``(n, d)`` candidates of ``label`` whose statistics are ``own``
-        (``image_statistics``); None when no other image has candidates of ``label``."""
-        others = self.images.get(label, 0) - 1
+        (``image_statistics``), averaged over the *other* images; None when no other image has
+        candidates of ``label``. ``own`` None: over every image counted (totals the image is not in,
+        such as the false alarms of a class it holds)."""
+        others = self.images.get(label, 0) - (0 if own is None else 1)
         if others < 1:
             return None
-        mean, meansq = own
+        mean, meansq = (0.0, 0.0) if own is None else own
         other_mean = (self.means[label] - mean) / others
         other_meansq = (self.meansq[label] - meansq) / others
         features = np.asarray(features, dtype=np.float64)
@@ -201,11 +213,13 @@ class ClassTotals:
 
 
 def refine_image(features, labels, projection, totals, keep=PseudoConfig.refine_keep,
-                 order=PseudoConfig.refine_order):
+                 order=PseudoConfig.refine_order, negatives=None):
     """``{label: kept candidate rows, best first}`` of one image (§3.2), from the dataset's
     ``projection`` and ``totals`` (``refinement_statistics``): for each label, the rows of its
     ``ceil(keep * n)`` candidates ranked by Eq. 1 in ``order`` (``rank_and_keep``), or all of them
-    when no other image has candidates of the label."""
+    when no other image has candidates of the label. ``order="contrast"`` ranks by Eq. 1 minus the
+    average distance to the class's false alarms, ``negatives`` (``negative_statistics``); a class
+    without false alarms is ranked by Eq. 1 alone."""
     check_ranking(keep, order)
     labels = np.asarray(labels)
     if not len(labels):
@@ -216,6 +230,9 @@ def refine_image(features, labels, projection, totals, keep=PseudoConfig.refine_
     for label, stats in own.items():
         rows = np.flatnonzero(labels == label)
         dist = totals.distances(label, reduced[rows], stats)
+        if dist is not None and order == "contrast" and negatives is not None:
+            alarms = negatives.distances(label, reduced[rows])
+            dist = dist if alarms is None else dist - alarms
         kept[label] = rows if dist is None else rows[rank_and_keep(dist, keep, order)]
     return kept
 
@@ -241,15 +258,29 @@ def refinement_statistics(read, ids, energy=PseudoConfig.pca_energy):
     return projection, totals, dims
 
 
+def negative_statistics(read, ids, projection):
+    """The ``ClassTotals`` of the false alarms (the contrast order), streaming: ``read(image_id)``
+    returns ``(features (m, D), classes (m,))`` of that image's false alarms, which are projected by
+    the candidates' ``projection`` (None: as they are)."""
+    totals = ClassTotals()
+    for image_id in ids:
+        features, labels = read(image_id)
+        if len(labels):
+            totals.add(image_statistics(reduce_with(projection, features), labels))
+    return totals
+
+
 def cross_image_refinement(candidates, keep=PseudoConfig.refine_keep, order=PseudoConfig.refine_order,
-                           energy=PseudoConfig.pca_energy):
+                           energy=PseudoConfig.pca_energy, negatives=None):
     """§3.2 over candidates held in memory: ``refinement_statistics`` then ``refine_image``.
 
-    ``candidates`` maps image id -> ``(features (n, D), candidate labels (n,))``. Returns image id ->
-    ``{label: kept candidate rows, best first}`` (``{}`` for an image without candidates): what the
-    refinement stage writes for each image, for a set small enough to hold.
+    ``candidates`` maps image id -> ``(features (n, D), candidate labels (n,))``; ``negatives``
+    (the contrast order) maps image id -> ``(features (m, D), classes (m,))`` of its false alarms.
+    Returns image id -> ``{label: kept candidate rows, best first}`` (``{}`` for an image without
+    candidates): what the refinement stage writes for each image, for a set small enough to hold.
     """
     check_ranking(keep, order)
     projection, totals, _ = refinement_statistics(candidates.__getitem__, list(candidates), energy)
-    return {image_id: refine_image(*candidates[image_id], projection, totals, keep, order)
+    alarms = None if negatives is None else negative_statistics(negatives.__getitem__, list(negatives), projection)
+    return {image_id: refine_image(*candidates[image_id], projection, totals, keep, order, alarms)
             for image_id in candidates}

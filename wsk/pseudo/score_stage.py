@@ -1,5 +1,6 @@
 """Proposal scoring (§3.1): every proposal of an image scored by the trained HCP,
-``WORK/scores/<id>.npz`` (softmax, candidates above the threshold, their fc7 features).
+``WORK/scores/<id>.npz`` (softmax, candidates above the threshold, their fc7 features; for the
+contrast refinement order also the false alarms of the classes the image lacks and their features).
 
 The candidates' features are stored as float16 (half the disk of float32, which older files
 hold; both read alike). Measured on the demo's 360 training images (20,934 candidates): the
@@ -14,8 +15,8 @@ from wsk.errors import WskError
 from wsk.io import file_stamp, save_npz
 from wsk.models.saving import load_model
 from wsk.proposals.container import Proposals
-from wsk.pseudo.candidates import select_candidates
-from wsk.pseudo.files import SCORE_KEYS, SCORES_VERSION
+from wsk.pseudo.candidates import select_candidates, select_negatives
+from wsk.pseudo.files import NEGATIVE_KEYS, SCORE_KEYS, SCORES_VERSION
 from wsk.stages import readable_npz
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)   # fc7 features are ReLU outputs: only the top can overflow
@@ -34,16 +35,23 @@ def score_inputs(workdir, image_id):
     return file_stamp(workdir.hcp_model, workdir.proposals(image_id))
 
 
-def scores_valid(path, mode, threshold, inputs):
+def scores_valid(path, mode, threshold, inputs, negatives=0):
     """Whether ``path`` holds a scores file of this version, scoring mode and threshold, computed
-    from the inputs stamped ``inputs`` (a retrained HCP or new proposals make it stale)."""
+    from the inputs stamped ``inputs`` (a retrained HCP or new proposals make it stale), with
+    ``negatives`` false alarms per absent class where any are asked for (a file without them, or
+    with another count, is stale then; files of the other orders may hold them or not)."""
     arrays = readable_npz(path, SCORE_KEYS)
-    return arrays is not None and (int(arrays["version"]) == SCORES_VERSION and str(arrays["mode"]) == mode
-            and bool(np.isclose(float(arrays["threshold"]), threshold)) and str(arrays["inputs"]) == inputs)
+    if arrays is None or not (int(arrays["version"]) == SCORES_VERSION and str(arrays["mode"]) == mode
+                              and bool(np.isclose(float(arrays["threshold"]), threshold))
+                              and str(arrays["inputs"]) == inputs):
+        return False
+    return not negatives or ("negatives_per_class" in arrays and int(arrays["negatives_per_class"]) == negatives
+                             and all(key in arrays for key in NEGATIVE_KEYS))
 
 
-def score_image(scorer, dataset, workdir, image_id, threshold):
-    """Score every proposal of one image and write ``WORK/scores/<id>.npz`` (§3.1)."""
+def score_image(scorer, dataset, workdir, image_id, threshold, negatives=0):
+    """Score every proposal of one image and write ``WORK/scores/<id>.npz`` (§3.1), with the
+    ``negatives`` false alarms of each absent class (``select_negatives``) when asked."""
     proposals_path = workdir.proposals(image_id)
     proposals = Proposals.load(proposals_path)
     image = dataset.image(image_id)
@@ -51,8 +59,19 @@ def score_image(scorer, dataset, workdir, image_id, threshold):
         raise WskError(f"proposals of size {proposals.shape} do not fit the {image.shape[:2]} image "
                        "(recompute the proposals)", proposals_path)
     scores, features = scorer(image, proposals.boxes, proposals)
-    candidates, candidate_labels = select_candidates(scores, dataset.labels(image_id), threshold)
+    labels = dataset.labels(image_id)
+    candidates, candidate_labels = select_candidates(scores, labels, threshold)
+    extra = {}
+    if negatives:
+        rows, row_labels = select_negatives(scores, labels, negatives)
+        extra = {"negatives_per_class": np.int32(negatives), "negatives": rows, "negative_labels": row_labels,
+                 "negative_features": half_features(features[rows])}
     save_npz(workdir.scores(image_id), version=np.int32(SCORES_VERSION), scores=scores,
              candidates=candidates, candidate_labels=candidate_labels,
-             features=np.minimum(features[candidates], FLOAT16_MAX).astype(np.float16), mode=np.array(scorer.mode),
-             threshold=np.float32(threshold), inputs=np.array(score_inputs(workdir, image_id)))
+             features=half_features(features[candidates]), mode=np.array(scorer.mode),
+             threshold=np.float32(threshold), inputs=np.array(score_inputs(workdir, image_id)), **extra)
+
+
+def half_features(features):
+    """fc7 features as float16 for the scores file (the largest clipped to float16's range)."""
+    return np.minimum(features, FLOAT16_MAX).astype(np.float16)
