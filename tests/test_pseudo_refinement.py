@@ -400,3 +400,15 @@ def test_a_scores_file_without_false_alarms_is_stale_for_the_contrast_order(tmp_
     assert scores_valid(path, "roi", 0.5, "test", negatives=10)
     assert not scores_valid(path, "roi", 0.5, "test", negatives=5)
     assert scores_valid(path, "roi", 0.5, "test")   # the other orders read what they need of it
+
+
+def test_false_alarms_missing_from_a_scores_file_is_a_one_line_error_naming_it(tmp_path):
+    from wsk.io import load_npz
+    from wsk.pseudo.refine_stage import false_alarms
+    from wsk.workdir import WorkDir
+
+    workdir = WorkDir(tmp_path)
+    write_scores(workdir, "a", [1], 3, np.random.default_rng(1))
+    with pytest.raises(WskError, match="false alarms") as err:
+        false_alarms(load_npz(workdir.scores("a")), workdir.scores("a"))
+    assert str(workdir.scores("a")) in str(err.value) and "\n" not in str(err.value)

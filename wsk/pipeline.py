@@ -153,7 +153,7 @@ def _merge_totals(parts):
 
 
 def _alarm_totals(run, image_id, fitted):
-    return negative_statistics(lambda i: false_alarms(_scores(run, i)), [image_id], fitted[0])
+    return negative_statistics(lambda i: false_alarms(_scores(run, i), run.workdir.scores(i)), [image_id], fitted[0])
 
 
 def _write_statistics(totals, run, fitted, thresholds, negatives=None):

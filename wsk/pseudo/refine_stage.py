@@ -54,12 +54,11 @@ def uses_negatives(refine, config):
     return bool(refine) and negatives_per_class(config) > 0
 
 
-def false_alarms(rec):
-    """``(features, classes)`` of the false alarms a scores file's arrays ``rec`` hold."""
-    missing = [key for key in NEGATIVE_KEYS if key not in rec]
-    if missing:
-        raise WskError("a scores file without false alarms, which the contrast refinement order needs "
-                       "(rerun `wsk pseudo` to rescore)")
+def false_alarms(rec, path=None):
+    """``(features, classes)`` of the false alarms the arrays ``rec`` of the scores file ``path`` hold."""
+    if any(key not in rec for key in NEGATIVE_KEYS):
+        raise WskError("scores without the false alarms the contrast refinement order needs "
+                       "(rerun `wsk pseudo` to rescore)", path)
     return rec["negative_features"], rec["negative_labels"]
 
 
@@ -172,7 +171,8 @@ def statistics_stage(dataset, workdir, config, mode, refine=True):
             projection, totals, pca_dims = refinement_statistics(
                 lambda image_id: calibrated_features(scores(image_id), thresholds), dataset.ids, config.pca_energy)
         if contrast:
-            negatives = negative_statistics(lambda image_id: false_alarms(scores(image_id)), dataset.ids, projection)
+            negatives = negative_statistics(lambda image_id: false_alarms(scores(image_id), workdir.scores(image_id)),
+                                            dataset.ids, projection)
     save_statistics(workdir.refinement, settings, digest, projection, totals, pca_dims, thresholds, negatives)
     report.done = dataset.ids
     return report
