@@ -338,13 +338,13 @@ def contrast_images():
 @pytest.mark.parametrize("keep, contrast, closest", [(0.25, [2], [0]), (0.5, [2, 0], [0, 2]),
                                                      (0.75, [2, 0, 1], [0, 2, 1])])
 def test_contrast_order_ranks_by_eq1_minus_the_distance_to_the_false_alarms(keep, contrast, closest):
-    from wsk.pseudo.refinement import negative_statistics
+    from wsk.pseudo.refinement import class_totals
 
     candidates, alarms = contrast_images()
     totals = ClassTotals()
     for features, labels in candidates.values():
         totals.add(image_statistics(features, labels))
-    negatives = negative_statistics(alarms.__getitem__, list(alarms), None)
+    negatives = class_totals(alarms.__getitem__, list(alarms), None)
     assert negatives.images == {1: 2}
     np.testing.assert_allclose(negatives.distances(1, candidates["A"][0]), [2.5, 0.25, 12.5, 2.5])
     a = candidates["A"]

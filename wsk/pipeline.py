@@ -43,8 +43,7 @@ from wsk.pseudo.files import SCORE_KEYS
 from wsk.pseudo.calibration import NegativeMaxima, calibrated_features, calibrated_thresholds
 from wsk.pseudo.refine_stage import (false_alarms, needs_statistics, refinement_settings, save_statistics,
                                      scores_digest, statistics_made_from, uses_negatives)
-from wsk.pseudo.refinement import (ClassTotals, Moments, fit_projection, image_statistics, negative_statistics,
-                                   reduce_with)
+from wsk.pseudo.refinement import ClassTotals, Moments, class_totals, fit_projection
 from wsk.recipes import PIPELINE_STAGES
 from wsk.stage_list import PSEUDO_STAGES, STAGES, get_stage
 
@@ -142,10 +141,7 @@ def _merge_moments(parts):
 
 
 def _class_totals(run, image_id, fitted, thresholds):
-    features, labels = _features(run, image_id, thresholds)
-    if not len(labels):
-        return ClassTotals()
-    return ClassTotals().add(image_statistics(reduce_with(fitted[0], features), labels))
+    return class_totals(lambda i: _features(run, i, thresholds), [image_id], fitted[0])
 
 
 def _merge_totals(parts):
@@ -153,7 +149,7 @@ def _merge_totals(parts):
 
 
 def _alarm_totals(run, image_id, fitted):
-    return negative_statistics(lambda i: false_alarms(_scores(run, i), run.workdir.scores(i)), [image_id], fitted[0])
+    return class_totals(lambda i: false_alarms(_scores(run, i), run.workdir.scores(i)), [image_id], fitted[0])
 
 
 def _write_statistics(totals, run, fitted, thresholds, negatives=None):

@@ -5,7 +5,7 @@
    (``wsk.pseudo.calibration``, with ``candidate_quantile``), two more fit the PCA from the
    calibrated candidates' moments and sum Eq. 1's per-class totals
    (``wsk.pseudo.refinement.refinement_statistics``, with refinement), and with the contrast order
-   one more sums the same totals over the false alarms (``negative_statistics``); all are written to
+   one more sums the same totals over the false alarms (``class_totals``); all are written to
    ``WORK/refinement.npz`` with the settings and the digest of the scores they were made from;
 2. **per image** (``refine_image_file``): each image's candidates, those under their class's
    calibrated threshold dropped, ranked against those statistics, its kept proposals written to
@@ -30,7 +30,7 @@ from wsk.pseudo.calibration import NegativeMaxima, calibrated_candidates, calibr
 from wsk.pseudo.candidates import negatives_per_class
 from wsk.pseudo.files import (NEGATIVE_KEYS, NEGATIVE_STATISTICS_KEYS, REFINED_VERSION, SCORE_KEYS, STATISTICS_KEYS,
                               STATISTICS_VERSION, read_refined)
-from wsk.pseudo.refinement import ClassTotals, Projection, negative_statistics, refine_image, refinement_statistics
+from wsk.pseudo.refinement import ClassTotals, Projection, class_totals, refine_image, refinement_statistics
 from wsk.stages import StageReport, progress, readable_npz
 from wsk.workdir import WorkDir
 
@@ -171,8 +171,8 @@ def statistics_stage(dataset, workdir, config, mode, refine=True):
             projection, totals, pca_dims = refinement_statistics(
                 lambda image_id: calibrated_features(scores(image_id), thresholds), dataset.ids, config.pca_energy)
         if contrast:
-            negatives = negative_statistics(lambda image_id: false_alarms(scores(image_id), workdir.scores(image_id)),
-                                            dataset.ids, projection)
+            negatives = class_totals(lambda image_id: false_alarms(scores(image_id), workdir.scores(image_id)),
+                                     dataset.ids, projection)
     save_statistics(workdir.refinement, settings, digest, projection, totals, pca_dims, thresholds, negatives)
     report.done = dataset.ids
     return report

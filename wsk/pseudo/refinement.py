@@ -218,7 +218,7 @@ def refine_image(features, labels, projection, totals, keep=PseudoConfig.refine_
     ``projection`` and ``totals`` (``refinement_statistics``): for each label, the rows of its
     ``ceil(keep * n)`` candidates ranked by Eq. 1 in ``order`` (``rank_and_keep``), or all of them
     when no other image has candidates of the label. ``order="contrast"`` ranks by Eq. 1 minus the
-    average distance to the class's false alarms, ``negatives`` (``negative_statistics``); a class
+    average distance to the class's false alarms, ``negatives`` (``class_totals`` of the false alarms); a class
     without false alarms is ranked by Eq. 1 alone."""
     check_ranking(keep, order)
     labels = np.asarray(labels)
@@ -250,18 +250,13 @@ def refinement_statistics(read, ids, energy=PseudoConfig.pca_energy):
     for image_id in ids:
         moments.add(read(image_id)[0])
     projection, dims = fit_projection(moments, energy)
-    totals = ClassTotals()
-    for image_id in ids:
-        features, labels = read(image_id)
-        if len(labels):
-            totals.add(image_statistics(reduce_with(projection, features), labels))
-    return projection, totals, dims
+    return projection, class_totals(read, ids, projection), dims
 
 
-def negative_statistics(read, ids, projection):
-    """The ``ClassTotals`` of the false alarms (the contrast order), streaming: ``read(image_id)``
-    returns ``(features (m, D), classes (m,))`` of that image's false alarms, which are projected by
-    the candidates' ``projection`` (None: as they are)."""
+def class_totals(read, ids, projection):
+    """The ``ClassTotals`` of rows read one image at a time, streaming: ``read(image_id)`` returns
+    ``(features (m, D), classes (m,))`` of that image's candidates (Eq. 1) or false alarms (the
+    contrast order), projected by the candidates' ``projection`` (None: as they are)."""
     totals = ClassTotals()
     for image_id in ids:
         features, labels = read(image_id)
@@ -281,6 +276,6 @@ def cross_image_refinement(candidates, keep=PseudoConfig.refine_keep, order=Pseu
     """
     check_ranking(keep, order)
     projection, totals, _ = refinement_statistics(candidates.__getitem__, list(candidates), energy)
-    alarms = None if negatives is None else negative_statistics(negatives.__getitem__, list(negatives), projection)
+    alarms = None if negatives is None else class_totals(negatives.__getitem__, list(negatives), projection)
     return {image_id: refine_image(*candidates[image_id], projection, totals, keep, order, alarms)
             for image_id in candidates}

@@ -45,8 +45,8 @@ def scores_valid(path, mode, threshold, inputs, negatives=0):
                               and bool(np.isclose(float(arrays["threshold"]), threshold))
                               and str(arrays["inputs"]) == inputs):
         return False
-    return not negatives or ("negatives_per_class" in arrays and int(arrays["negatives_per_class"]) == negatives
-                             and all(key in arrays for key in NEGATIVE_KEYS))
+    return not negatives or (all(key in arrays for key in NEGATIVE_KEYS)
+                             and int(arrays["negatives_per_class"]) == negatives)
 
 
 def score_image(scorer, dataset, workdir, image_id, threshold, negatives=0):
