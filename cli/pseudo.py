@@ -24,12 +24,15 @@ from wsk.recipes import ORDERS, SCORE_MODES
                    "images' (tight proposals, the paper's intent), farthest (§3.2's literal "
                    "'descending order'), or closer to them than to the class's false alarms in the "
                    "images without it (contrast) [default: the recipe's: closest (paper), contrast (demo)].")
+@click.option("--rough-crf/--no-rough-crf", default=None,
+              help="A dense CRF over each rough mask, so that its edges follow the image's "
+                   "[default: the recipe's: off (paper), on (demo)].")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes for maps and masks [default: the cores available].")
 @click.option("--report/--no-report", default=True, show_default=True,
               help="When ROOT has ground-truth masks, print and write the stage-by-stage quality "
                    "report (WORK/quality.json).")
-def pseudo(work, split, refine, mode, recipe, refine_order, jobs, report, **kwargs):
+def pseudo(work, split, refine, mode, recipe, refine_order, rough_crf, jobs, report, **kwargs):
     """Turn image-level labels into pseudo labels for the training images of DATA.
 
     Scores every proposal of WORK/proposals with the HCP model WORK/hcp/hcp.keras
@@ -46,7 +49,8 @@ def pseudo(work, split, refine, mode, recipe, refine_order, jobs, report, **kwar
     from wsk.stages import default_jobs, worker_pool
 
     run = open_cli_run(work, pop_data(kwargs), recipe=recipe, split=split, refine=refine,
-                       overrides={"pseudo.score_mode": mode, "pseudo.refine_order": refine_order},
+                       overrides={"pseudo.score_mode": mode, "pseudo.refine_order": refine_order,
+                                  "pseudo.rough_crf": rough_crf},
                        jobs=jobs or default_jobs())
     with worker_pool(run.jobs) as pool:
         reports = run_stages(PSEUDO_STAGES, run, pool)

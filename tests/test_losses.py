@@ -69,6 +69,55 @@ def test_eq4_targets_normalised_per_position():
     assert _np(loss(targets * scale, logits)) == pytest.approx(_np(loss(targets, logits)), rel=1e-5)
 
 
+def test_target_power_sharpens_the_targets_by_hand():
+    # one position, targets (0.6, 0.4, 0), logits (0, ln 2, 0): p = (1/4, 1/2, 1/4)
+    targets = np.array([[0.6, 0.4, 0.0]], np.float32)
+    logits = np.array([[0.0, np.log(2.0), 0.0]], np.float32)
+    # gamma 1: -(0.6 ln 1/4 + 0.4 ln 1/2) = 1.2 ln 2 + 0.4 ln 2 = 1.6 ln 2
+    assert _np(SoftMultiLabelCrossEntropy()(targets, logits)) == pytest.approx(1.6 * np.log(2), rel=1e-5)
+    # gamma 2: (0.36, 0.16) / 0.52 -> -(0.36 ln 1/4 + 0.16 ln 1/2) / 0.52 = (0.88 / 0.52) ln 2
+    got = _np(SoftMultiLabelCrossEntropy(target_power=2.0)(targets, logits))
+    assert got == pytest.approx(0.88 / 0.52 * np.log(2), rel=1e-5)
+    # a large gamma is the one-hot target (1, 0, 0): -ln 1/4
+    got = _np(SoftMultiLabelCrossEntropy(target_power=60.0)(targets, logits))
+    assert got == pytest.approx(2 * np.log(2), rel=1e-4)
+    with pytest.raises(ValueError, match="target_power"):
+        SoftMultiLabelCrossEntropy(target_power=0)
+
+
+def _upsample_naive(logits, height, width):
+    """Caffe's Interp (aligned corners), one output pixel at a time."""
+    batch, h, w, channels = logits.shape
+    out = np.zeros((batch, height, width, channels))
+    for i in range(height):
+        for j in range(width):
+            y, x = i * (h - 1) / (height - 1), j * (w - 1) / (width - 1)
+            y0, x0 = min(int(np.floor(y)), h - 2), min(int(np.floor(x)), w - 2)
+            dy, dx = y - y0, x - x0
+            out[:, i, j] = ((1 - dy) * (1 - dx) * logits[:, y0, x0] + (1 - dy) * dx * logits[:, y0, x0 + 1]
+                            + dy * (1 - dx) * logits[:, y0 + 1, x0] + dy * dx * logits[:, y0 + 1, x0 + 1])
+    return out
+
+
+def test_upsample_counts_every_pixel_of_targets_at_the_crops_resolution():
+    rng = np.random.default_rng(7)
+    logits = rng.normal(0, 2, (2, 3, 4, 5)).astype(np.float32)        # a stride-4 grid of a 9 x 13 crop
+    targets = _soft_targets(rng, (2, 9, 13, 5)).astype(np.float32)
+    expected = _eq4_numpy(targets, _log_softmax(_upsample_naive(logits.astype(np.float64), 9, 13)))
+    got = _np(SoftMultiLabelCrossEntropy(upsample=True)(targets, logits))
+    assert got == pytest.approx(expected, rel=1e-5)
+    labels = rng.integers(0, 5, (2, 9, 13))
+    labels[0, :2] = 255                                                # ignored rows
+    one_hot = np.eye(5)[np.where(labels == 255, 0, labels)] * (labels != 255)[..., None]
+    expected = _eq4_numpy(one_hot, _log_softmax(_upsample_naive(logits.astype(np.float64), 9, 13)))
+    got = _np(SparseCrossEntropyIgnore(upsample=True)(labels, logits))
+    assert got == pytest.approx(expected, rel=1e-5)
+    # a per-image weight reaches every pixel: image 1 alone
+    got = _np(SoftMultiLabelCrossEntropy(upsample=True, reduction="sum")(targets, logits, np.array([0.0, 1.0])))
+    expected = _eq4_numpy(targets[1:], _log_softmax(_upsample_naive(logits[1:].astype(np.float64), 9, 13)))
+    assert got == pytest.approx(expected * (targets[1].sum(-1) > 0).sum(), rel=1e-5)
+
+
 def test_eq4_one_hot_equals_sparse_categorical_cross_entropy():
     rng = np.random.default_rng(3)
     logits = rng.normal(0, 3, (2, 7, 5, 21)).astype(np.float32)
@@ -149,18 +198,20 @@ def test_sparse_ignore_all_ignored_gives_zero():
 
 def test_losses_serialize_round_trip():
     for loss in (SoftMultiLabelCrossEntropy(from_logits=False, name="soft"),
-                 SparseCrossEntropyIgnore(ignore_label=7, from_logits=True)):
+                 SoftMultiLabelCrossEntropy(target_power=2.0, upsample=True),
+                 SparseCrossEntropyIgnore(ignore_label=7, from_logits=True, upsample=True)):
         again = keras.losses.deserialize(keras.losses.serialize(loss))
         assert type(again) is type(loss)
         assert again.get_config() == loss.get_config()
     assert SparseCrossEntropyIgnore(ignore_label=7).get_config()["ignore_label"] == 7
+    assert SoftMultiLabelCrossEntropy(target_power=2.0).get_config()["target_power"] == 2.0
 
 
 def test_losses_round_trip_through_keras_file(tmp_path):
     inputs = keras.Input((4, 4, 2))
     outputs = keras.layers.Conv2D(3, 1, name="fc8")(inputs)
     model = keras.Model(inputs, outputs)
-    for loss in (SoftMultiLabelCrossEntropy(from_logits=True),
+    for loss in (SoftMultiLabelCrossEntropy(from_logits=True, target_power=2.0),
                  SparseCrossEntropyIgnore(ignore_label=9)):
         model.compile("sgd", loss)
         path = tmp_path / f"{type(loss).__name__}.keras"

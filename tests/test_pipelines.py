@@ -116,11 +116,11 @@ def test_soft_targets_sum_to_one_where_they_have_mass_and_padding_has_none(pair_
     assert seen_padding     # scales below 33/41 always pad
 
 
-@pytest.mark.parametrize("kind, stride", [("hard", 8), ("soft", 8), ("hard", 4), ("soft", 4)])
+@pytest.mark.parametrize("kind, stride", [("hard", 8), ("soft", 8), ("hard", 4), ("soft", 4), ("soft", 1)])
 def test_augmentation_keeps_image_and_target_aligned(pair_files, kind, stride):
     images, masks, maps = pair_files
     data = pipelines.segmentation_dataset(images, masks if kind == "hard" else maps, kind, 5, 33, 3,
-                                          6, seed=3, scale_range=(0.5, 1.5), output_stride=stride)
+                                          6, seed=3, scale_range=(0.5, 1.5), target_stride=stride)
     agree = total = 0
     for image, target in data:
         rgb = to_rgb(image.numpy()[:, ::stride, ::stride])    # the pixels the targets sit on

@@ -159,3 +159,40 @@ def test_eq5_shape_mismatch_is_a_wsk_error():
         rough_masks(proposals, scores, maps[:, :3], labels=(1,))
     with pytest.raises(WskError):
         rough_masks(proposals, scores[:3], maps, labels=(1,))
+
+
+def test_crf_unary_by_hand():
+    from wsk.pseudo.rough_masks import crf_unary
+
+    # 1 x 2 image, classes 0..3, the image holds class 2: channels [background, 2]
+    mask = np.array([[0, 2]], np.uint8)
+    maps = np.zeros((4, 1, 2), np.float32)
+    maps[0] = [[0.5, 0.25]]
+    maps[2] = [[0.5, 0.75]]
+    maps[3] = [[0.9, 0.9]]                           # not the image's: left out
+    # pixel 0: 0.5 * [1, 0] + 0.4 * [0.5, 0.5] + 0.1 / 2 = [0.75, 0.25]
+    # pixel 1: 0.5 * [0, 1] + 0.4 * [0.25, 0.75] + 0.05 = [0.15, 0.85]
+    np.testing.assert_allclose(crf_unary(mask, maps, labels=[2]), [[[0.75, 0.25], [0.15, 0.85]]], atol=1e-6)
+
+
+def test_crf_moves_a_rough_mask_edge_onto_the_image_edge():
+    from wsk.pseudo.rough_masks import crf_rough_mask
+
+    # a dark object on the left 16 columns of a bright 32 x 32 image; Eq. 2's map puts the class
+    # (3) on the object at 0.6. A rough mask that stops 4 columns short of the object's edge, or runs
+    # 4 columns past it, ends on the edge after the CRF.
+    image = np.full((32, 32, 3), 230, np.uint8)
+    image[:, :16] = 20
+    maps = np.zeros((5, 32, 32), np.float32)
+    maps[3, :, :16] = 0.6
+    maps[0] = 1 - maps[3]
+    expected = np.zeros((32, 32), np.uint8)
+    expected[:, :16] = 3
+    for stop in (12, 20):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[:, :stop] = 3
+        got = crf_rough_mask(image, mask, maps, labels=[3])
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, expected, err_msg=f"mask up to column {stop}")
+    # an image without labels keeps its (all-background) mask
+    np.testing.assert_array_equal(crf_rough_mask(image, np.zeros((32, 32), np.uint8), maps, labels=[]), 0)

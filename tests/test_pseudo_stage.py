@@ -394,3 +394,32 @@ def test_the_stage_runner_keeps_a_few_images_per_worker_in_flight_not_the_split(
         report = run_per_image("stage", [f"{i:04d}" for i in range(600)], pool.work, jobs=2, pool=pool)
     assert report.done == [f"{i:04d}" for i in range(600)] and not report.failed
     assert pool.finished == 600 and pool.most <= 16
+
+
+def test_rough_crf_remakes_the_masks_as_the_crf_over_eq5s(synthetic_root, work, tmp_path):
+    import dataclasses
+    import shutil
+
+    from wsk.data.voc import VOCDataset
+    from wsk.io import label_png_made_from, load_npz, read_image, read_label_png
+    from wsk.pseudo.rough_masks import crf_rough_mask
+    from wsk.pseudo.stage import run_pseudo
+    from wsk.recipes import get_recipe
+
+    copy = tmp_path / "w"
+    shutil.copytree(work, copy)
+    config = dataclasses.replace(get_recipe("demo").pseudo, score_mode="roi", rough_crf=False)
+    run_pseudo(synthetic_root, copy, split="train", config=config)
+    wd, dataset = WorkDir(copy), VOCDataset(synthetic_root, "train")
+    plain = {i: read_label_png(wd.mask(i)) for i in dataset.ids}
+    assert all("crf" not in label_png_made_from(wd.mask(i)) for i in dataset.ids)
+    reports = run_pseudo(synthetic_root, copy, split="train", config=dataclasses.replace(config, rough_crf=True))
+    assert sorted(reports["rough masks"].done) == sorted(dataset.ids)   # remade, the CRF recorded
+    for i in dataset.ids:
+        assert label_png_made_from(wd.mask(i))["crf"] is True
+        locmap = load_npz(wd.locmap(i))
+        expected = crf_rough_mask(read_image(dataset.image_path(i)), plain[i], locmap["maps"], locmap["labels"])
+        np.testing.assert_array_equal(read_label_png(wd.mask(i)), expected, err_msg=i)
+        assert set(np.unique(expected)) <= {0} | set(locmap["labels"].tolist())
+    reports = run_pseudo(synthetic_root, copy, split="train", config=dataclasses.replace(config, rough_crf=True))
+    assert not reports["rough masks"].done

@@ -39,6 +39,8 @@ def test_segmentation_numbers_are_section_4_2s():
     assert (seg.crop_size, seg.backbone_weights, seg.width) == (321, "imagenet", 1.0)
     assert seg.scale_range == (1.0, 1.0)
     assert seg.output_stride == 8   # DeepLab-LargeFOV's logits: 321 -> 41
+    assert seg.target_power == 1.0   # Eq. 4 on the localization maps as §3.3.1 normalises them
+    assert seg.loss_on_pixels is False   # DeepLab's loss on the logits' grid
 
 
 def test_pseudo_label_numbers_are_section_3s():
@@ -52,6 +54,7 @@ def test_pseudo_label_numbers_are_section_3s():
     assert pseudo.refine_order == "closest"   # the reading of §3.2 (see wsk.pseudo.refinement)
     # §3.3.2: "combine the top 10 candidate regions as the segmentation mask"
     assert pseudo.rough_top_regions == 10
+    assert pseudo.rough_vote == 0.0 and pseudo.rough_crf is False   # the regions united, no CRF
 
 
 def test_demo_starts_hcp_from_the_built_in_trunk_and_scores_masked():
@@ -91,6 +94,10 @@ def test_refine_order_and_scale_range_options_reach_their_stage(monkeypatch, tmp
                                       "--no-report", "--split", "mine"])
     assert result.exit_code == 0, result.output
     assert seen["pseudo"].recipe.pseudo == dataclasses.replace(PAPER.pseudo, refine_order="farthest")
+    result = CliRunner().invoke(cli, ["pseudo", str(root), str(tmp_path / "w3"), "--rough-crf",
+                                      "--no-report", "--split", "mine"])
+    assert result.exit_code == 0, result.output
+    assert seen["pseudo"].recipe.pseudo == dataclasses.replace(PAPER.pseudo, rough_crf=True)
     result = CliRunner().invoke(cli, ["train", "seg", str(root), str(tmp_path / "w2"), "--scale-range", "0.5",
                                       "1.5", "--split", "mine"])
     assert result.exit_code == 0, result.output

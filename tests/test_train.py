@@ -342,6 +342,20 @@ def test_segmentation_at_output_stride_4_records_it_and_predicts_on_every_fourth
     assert model.predict(np.zeros((1, 41, 49, 3), np.float32), verbose=0).shape == (1, 11, 13, 6)
 
 
+def test_network_a_with_sharpened_targets_on_every_pixel_trains_and_records_it(synthetic_root, seg_work, tmp_path):
+    import shutil
+
+    shutil.copytree(seg_work, tmp_path / "w")
+    recipe = dataclasses.replace(TINY_SEG, epochs=1, output_stride=4, target_power=2.0, loss_on_pixels=True)
+    model = train_segmentation(synthetic_root, tmp_path / "w", "AN_A", recipe, verbose=0)
+    path = WorkDir(tmp_path / "w").seg_model("AN_A")
+    description = json.load(open(os.path.join(os.path.dirname(path), "model.json")))
+    assert description["recipe"]["target_power"] == 2.0 and description["recipe"]["loss_on_pixels"] is True
+    config = model.loss.get_config()   # the compiled loss (the saved file keeps the network alone)
+    assert config["target_power"] == 2.0 and config["upsample"] is True
+    assert model.predict(np.zeros((1, 33, 33, 3), np.float32), verbose=0).shape == (1, 9, 9, 6)
+
+
 def test_nan_loss_stops_training_and_keeps_no_model(synthetic_root, seg_work, tmp_path):
     import shutil
 

@@ -21,17 +21,19 @@ def _log_probabilities(y_pred, from_logits):
     return ops.log(ops.clip(y_pred, _EPSILON, 1.0))
 
 
-def soft_cross_entropy_terms(y_true, y_pred, from_logits=True):
+def soft_cross_entropy_terms(y_true, y_pred, from_logits=True, target_power=1.0):
     """Per-position terms of Eq. 4 and which positions count.
 
     ``y_true`` ``(..., C)`` holds non-negative target weights; at every position they are
-    divided by their sum (the "cross-channel" normalisation of p-hat), and positions whose
-    sum is zero (padding, no label) do not count. Returns ``(terms, counted)``, both shaped
-    ``y_true.shape[:-1]``: ``terms = -sum_m p-hat^m log p^m`` (0 where not counted) and
-    ``counted`` as 0/1 floats.
+    raised to ``target_power`` (1: as given, the paper) and divided by their sum (the
+    "cross-channel" normalisation of p-hat), and positions whose sum is zero (padding, no label)
+    do not count. Returns ``(terms, counted)``, both shaped ``y_true.shape[:-1]``:
+    ``terms = -sum_m p-hat^m log p^m`` (0 where not counted) and ``counted`` as 0/1 floats.
     """
     y_pred = ops.cast(y_pred, "float32")
     y_true = ops.cast(y_true, "float32")
+    if target_power != 1.0:
+        y_true = ops.power(y_true, target_power)
     mass = ops.sum(y_true, axis=-1)
     counted = ops.cast(mass > 0, "float32")
     targets = y_true / ops.expand_dims(ops.where(mass > 0, mass, 1.0), -1)
@@ -52,6 +54,11 @@ def _expand_to_rank(weights, rank):
 class _PositionAveragedLoss(keras.losses.Loss):
     """A loss averaged over the positions that count: Eq. 4 with eta = 1 / (counted positions).
 
+    ``upsample``: the logits (``y_pred``, on the network's output grid) are first up-sampled to the
+    targets' height and width as at test time (``wsk.models.inference.upsample_aligned``), so that
+    targets given at the crop's resolution count at every pixel (``SegRecipe.loss_on_pixels``).
+    False: ``y_pred`` and ``y_true`` share their grid (targets picked on the logits' grid, DeepLab).
+
     The reduction is Keras's own (``keras.losses.Loss.__call__``), so sample weights, the
     reductions and the scaling under a ``tf.distribute`` strategy (each replica's mean divided by
     the number of replicas) behave as for any Keras loss. ``call`` returns the per-position terms;
@@ -63,18 +70,25 @@ class _PositionAveragedLoss(keras.losses.Loss):
 
     REDUCTIONS = (None, "none", "sum", "sum_over_batch_size", "mean")
 
-    def __init__(self, from_logits=True, reduction="sum_over_batch_size", name=None, dtype=None):
+    def __init__(self, from_logits=True, reduction="sum_over_batch_size", name=None, dtype=None,
+                 upsample=False):
         if reduction not in self.REDUCTIONS:
             raise ValueError(f"reduction must be one of {self.REDUCTIONS}, not {reduction!r} (Eq. 4 "
                              "averages over the counted positions)")
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = bool(from_logits)
+        self.upsample = bool(upsample)
 
     def terms(self, y_true, y_pred):
         """``(terms, counted)`` per position; see ``soft_cross_entropy_terms``."""
         raise NotImplementedError
 
     def call(self, y_true, y_pred):
+        if self.upsample:
+            from wsk.models.inference import upsample_aligned
+
+            shape = ops.shape(y_true)
+            y_pred = upsample_aligned(y_pred, shape[1], shape[2])
         terms, counted = self.terms(y_true, y_pred)
         if self.reduction not in ("sum_over_batch_size", "mean"):
             return terms
@@ -85,12 +99,13 @@ class _PositionAveragedLoss(keras.losses.Loss):
     def __call__(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
             sample_weight = _expand_to_rank(sample_weight, len(y_pred.shape) - 1)
-            sample_weight = ops.broadcast_to(sample_weight, ops.shape(y_pred)[:-1])
+            positions = ops.shape(y_true)[:3] if self.upsample else ops.shape(y_pred)[:-1]
+            sample_weight = ops.broadcast_to(sample_weight, positions)
         return super().__call__(y_true, y_pred, sample_weight)
 
     def get_config(self):
         config = super().get_config()
-        config.update(from_logits=self.from_logits)
+        config.update(from_logits=self.from_logits, upsample=self.upsample)
         return config
 
 
@@ -104,10 +119,27 @@ class SoftMultiLabelCrossEntropy(_PositionAveragedLoss):
     logits (``from_logits=True``, softmax of Eq. 3 applied here) or probabilities (HCP's
     max-pooled softmax; clipped before the log). With one-hot targets this is the sparse
     categorical cross-entropy.
+
+    ``target_power`` gamma sharpens the targets before that normalisation, p-hat^m ~ (p^m)^gamma:
+    1 is Eq. 4 (the paper); gamma > 1 moves each position's target towards its largest channel
+    and gamma -> infinity makes it one-hot (``wsk.recipes`` docstring: what it does to Network_A).
     """
 
+    def __init__(self, from_logits=True, target_power=1.0, reduction="sum_over_batch_size", name=None,
+                 dtype=None, upsample=False):
+        super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype,
+                         upsample=upsample)
+        if not float(target_power) > 0:
+            raise ValueError(f"target_power must be positive, not {target_power!r}")
+        self.target_power = float(target_power)
+
     def terms(self, y_true, y_pred):
-        return soft_cross_entropy_terms(y_true, y_pred, self.from_logits)
+        return soft_cross_entropy_terms(y_true, y_pred, self.from_logits, self.target_power)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(target_power=self.target_power)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="wsk")
@@ -120,8 +152,9 @@ class SparseCrossEntropyIgnore(_PositionAveragedLoss):
     """
 
     def __init__(self, ignore_label=IGNORE_LABEL, from_logits=True, reduction="sum_over_batch_size",
-                 name=None, dtype=None):
-        super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype)
+                 name=None, dtype=None, upsample=False):
+        super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype,
+                         upsample=upsample)
         self.ignore_label = int(ignore_label)
 
     def terms(self, y_true, y_pred):

@@ -155,14 +155,16 @@ def masks_is_done(run, image_id):
     from wsk.pseudo.targets import mask_made_from, mask_valid
 
     config = run.recipe.pseudo
-    return mask_valid(run.workdir.mask(image_id), mask_made_from(run.workdir, config.rough_top_regions,
-                                                                 config.rough_vote, image_id))
+    return mask_valid(run.workdir.mask(image_id), mask_made_from(
+        run.workdir, config.rough_top_regions, config.rough_vote, image_id, crf=config.rough_crf))
 
 
 def masks_per_image(run, _resource, image_id):
     from wsk.pseudo.targets import mask_image
 
-    mask_image(run.work, run.refine, run.recipe.pseudo.rough_top_regions, run.recipe.pseudo.rough_vote, image_id)
+    config = run.recipe.pseudo
+    image = run.dataset(ids=[image_id]).image(image_id) if config.rough_crf else None
+    mask_image(run.work, run.refine, config.rough_top_regions, config.rough_vote, image_id, image)
 
 
 # ---------------------------------------------------------------------- segmentation, eval

@@ -32,8 +32,10 @@ Caffe's ``shrink_factor: 8`` interpolation does: ``target[::8, ::8]``. For crops
 and logit ``i`` sits exactly on pixel ``8 i``, so the picked pixels are the logits'
 centres and nothing is interpolated; other crop sizes are refused
 (``check_crop_size``). A network of output stride 4 (``SegRecipe.output_stride``) takes
-``target[::4, ::4]`` the same way. Upsampling the logits instead would cost 64 times the loss
-memory for no gain in supervision.
+``target[::4, ::4]`` the same way. A recipe with ``SegRecipe.loss_on_pixels`` keeps the target at
+every pixel instead (stride 1), and the loss up-samples the logits to it as test time does
+(``wsk.losses``): 16 (stride 4) or 64 (stride 8) times the loss memory, for soft targets whose
+small margins the up-sampling would otherwise blur away (``wsk.recipes``).
 
 Network_A targets are the stored localization maps (Eq. 2) normalised across channels
 (§3.3.1: ``p^m / sum_m' p^m'`` at every pixel that has mass), so each target pixel is a
@@ -354,20 +356,21 @@ def augment_segmentation(image, target, seed, crop_size, scale_range, kind, flip
 
 def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size, batch_size,
                          epochs, seed, scale_range=(1.0, 1.0), flip=True, first_epoch=None,
-                         output_stride=OUTPUT_STRIDE):
+                         target_stride=OUTPUT_STRIDE):
     """Segmentation training batches over all epochs (module docstring, steps 1-5).
 
     ``kind="soft"`` (Network_A): ``target_paths`` are localization-map ``.npz`` files; batches
     are ``(B, crop, crop, 3)`` images and ``(B, g, g, C+1)`` float32 targets normalised across
     channels (rows of zeros where there is no mass). ``kind="hard"`` (Network_B):
     ``target_paths`` are rough-mask PNGs; targets are ``(B, g, g)`` int32 with 255 ignored.
-    ``g = (crop_size - 1) // output_stride + 1``, the side of the logits.
+    ``g = (crop_size - 1) // target_stride + 1``: the side of the logits where ``target_stride`` is
+    the network's output stride, the crop's where it is 1.
     """
     if kind not in (SOFT, HARD):
         raise WskError(f"target kind must be {SOFT!r} or {HARD!r}, not {kind!r}")
     if len(image_paths) != len(target_paths):
         raise WskError(f"{len(image_paths)} images but {len(target_paths)} targets")
-    check_crop_size(crop_size, output_stride)
+    check_crop_size(crop_size, target_stride)
     sizes = [decoded_size(p) for p in image_paths]
     read_image_at = image_reader(image_paths, sizes)
     read_target_at = target_reader(target_paths, kind, num_classes, sizes)
@@ -378,7 +381,7 @@ def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size
         target = read_target_at(index, shape[0], shape[1])
         image, target = augment_segmentation(_preprocess(image), target, seed, crop_size,
                                              scale_range, kind, flip)
-        target = shrink_to_logits(target, output_stride)
+        target = shrink_to_logits(target, target_stride)
         if kind == SOFT:
             target = normalise_soft_target(target)
         return image, target

@@ -7,6 +7,11 @@ from wsk.pseudo.candidates import hcp_column
 from wsk.pseudo.regions import mean_mask, region_means, union_mask
 from wsk.recipes import PseudoConfig
 
+# the unary of the dense CRF over a rough mask (``crf_unary``): this much probability on the mask's
+# label, this much spread as the normalised localization maps, and the rest evenly over the labels
+CRF_MASK_WEIGHT = 0.5
+CRF_MAP_WEIGHT = 0.4
+
 
 def region_confidence(proposals, scores, locmap, label):
     """Eq. 5 for every region: ``v_r = s_r^k + (1/|r|) sum_{(i,j) in r} p^k(i, j)``.
@@ -61,3 +66,36 @@ def rough_masks(proposals, scores, maps, labels, top=PseudoConfig.rough_top_regi
         out[wins] = label
         best[wins] = local[wins]
     return out
+
+
+def crf_unary(mask, maps, labels):
+    """The ``(H, W, L)`` unary probabilities of the CRF over one rough mask, over the image's labels
+    ``[0] + sorted(labels)`` (background first).
+
+    ``CRF_MASK_WEIGHT`` on the rough mask's label, ``CRF_MAP_WEIGHT`` times the localization maps
+    (Eq. 2) of those labels, normalised to sum to 1 at each pixel, and the rest ``1 / L`` each. A mask
+    pixel outside those labels (255, ignored) takes no mask share.
+    """
+    channels = [0] + sorted(set(int(k) for k in labels))
+    maps = np.asarray(maps, np.float32)[channels]
+    total = maps.sum(axis=0)
+    local = np.divide(maps, total, out=np.full_like(maps, 1.0 / len(channels)), where=total > 0)
+    onehot = np.asarray(mask)[None] == np.asarray(channels).reshape(-1, 1, 1)
+    rest = 1.0 - CRF_MASK_WEIGHT - CRF_MAP_WEIGHT
+    unary = CRF_MASK_WEIGHT * onehot + CRF_MAP_WEIGHT * local + rest / len(channels)
+    unary /= unary.sum(axis=0, keepdims=True)   # 1 already, except where the mask held no label
+    return unary.transpose(1, 2, 0).astype(np.float32)
+
+
+def crf_rough_mask(image, mask, maps, labels, backend="keras"):
+    """The rough mask after a dense CRF (``wsk.crf.dense_crf``, DeepLab-LargeFOV's parameters scaled
+    to the image) on ``crf_unary``: boundaries follow the image's colour edges, and each pixel keeps
+    one of the image's labels or background. ``image`` ``(H, W, 3)`` uint8. Returns ``(H, W)`` uint8."""
+    from wsk.crf import dense_crf
+
+    mask = np.asarray(mask)
+    if not len(labels):
+        return mask.astype(np.uint8)
+    channels = np.array([0] + sorted(set(int(k) for k in labels)), np.uint8)
+    picked, _ = dense_crf(image, crf_unary(mask, maps, labels), backend=backend)
+    return channels[np.asarray(picked)]

@@ -1,6 +1,7 @@
 """The pseudo labels' last two steps, one image at a time (worker processes run these; nothing
-here imports Keras): localization maps (§3.3.1, Eq. 2) ``locmaps/<id>.npz`` and rough masks
-(§3.3.2, Eq. 5) ``masks/<id>.png``, each recording what it was made from."""
+here imports Keras, except the dense CRF over the rough masks where a recipe asks for it):
+localization maps (§3.3.1, Eq. 2) ``locmaps/<id>.npz`` and rough masks (§3.3.2, Eq. 5)
+``masks/<id>.png``, each recording what it was made from."""
 
 import json
 
@@ -12,7 +13,7 @@ from wsk.io import file_stamp, label_png_made_from, load_npz, read_label_png, sa
 from wsk.proposals.container import Proposals
 from wsk.pseudo.files import LOCMAP_KEYS, LOCMAP_VERSION, kept_entry
 from wsk.pseudo.localization import localization_maps
-from wsk.pseudo.rough_masks import rough_masks
+from wsk.pseudo.rough_masks import crf_rough_mask, rough_masks
 from wsk.stages import readable_npz
 from wsk.workdir import WorkDir
 
@@ -50,14 +51,17 @@ def map_image(work, refine, num_classes, image_id):
              made_from=np.array(json.dumps(made_from, sort_keys=True)))
 
 
-def mask_made_from(workdir, top, vote, image_id):
-    """What an image's rough mask is made from: its maps, its scores, Eq. 5's region count and how
-    the regions are combined (``vote``; recorded only when not the paper's union, so that masks
-    made before the vote existed stay valid)."""
+def mask_made_from(workdir, top, vote, image_id, crf=False):
+    """What an image's rough mask is made from: its maps, its scores, Eq. 5's region count, how
+    the regions are combined (``vote``) and whether a dense CRF followed (``crf``). ``vote`` and
+    ``crf`` are recorded only when not the paper's (a union, no CRF), so that masks made before
+    they existed stay valid."""
     made_from = {"locmap": file_stamp(workdir.locmap(image_id)), "scores": file_stamp(workdir.scores(image_id)),
                  "top": int(top)}
     if vote:
         made_from["vote"] = float(vote)
+    if crf:
+        made_from["crf"] = True
     return made_from
 
 
@@ -72,11 +76,15 @@ def mask_valid(path, made_from=None):
     return made_from is None or label_png_made_from(path) == made_from
 
 
-def mask_image(work, refine, top, vote, image_id):
-    """Write ``masks/<id>.png``: the image's Eq. 5 rough mask as a palette PNG."""
+def mask_image(work, refine, top, vote, image_id, image=None):
+    """Write ``masks/<id>.png``: the image's Eq. 5 rough mask as a palette PNG; where ``image``
+    (its ``(H, W, 3)`` uint8 pixels) is given, after a dense CRF (``crf_rough_mask``)."""
     workdir = WorkDir(work, refine)
     proposals = Proposals.load(workdir.proposals(image_id))
     scores = load_npz(workdir.scores(image_id), required=("scores",))["scores"]
     locmap = load_npz(workdir.locmap(image_id), required=LOCMAP_KEYS)
     mask = rough_masks(proposals, scores, locmap["maps"], locmap["labels"], top, vote)
-    write_label_png(workdir.mask(image_id), mask, made_from=mask_made_from(workdir, top, vote, image_id))
+    if image is not None:
+        mask = crf_rough_mask(image, mask, locmap["maps"], locmap["labels"])
+    write_label_png(workdir.mask(image_id), mask,
+                    made_from=mask_made_from(workdir, top, vote, image_id, crf=image is not None))

@@ -80,11 +80,14 @@ def check_targets(images, targets, kind, num_classes, name):
         raise WskError(f"{len(bad)} training target(s) are damaged (rerun `wsk pseudo`): {listed}")
 
 
-def segmentation_loss(variant):
-    """The loss of a variant: Eq. 4 on localization maps, or cross-entropy on rough masks."""
+def segmentation_loss(variant, recipe):
+    """The loss of a variant under ``recipe`` (a ``SegRecipe``): Eq. 4 on localization maps
+    (sharpened by ``recipe.target_power``), or cross-entropy on rough masks; on every pixel of the
+    crop where ``recipe.loss_on_pixels``, on the logits' grid otherwise."""
     if get_variant(variant).target == "soft":
-        return SoftMultiLabelCrossEntropy(from_logits=True)
-    return SparseCrossEntropyIgnore(ignore_label=IGNORE_LABEL, from_logits=True)
+        return SoftMultiLabelCrossEntropy(from_logits=True, target_power=recipe.target_power,
+                                          upsample=recipe.loss_on_pixels)
+    return SparseCrossEntropyIgnore(ignore_label=IGNORE_LABEL, from_logits=True, upsample=recipe.loss_on_pixels)
 
 
 def _network(recipe, num_classes, hcp_model_path):
@@ -130,10 +133,10 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     first_epoch = epoch_variable()
     data = segmentation_dataset(images, targets, spec.target, dataset.num_classes, recipe.crop_size,
                                 batch, recipe.epochs, recipe.seed, scale_range=recipe.scale_range,
-                                first_epoch=first_epoch, output_stride=recipe.output_stride)
+                                first_epoch=first_epoch, target_stride=1 if recipe.loss_on_pixels else recipe.output_stride)
     with strategy.scope():
         model = _network(recipe, dataset.num_classes, wd.hcp_model)
-        compile_for_training(model, segmentation_loss(variant), recipe.lr, recipe.last_lr, recipe, steps)
+        compile_for_training(model, segmentation_loss(variant, recipe), recipe.lr, recipe.last_lr, recipe, steps)
     printer(f"{name}: {len(ids)} images, batch {batch}, {recipe.epochs} epochs, "
             f"{strategy.num_replicas_in_sync} replica(s)")
     fit(model, data, recipe.epochs, steps, os.path.join(folder, "checkpoints"), os.path.join(folder, "logs"),
