@@ -143,35 +143,22 @@ first 120 training images, 500 proposals, no refinement; ``benchmarks/bench_scor
   -> 23.9). On fresh test styles (seeds from 626edaf): maps 56.9, masks 63.5, AN_B 55.9. On the demo's
   own dataset (``wsk demo``): maps 62.5 -> 66.7, masks 71.4 -> 72.5 (62.6 and 72.6 without refinement),
   AN_A 57.8 -> 61.0, SN_A 35.9 -> 41.2, AN_B 69.1 -> 70.3 (74.4 -> 76.7 with CRF), SN_B 47.1 -> 51.6.
-* **Network_A learns sharpened maps on every pixel** (``SegRecipe.target_power`` 2 and
-  ``SegRecipe.loss_on_pixels``; the paper: Eq. 4 on the maps as they are, on the logits' grid). The A
-  variants lost classes whose maps were fine: on test style 4162626722 of 626edaf's evaluation, crescent's
-  maps scored 61.4 and AN_A 10.0, SN_A 1.1. On its own training images AN_A gave crescent pixels a mean
-  probability of 0.32 where the maps give 0.60 (arrow 0.23 against 0.52, diamond 0.45 against 0.66,
-  octagon 0.68 against 0.77), so crescent lost the argmax on 83% of them; tuning style 1's chevron the
-  same (0.31 against 0.58; AN_A 11.9, its maps 35.0). A class whose maps are diffuse has targets near
-  0.6 against 0.4, a logit margin of 0.4, and the stride-4 logits are up-sampled bilinearly at test
-  time: between a grid point of margin +0.4 and a background one of -2.5 the class keeps the pixel for
-  a seventh of the way, so thin shapes fall to background. Squaring the targets before Eq. 4's
-  normalisation (0.6 : 0.4 becomes 0.69 : 0.31) widens the margin, and the loss on the up-sampled
-  logits at every pixel trains the margin that test time sees. Tuning styles 1, 3, 10 of
-  ``benchmarks/bench_generalization.py`` (the same pseudo-labels; as the paper -> gamma 2 -> gamma 2
-  on every pixel): AN_A 49.3, 64.9, 48.5 -> 49.8, 64.9, 48.9 -> 52.0, 66.2, 47.4 (mean 54.2 -> 55.2),
-  SN_A 39.3, 45.1, 35.6 -> 42.4, 49.1, 32.6 -> 43.3, 49.8, 34.7 (mean 40.0 -> 41.4 -> 42.6); chevron on style 1 AN_A
-  11.9 -> 18.7, SN_A 11.3 -> 14.4. Also tried: gamma 4 on every pixel, AN_A 50.9, 64.1, 46.3, SN_A 41.3
-  and 48.6 on styles 1 and 3; every pixel alone, AN_A 49.5 on style 1; each position weighted by its
-  target's inverse class frequency (power 0.5), AN_A 49.3 on style 1. Single training runs of a network
-  differ by up to 5 points with the seed alone (AN_B on style 10: 55.2 and 55.9; on other masks 48.7 and
-  53.6), so these gains are within that spread, style by style; their mean over the styles is what was
-  chosen on. On every pixel the B variants, whose targets are hard, are unchanged: AN_B 60.0, 68.7,
-  55.2 -> 59.5, 71.1, 53.9 (mean 61.3 -> 61.5), so the demo takes it for all four variants.
-* **A dense CRF over the rough masks is an option, not the demo's** (``PseudoConfig.rough_crf``,
-  ``wsk pseudo --rough-crf``; ``wsk.pseudo.rough_masks.crf_rough_mask``). Its unary is 0.5 on the rough
-  mask's label, 0.4 times the normalised localization maps and 0.1 spread evenly; DeepLab's parameters,
-  scaled to the image. It raises the pseudo-labels on every tuning style (rough masks 62.7, 71.2, 68.7
-  -> 65.2, 74.0, 72.1) but not the networks trained on them: AN_B 60.0, 68.7, 55.2 -> 61.5, 73.1, 48.7,
-  and on style 10 with another seed 55.9 -> 53.6; style 10's arrow, already the weakest class, fell from
-  10.0 and 7.0 to 2.2 and 0.2. It costs about 30 s of the demo's time.
+* **Network_A learns squared maps on every pixel** (``SegRecipe.target_power`` 2, ``loss_on_pixels``).
+  The A variants lost classes whose maps were fine (626edaf's test style 4162626722: crescent maps 61.4,
+  AN_A 10.0). On its own training images AN_A gave crescent pixels 0.32 where the maps give 0.60
+  (``benchmarks/bench_soft_targets.py``; tuning style 1's chevron 0.31 against 0.58). Diffuse maps give
+  targets near 0.6 : 0.4, a logit margin of 0.4, and the stride-4 logits are up-sampled at test time:
+  beside a background grid point at -2.5 the class keeps a seventh of the way. Squaring (0.69 : 0.31)
+  widens the margin; the loss on the up-sampled logits trains the one test time sees. Tuning styles 1,
+  3, 10 (the same pseudo-labels; the paper -> squared -> squared on every pixel): AN_A 49.3, 64.9, 48.5
+  -> 49.8, 64.9, 48.9 -> 52.0, 66.2, 47.4 (mean 54.2 -> 55.2); SN_A 39.3, 45.1, 35.6 -> 42.4, 49.1, 32.6
+  -> 43.3, 49.8, 34.7 (40.0 -> 42.6); AN_B on every pixel 60.0, 68.7, 55.2 -> 59.5, 71.1, 53.9, so all
+  four variants take it. Also tried: gamma 4 (AN_A 50.9, 64.1, 46.3), weights by inverse class
+  frequency (49.3 on style 1). One network's seed alone moves it by up to 5 points on a style, so the
+  choice rests on the means.
+* **A dense CRF over the rough masks is an option, not the demo's** (``PseudoConfig.rough_crf``): the
+  masks rise on every tuning style (62.7, 71.2, 68.7 -> 65.2, 74.0, 72.1), AN_B trained on them does
+  not (60.0, 68.7, 55.2 -> 61.5, 73.1, 48.7; style 10's arrow 10.0 -> 2.2).
 * **Segmentation gradients are clipped at a global norm of 20** (``SegRecipe.clip_norm``; DeepLab does
   not clip). On tuning style 1 of ``benchmarks/bench_generalization.py`` SN_B diverged in its 28th of
   42 epochs: a step's gradient norm reached 465 (median 3 to 10, 99th percentile 50), the training
