@@ -26,7 +26,8 @@ from wsk.recipes import ORDERS, SCORE_MODES
                    "images without it (contrast) [default: the recipe's: closest (paper), contrast (demo)].")
 @click.option("--rough-crf/--no-rough-crf", default=None,
               help="A dense CRF over each rough mask, so that its edges follow the image's "
-                   "[default: the recipe's: off (paper), on (demo)].")
+                   "[default: the recipe's: off in paper and demo (wsk.recipes: it raised the masks, "
+                   "not the networks)].")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes for maps and masks [default: the cores available].")
 @click.option("--report/--no-report", default=True, show_default=True,
