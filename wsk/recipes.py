@@ -154,8 +154,10 @@ first 120 training images, 500 proposals, no refinement; ``benchmarks/bench_scor
   -> 49.8, 64.9, 48.9 -> 52.0, 66.2, 47.4 (mean 54.2 -> 55.2); SN_A 39.3, 45.1, 35.6 -> 42.4, 49.1, 32.6
   -> 43.3, 49.8, 34.7 (40.0 -> 42.6); AN_B on every pixel 60.0, 68.7, 55.2 -> 59.5, 71.1, 53.9, so all
   four variants take it. Also tried: gamma 4 (AN_A 50.9, 64.1, 46.3), weights by inverse class
-  frequency (49.3 on style 1). One network's seed alone moves it by up to 5 points on a style, so the
-  choice rests on the means.
+  frequency (49.3 on style 1). The landed code, run by ``bench_generalization`` (the same loss, other
+  float rounding): AN_A 51.1, 63.6, 47.7 (54.1), SN_A 41.7, 50.8, 34.3 (42.3): AN_A's gain is inside
+  its run-to-run spread (up to 5 points a style). It explains a small part of the loss only: chevron's
+  training pixels get 0.33 from AN_A (was 0.31; maps 0.58), and it wins 29% of them (was 23%).
 * **A dense CRF over the rough masks is an option, not the demo's** (``PseudoConfig.rough_crf``): the
   masks rise on every tuning style (62.7, 71.2, 68.7 -> 65.2, 74.0, 72.1), AN_B trained on them does
   not (60.0, 68.7, 55.2 -> 61.5, 73.1, 48.7; style 10's arrow 10.0 -> 2.2).
