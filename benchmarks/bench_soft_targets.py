@@ -25,6 +25,7 @@ from wsk.io import load_npz, read_label_png
 from wsk.metrics import confusion_matrix, iou_per_class
 from wsk.models.inference import segment_photos
 from wsk.models.saving import load_model
+from wsk.pseudo.localization import normalised_maps
 from wsk.recipes import get_variant
 from wsk.run_record import open_run
 
@@ -32,9 +33,7 @@ from wsk.run_record import open_run
 def target_probabilities(workdir, variant, image_id, num_classes):
     """``(C, H, W)`` float32: the variant's training target of one image, as probabilities."""
     if get_variant(variant).target == "soft":
-        maps = load_npz(workdir.locmap(image_id), required=("maps",))["maps"].astype(np.float32)
-        total = maps.sum(axis=0, keepdims=True)
-        return np.divide(maps, total, out=np.zeros_like(maps), where=total > 0)
+        return normalised_maps(load_npz(workdir.locmap(image_id), required=("maps",))["maps"])
     mask = read_label_png(workdir.mask(image_id))
     return (mask[None] == np.arange(num_classes).reshape(-1, 1, 1)).astype(np.float32)
 

@@ -27,3 +27,11 @@ def localization_maps(proposals, kept_by_label, num_classes):
         maps[label] = mean_mask(proposals, indices)
     maps[0] = np.maximum(0.0, 1.0 - maps[1:].sum(axis=0))
     return maps
+
+
+def normalised_maps(maps):
+    """Localization maps ``(C, H, W)`` divided by their sum over channels at every pixel that has
+    mass (§3.3.1's cross-channel normalisation, the p-hat of Eq. 4); pixels without mass stay zero."""
+    maps = np.asarray(maps, np.float32)
+    total = maps.sum(axis=0, keepdims=True)
+    return np.divide(maps, total, out=np.zeros_like(maps), where=total > 0)

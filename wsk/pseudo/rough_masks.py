@@ -4,6 +4,7 @@ import numpy as np
 
 from wsk.errors import WskError
 from wsk.pseudo.candidates import hcp_column
+from wsk.pseudo.localization import normalised_maps
 from wsk.pseudo.regions import mean_mask, region_means, union_mask
 from wsk.recipes import PseudoConfig
 
@@ -68,22 +69,26 @@ def rough_masks(proposals, scores, maps, labels, top=PseudoConfig.rough_top_regi
     return out
 
 
+def image_channels(labels):
+    """The CRF's channels for an image holding ``labels``: background, then its labels in order."""
+    return [0] + sorted(set(int(k) for k in labels))
+
+
 def crf_unary(mask, maps, labels):
-    """The ``(H, W, L)`` unary probabilities of the CRF over one rough mask, over the image's labels
-    ``[0] + sorted(labels)`` (background first).
+    """The ``(H, W, L)`` unary probabilities of the CRF over one rough mask, over the channels
+    ``image_channels(labels)``.
 
     ``CRF_MASK_WEIGHT`` on the rough mask's label, ``CRF_MAP_WEIGHT`` times the localization maps
-    (Eq. 2) of those labels, normalised to sum to 1 at each pixel, and the rest ``1 / L`` each. A mask
-    pixel outside those labels (255, ignored) takes no mask share.
+    (Eq. 2) of those labels, normalised to sum to 1 at each pixel (``normalised_maps``), and the rest
+    ``1 / L`` each. A mask pixel outside those labels (255, ignored) takes no mask share, a pixel where
+    those maps hold no mass no map share.
     """
-    channels = [0] + sorted(set(int(k) for k in labels))
-    maps = np.asarray(maps, np.float32)[channels]
-    total = maps.sum(axis=0)
-    local = np.divide(maps, total, out=np.full_like(maps, 1.0 / len(channels)), where=total > 0)
+    channels = image_channels(labels)
+    local = normalised_maps(np.asarray(maps)[channels])
     onehot = np.asarray(mask)[None] == np.asarray(channels).reshape(-1, 1, 1)
     rest = 1.0 - CRF_MASK_WEIGHT - CRF_MAP_WEIGHT
     unary = CRF_MASK_WEIGHT * onehot + CRF_MAP_WEIGHT * local + rest / len(channels)
-    unary /= unary.sum(axis=0, keepdims=True)   # 1 already, except where the mask held no label
+    unary /= unary.sum(axis=0, keepdims=True)   # 1 already, except where the mask or maps held no label
     return unary.transpose(1, 2, 0).astype(np.float32)
 
 
@@ -96,6 +101,6 @@ def crf_rough_mask(image, mask, maps, labels, backend="keras"):
     mask = np.asarray(mask)
     if not len(labels):
         return mask.astype(np.uint8)
-    channels = np.array([0] + sorted(set(int(k) for k in labels)), np.uint8)
+    channels = np.array(image_channels(labels), np.uint8)
     picked, _ = dense_crf(image, crf_unary(mask, maps, labels), backend=backend)
     return channels[np.asarray(picked)]
