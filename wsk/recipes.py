@@ -284,6 +284,9 @@ class SegRecipe:
     # the loss on every pixel of the crop, the logits up-sampled to it as at test time
     # (wsk.losses, ``upsample``); False: on the logits' grid, the targets picked there (DeepLab)
     loss_on_pixels: bool = False
+    # one bias per class added to the trained logits, fitted to agree best with the network's own
+    # pseudo-labels (wsk.training.class_biases); False: the network as trained (the paper)
+    calibrate_biases: bool = False
 
 
 def seg_schedule(recipe, images, split_images):
@@ -325,7 +328,7 @@ RECIPES = {
                   lr_step_epochs=6, backbone_weights=DEMO_TRUNK),
         SegRecipe(width=0.125, crop_size=65, batch_size=8, lr=0.01, last_lr=0.1, lr_step_epochs=24,
                   epochs=30, backbone_weights="hcp", dropout=0.0, equal_updates=True, clip_norm=20.0,
-                  output_stride=4, target_power=2.0, loss_on_pixels=True),
+                  output_stride=4, target_power=2.0, loss_on_pixels=True, calibrate_biases=True),
         PseudoConfig(max_proposals=500, score_mode="masked", candidate_threshold=0.9, candidate_quantile=0.75,
                      rough_top_regions=75, rough_vote=0.35, refine_order="contrast"),
         variant="AN_B",   # the best on bench_generalization's tuning styles (61.3), and the demo's: val 70.3, 76.7 with CRF

@@ -8,6 +8,7 @@ recipe's ``output_stride``). The model goes to
 ``WORK/seg/<name>/model.keras`` with its description; checkpoints and logs sit beside it.
 """
 
+import dataclasses
 import os
 
 import keras
@@ -27,6 +28,7 @@ from wsk.models.pretrained import copy_hcp_trunk
 from wsk.models.saving import load_model, save_model
 from wsk.recipes import HCP_BACKBONE, get_variant, seg_schedule
 from wsk.stages import progress
+from wsk.training.class_biases import calibrate
 from wsk.training.digest import inputs_digest, up_to_date
 from wsk.training.engine import (compile_for_training, epoch_variable, fit, is_chief, make_strategy,
                                  recipe_part, require_tensorflow_backend)
@@ -142,8 +144,14 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     fit(model, data, recipe.epochs, steps, os.path.join(folder, "checkpoints"), os.path.join(folder, "logs"),
         first_epoch, callbacks, verbose)
     if is_chief(strategy):
-        save_model(model, model_path, segmentation_description(
-            dataset.class_names, variant, spec.target == "soft", spec.single_label, pseudo_dir_refine,
-            recipe, len(ids), digest, max_side=max_side))
+        description = segmentation_description(dataset.class_names, variant, spec.target == "soft",
+                                               spec.single_label, pseudo_dir_refine, recipe, len(ids),
+                                               digest, max_side=max_side)
+        if recipe.calibrate_biases:
+            record = calibrate(model, dataset, ids, targets, spec.target, max_side, recipe.seed)
+            description = dataclasses.replace(description, metrics={"calibration": record})
+            printer(f"{name}: class biases {record['class_biases']}; mIoU against its targets "
+                    f"{record['pseudo_label_miou']['before']} -> {record['pseudo_label_miou']['after']}")
+        save_model(model, model_path, description)
         printer(f"saved {model_path}")
     return model
