@@ -41,6 +41,7 @@ def test_segmentation_numbers_are_section_4_2s():
     assert seg.output_stride == 8   # DeepLab-LargeFOV's logits: 321 -> 41
     assert seg.target_power == 1.0   # Eq. 4 on the localization maps as §3.3.1 normalises them
     assert seg.loss_on_pixels is False   # DeepLab's loss on the logits' grid
+    assert seg.calibrate_biases is False   # the network as trained, no biases fitted afterwards
 
 
 def test_pseudo_label_numbers_are_section_3s():

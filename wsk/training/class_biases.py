@@ -16,6 +16,7 @@ Not in the paper (§4.2); ``SegRecipe.calibrate_biases`` turns it on (``wsk.reci
 import cv2
 import numpy as np
 
+from wsk.classes import IGNORE_LABEL
 from wsk.data.pipelines import load_hard_target, load_soft_target
 from wsk.metrics import iou_per_class
 from wsk.stages import progress
@@ -66,9 +67,11 @@ def fit_class_biases(scores, targets, num_classes, grid=BIAS_GRID, rounds=BIAS_R
 
 def target_labels(path, kind, height, width, num_classes):
     """A training target as ``(H, W)`` class indices: a rough mask's labels (255 kept, ignored by the
-    fit), or the argmax of the localization maps (Eq. 4 normalises them, which keeps the argmax)."""
+    fit), or the argmax of the localization maps (Eq. 4 normalises them, which keeps the argmax; a
+    pixel where every map is 0, which the loss ignores, is 255)."""
     if kind == "soft":
-        return load_soft_target(path, height, width, num_classes).argmax(axis=-1).astype(np.int64)
+        maps = load_soft_target(path, height, width, num_classes)
+        return np.where(maps.sum(axis=-1) > 0, maps.argmax(axis=-1), IGNORE_LABEL).astype(np.int64)
     return load_hard_target(path, height, width, num_classes).astype(np.int64)
 
 
@@ -119,7 +122,7 @@ def add_class_biases(model, biases, layer="fc8"):
 
 def calibrate(model, dataset, ids, targets, kind, max_side, seed=0):
     """Fit the class biases of a trained network on its training ``ids`` and their ``targets``
-    (``kind`` "soft" or "hard") and add them to it. Returns its record: the biases by class name and
+    (``kind`` "soft" or "hard") and add them to it. Returns its record: the biases in class order and
     the mIoU against the targets on the sampled pixels before and after."""
     num_classes = len(dataset.class_names)
     scores, labels = calibration_pixels(model, dataset, ids, targets, kind, max_side, seed)
@@ -128,6 +131,6 @@ def calibrate(model, dataset, ids, targets, kind, max_side, seed=0):
     before = _miou(labels[keep], scores[keep].argmax(axis=1), num_classes)
     after = _miou(labels[keep], (scores[keep] + biases).argmax(axis=1), num_classes)
     add_class_biases(model, biases)
-    return {"class_biases": {name: round(float(b), 2) for name, b in zip(dataset.class_names, biases)},
+    return {"class_biases": [round(float(b), 2) for b in biases],   # in the model's class order
             "pseudo_label_miou": {"before": round(100 * before, 2), "after": round(100 * after, 2)},
             "pixels": int(keep.sum())}

@@ -150,7 +150,7 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
         if recipe.calibrate_biases:
             record = calibrate(model, dataset, ids, targets, spec.target, max_side, recipe.seed)
             description = dataclasses.replace(description, metrics={"calibration": record})
-            printer(f"{name}: class biases {record['class_biases']}; mIoU against its targets "
+            printer(f"{name}: class biases {dict(zip(dataset.class_names, record['class_biases']))}; mIoU against its targets "
                     f"{record['pseudo_label_miou']['before']} -> {record['pseudo_label_miou']['after']}")
         save_model(model, model_path, description)
         printer(f"saved {model_path}")
