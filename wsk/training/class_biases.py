@@ -18,7 +18,7 @@ import numpy as np
 
 from wsk.classes import IGNORE_LABEL
 from wsk.data.pipelines import load_hard_target, load_soft_target
-from wsk.metrics import iou_per_class
+from wsk.metrics import confusion_matrix, mean_iou
 from wsk.stages import progress
 
 BIAS_GRID = np.round(np.arange(-2.0, 4.0001, 0.25), 2)   # logit units
@@ -29,10 +29,8 @@ BATCH = 16   # equally sized images segmented at one call
 
 
 def _miou(targets, labels, num_classes):
-    """mIoU of ``labels`` against ``targets`` (flat int arrays, no ignored entries) over the classes
-    present in either."""
-    cm = np.bincount(targets * num_classes + labels, minlength=num_classes * num_classes)
-    return float(np.nanmean(iou_per_class(cm.reshape(num_classes, num_classes))))
+    """``wsk.metrics.mean_iou`` of flat ``labels`` against flat ``targets`` (no ignored entries)."""
+    return mean_iou(confusion_matrix(targets, labels, num_classes))
 
 
 def fit_class_biases(scores, targets, num_classes, grid=BIAS_GRID, rounds=BIAS_ROUNDS):
