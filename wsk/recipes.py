@@ -333,7 +333,7 @@ RECIPES = {
                   output_stride=4, target_power=2.0, loss_on_pixels=True, calibrate_biases=True),
         PseudoConfig(max_proposals=500, score_mode="masked", candidate_threshold=0.9, candidate_quantile=0.75,
                      rough_top_regions=75, rough_vote=0.35, refine_order="contrast"),
-        variant="AN_B",   # the best on bench_generalization's tuning styles (61.3), and the demo's: val 70.3, 76.7 with CRF
+        variant="AN_B",   # the best on bench_generalization's tuning styles (64.0), and the demo's: val 72.6, 78.8 with CRF
     ),
 }
 
