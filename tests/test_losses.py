@@ -246,3 +246,30 @@ def test_compiled_loss_uses_eq4_normaliser():
     got = model.evaluate(logits.astype(np.float32), targets.astype(np.float32), batch_size=4,
                          verbose=0)
     assert got == pytest.approx(_eq4_numpy(targets, _log_softmax(logits)), rel=1e-5)
+
+
+def test_class_weights_scale_each_class_term_by_hand():
+    # Two positions of one-hot targets, classes 0 and 2, ignored label 255 at a third; weights 0.5, 1, 3.
+    logits = np.array([[[[2.0, 0.0, -1.0], [0.5, 0.5, 1.0], [9.0, 0.0, 0.0]]]], np.float32)
+    log_p = _log_softmax(logits.astype(np.float64))[0, 0]
+    expected = -(0.5 * log_p[0, 0] + 3.0 * log_p[1, 2]) / 2          # eta: the two counted positions
+    labels = np.array([[[0, 2, 255]]])
+    got = _np(SparseCrossEntropyIgnore(class_weights=[0.5, 1.0, 3.0])(labels, logits))
+    assert got == pytest.approx(expected, rel=1e-5)
+    # soft targets: -sum_m w_m p-hat^m log p^m, p-hat normalised first; a massless position does not count
+    targets = np.array([[[[1.0, 0.0, 3.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]]]], np.float32)
+    expected = -((0.5 * 0.25 * log_p[0, 0] + 3.0 * 0.75 * log_p[0, 2]) + 1.0 * log_p[1, 1]) / 2
+    got = _np(SoftMultiLabelCrossEntropy(class_weights=[0.5, 1.0, 3.0])(targets, logits))
+    assert got == pytest.approx(expected, rel=1e-5)
+    # weights of 1 are the unweighted loss
+    assert _np(SoftMultiLabelCrossEntropy(class_weights=[1, 1, 1])(targets, logits)) == pytest.approx(
+        _np(SoftMultiLabelCrossEntropy()(targets, logits)), rel=1e-6)
+
+
+def test_class_weights_serialize_and_must_not_be_negative():
+    loss = SparseCrossEntropyIgnore(class_weights=[0.25, 4.0])
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert again.get_config()["class_weights"] == [0.25, 4.0]
+    assert SoftMultiLabelCrossEntropy().get_config()["class_weights"] is None
+    with pytest.raises(ValueError, match="class_weights"):
+        SoftMultiLabelCrossEntropy(class_weights=[1.0, -0.5])

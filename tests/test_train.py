@@ -618,3 +618,23 @@ def test_multi_worker_strategy_on_two_local_processes_matches_one_process(synthe
     np.testing.assert_allclose(chief["losses"], single["losses"], rtol=1e-5)
     np.testing.assert_allclose(other["losses"], single["losses"], rtol=1e-5)
     assert os.path.exists(WorkDir(tmp_path / "cluster").seg_model("SN_B"))   # written by the chief
+
+
+def test_class_balance_weights_the_loss_by_the_targets_class_shares(synthetic_root, seg_work, tmp_path):
+    import shutil
+
+    shutil.copytree(seg_work, tmp_path / "w")
+    recipe = dataclasses.replace(TINY_SEG, epochs=1, class_balance=1.0)
+    model = train_segmentation(synthetic_root, tmp_path / "w", "AN_B", recipe, verbose=0)
+    path = WorkDir(tmp_path / "w").seg_model("AN_B")
+    recorded = json.load(open(os.path.join(os.path.dirname(path), "model.json")))["metrics"]["class_weights"]
+    # naive: the masks (the ground truth here) counted class by class; power 1 gives w_c = 1 / (K f_c)
+    counts = np.zeros(6)
+    for image_id in train_ids(synthetic_root):
+        truth = gt_classes(synthetic_root, image_id)
+        counts += [np.sum(truth == c) for c in range(6)]
+    held = counts > 0
+    expected = np.ones(6)
+    expected[held] = 1.0 / (held.sum() * counts[held] / counts.sum())
+    assert recorded == pytest.approx(expected.tolist(), abs=1e-4)
+    assert model.loss.get_config()["class_weights"] == recorded

@@ -21,14 +21,15 @@ def _log_probabilities(y_pred, from_logits):
     return ops.log(ops.clip(y_pred, _EPSILON, 1.0))
 
 
-def soft_cross_entropy_terms(y_true, y_pred, from_logits=True, target_power=1.0):
+def soft_cross_entropy_terms(y_true, y_pred, from_logits=True, target_power=1.0, class_weights=None):
     """Per-position terms of Eq. 4 and which positions count.
 
     ``y_true`` ``(..., C)`` holds non-negative target weights; at every position they are
     raised to ``target_power`` (1: as given, the paper) and divided by their sum (the
     "cross-channel" normalisation of p-hat), and positions whose sum is zero (padding, no label)
     do not count. Returns ``(terms, counted)``, both shaped ``y_true.shape[:-1]``:
-    ``terms = -sum_m p-hat^m log p^m`` (0 where not counted) and ``counted`` as 0/1 floats.
+    ``terms = -sum_m w_m p-hat^m log p^m`` (0 where not counted) and ``counted`` as 0/1 floats.
+    ``class_weights`` ``(C,)``: the ``w_m``; None: all 1 (Eq. 4).
     """
     y_pred = ops.cast(y_pred, "float32")
     y_true = ops.cast(y_true, "float32")
@@ -37,6 +38,8 @@ def soft_cross_entropy_terms(y_true, y_pred, from_logits=True, target_power=1.0)
     mass = ops.sum(y_true, axis=-1)
     counted = ops.cast(mass > 0, "float32")
     targets = y_true / ops.expand_dims(ops.where(mass > 0, mass, 1.0), -1)
+    if class_weights is not None:
+        targets = targets * ops.convert_to_tensor(class_weights, "float32")
     terms = -ops.sum(targets * _log_probabilities(y_pred, from_logits), axis=-1)
     return terms * counted, counted
 
@@ -66,18 +69,24 @@ class _PositionAveragedLoss(keras.losses.Loss):
     multiplied by ``positions / counted positions``, so that Keras's mean over all positions is the
     mean over the counted ones. ``"sum"`` sums the terms; ``None``/``"none"`` returns them (0 where
     not counted). A per-image ``sample_weight`` ``(B,)`` is broadcast over the positions.
+
+    ``class_weights``: ``C`` floats, class ``m``'s term scaled by ``w_m``
+    (``wsk.training.class_weights``: balanced on the training targets); None: all 1, as the paper.
     """
 
     REDUCTIONS = (None, "none", "sum", "sum_over_batch_size", "mean")
 
     def __init__(self, from_logits=True, reduction="sum_over_batch_size", name=None, dtype=None,
-                 upsample=False):
+                 upsample=False, class_weights=None):
         if reduction not in self.REDUCTIONS:
             raise ValueError(f"reduction must be one of {self.REDUCTIONS}, not {reduction!r} (Eq. 4 "
                              "averages over the counted positions)")
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = bool(from_logits)
         self.upsample = bool(upsample)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        if self.class_weights is not None and not all(w >= 0 for w in self.class_weights):
+            raise ValueError(f"class_weights must be non-negative, not {class_weights!r}")
 
     def terms(self, y_true, y_pred):
         """``(terms, counted)`` per position; see ``soft_cross_entropy_terms``."""
@@ -105,7 +114,7 @@ class _PositionAveragedLoss(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(from_logits=self.from_logits, upsample=self.upsample)
+        config.update(from_logits=self.from_logits, upsample=self.upsample, class_weights=self.class_weights)
         return config
 
 
@@ -126,15 +135,15 @@ class SoftMultiLabelCrossEntropy(_PositionAveragedLoss):
     """
 
     def __init__(self, from_logits=True, target_power=1.0, reduction="sum_over_batch_size", name=None,
-                 dtype=None, upsample=False):
+                 dtype=None, upsample=False, class_weights=None):
         super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype,
-                         upsample=upsample)
+                         upsample=upsample, class_weights=class_weights)
         if not float(target_power) > 0:
             raise ValueError(f"target_power must be positive, not {target_power!r}")
         self.target_power = float(target_power)
 
     def terms(self, y_true, y_pred):
-        return soft_cross_entropy_terms(y_true, y_pred, self.from_logits, self.target_power)
+        return soft_cross_entropy_terms(y_true, y_pred, self.from_logits, self.target_power, self.class_weights)
 
     def get_config(self):
         config = super().get_config()
@@ -152,9 +161,9 @@ class SparseCrossEntropyIgnore(_PositionAveragedLoss):
     """
 
     def __init__(self, ignore_label=IGNORE_LABEL, from_logits=True, reduction="sum_over_batch_size",
-                 name=None, dtype=None, upsample=False):
+                 name=None, dtype=None, upsample=False, class_weights=None):
         super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype,
-                         upsample=upsample)
+                         upsample=upsample, class_weights=class_weights)
         self.ignore_label = int(ignore_label)
 
     def terms(self, y_true, y_pred):
@@ -165,7 +174,7 @@ class SparseCrossEntropyIgnore(_PositionAveragedLoss):
         labels = ops.where(labels == self.ignore_label, -1, labels)
         # one_hot of -1 or of an index >= C is all zeros: zero mass, not counted.
         one_hot = ops.one_hot(labels, y_pred.shape[-1], dtype="float32")
-        return soft_cross_entropy_terms(one_hot, y_pred, self.from_logits)
+        return soft_cross_entropy_terms(one_hot, y_pred, self.from_logits, class_weights=self.class_weights)
 
     def get_config(self):
         config = super().get_config()

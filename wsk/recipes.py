@@ -289,6 +289,9 @@ class SegRecipe:
     # one bias per class added to the trained logits, fitted to agree best with the network's own
     # pseudo-labels (wsk.training.class_biases); False: the network as trained (the paper)
     calibrate_biases: bool = False
+    # each class's loss weighted by its share f of the training targets as f ** -class_balance
+    # (wsk.training.class_weights); 0: every class weighs 1 (the paper)
+    class_balance: float = 0.0
 
 
 def seg_schedule(recipe, images, split_images):

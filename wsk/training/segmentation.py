@@ -29,6 +29,7 @@ from wsk.models.saving import load_model, save_model
 from wsk.recipes import HCP_BACKBONE, get_variant, seg_schedule
 from wsk.stages import progress
 from wsk.training.class_biases import calibrate
+from wsk.training.class_weights import balanced_class_weights, target_class_mass
 from wsk.training.digest import inputs_digest, up_to_date
 from wsk.training.engine import (compile_for_training, epoch_variable, fit, is_chief, make_strategy,
                                  recipe_part, require_tensorflow_backend)
@@ -82,14 +83,16 @@ def check_targets(images, targets, kind, num_classes, name):
         raise WskError(f"{len(bad)} training target(s) are damaged (rerun `wsk pseudo`): {listed}")
 
 
-def segmentation_loss(variant, recipe):
+def segmentation_loss(variant, recipe, class_weights=None):
     """The loss of a variant under ``recipe`` (a ``SegRecipe``): Eq. 4 on localization maps
     (sharpened by ``recipe.target_power``), or cross-entropy on rough masks; on every pixel of the
-    crop where ``recipe.loss_on_pixels``, on the logits' grid otherwise."""
+    crop where ``recipe.loss_on_pixels``, on the logits' grid otherwise; each class's terms scaled by
+    ``class_weights`` (None: 1)."""
     if get_variant(variant).target == "soft":
         return SoftMultiLabelCrossEntropy(from_logits=True, target_power=recipe.target_power,
-                                          upsample=recipe.loss_on_pixels)
-    return SparseCrossEntropyIgnore(ignore_label=IGNORE_LABEL, from_logits=True, upsample=recipe.loss_on_pixels)
+                                          upsample=recipe.loss_on_pixels, class_weights=class_weights)
+    return SparseCrossEntropyIgnore(ignore_label=IGNORE_LABEL, from_logits=True, upsample=recipe.loss_on_pixels,
+                                    class_weights=class_weights)
 
 
 def _network(recipe, num_classes, hcp_model_path):
@@ -124,6 +127,12 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     if not force and up_to_date(model_path, digest, printer):
         return load_model(model_path)
     check_targets(images, targets, spec.target, dataset.num_classes, variant)
+    class_weights = None
+    if recipe.class_balance:
+        mass = target_class_mass(images, targets, spec.target, dataset.num_classes,
+                                 recipe.target_power if spec.target == "soft" else 1.0, recipe.seed)
+        class_weights = [round(float(w), 4) for w in balanced_class_weights(mass, recipe.class_balance)]
+        printer(f"{name}: class weights {dict(zip(dataset.class_names, class_weights))}")
     batch = min(recipe.batch_size, len(ids))
     steps = steps_per_epoch(len(ids), batch)
     folder = wd.seg_dir(name)
@@ -138,7 +147,7 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
                                 first_epoch=first_epoch, target_stride=1 if recipe.loss_on_pixels else recipe.output_stride)
     with strategy.scope():
         model = _network(recipe, dataset.num_classes, wd.hcp_model)
-        compile_for_training(model, segmentation_loss(variant, recipe), recipe.lr, recipe.last_lr, recipe, steps)
+        compile_for_training(model, segmentation_loss(variant, recipe, class_weights), recipe.lr, recipe.last_lr, recipe, steps)
     printer(f"{name}: {len(ids)} images, batch {batch}, {recipe.epochs} epochs, "
             f"{strategy.num_replicas_in_sync} replica(s)")
     fit(model, data, recipe.epochs, steps, os.path.join(folder, "checkpoints"), os.path.join(folder, "logs"),
@@ -147,11 +156,14 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
         description = segmentation_description(dataset.class_names, variant, spec.target == "soft",
                                                spec.single_label, pseudo_dir_refine, recipe, len(ids),
                                                digest, max_side=max_side)
+        metrics = {} if class_weights is None else {"class_weights": class_weights}   # in class order
         if recipe.calibrate_biases:
             record = calibrate(model, dataset, ids, targets, spec.target, max_side, recipe.seed)
-            description = dataclasses.replace(description, metrics={"calibration": record})
+            metrics["calibration"] = record
             printer(f"{name}: class biases {dict(zip(dataset.class_names, record['class_biases']))}; mIoU against its targets "
                     f"{record['pseudo_label_miou']['before']} -> {record['pseudo_label_miou']['after']}")
+        if metrics:
+            description = dataclasses.replace(description, metrics=metrics)
         save_model(model, model_path, description)
         printer(f"saved {model_path}")
     return model
