@@ -64,10 +64,13 @@ def hcp_command(work, recipe, split, val_split, force, quiet, **kwargs):
 @click.option("--output-stride", type=click.Choice(["8", "4"]), default=None,
               help="Pixels per logit: 8 is DeepLab-LargeFOV's, 4 the same filters twice as densely "
                    "[default: the recipe's: 8 for paper, 4 for demo].")
+@click.option("--class-balance", type=click.FloatRange(min=0), default=None, metavar="POWER",
+              help="Weight each class's loss by its share f of the training targets as f ** -POWER (1: every "
+                   "class the same total weight; 0: all 1, the paper) [default: the recipe's].")
 @_force
 @_quiet
-def seg_command(work, variant, recipe, strategy, no_refine, split, scale_range, output_stride, force, quiet,
-                **kwargs):
+def seg_command(work, variant, recipe, strategy, no_refine, split, scale_range, output_stride, class_balance,
+                force, quiet, **kwargs):
     """Train DeepLab-LargeFOV as VARIANT on the pseudo labels in WORK (run `wsk pseudo` first).
 
     Writes WORK/seg/<variant>/model.keras and its description model.json.
@@ -78,7 +81,8 @@ def seg_command(work, variant, recipe, strategy, no_refine, split, scale_range, 
     distribution = make_strategy(strategy)     # first: MultiWorkerMirroredStrategy must come early
     run = open_cli_run(work, pop_data(kwargs), recipe=recipe, split=split,
                        overrides={"seg.scale_range": tuple(scale_range) if scale_range else None,
-                                  "seg.output_stride": int(output_stride) if output_stride else None})
+                                  "seg.output_stride": int(output_stride) if output_stride else None,
+                                  "seg.class_balance": class_balance})
     train_segmentation(run.source, run.work, variant, run.recipe, strategy=distribution, split=run.split,
                        pseudo_dir_refine=not no_refine, force=force, verbose=2 if quiet else 1)
 

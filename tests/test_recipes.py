@@ -39,6 +39,7 @@ def test_segmentation_numbers_are_section_4_2s():
     assert (seg.crop_size, seg.backbone_weights, seg.width) == (321, "imagenet", 1.0)
     assert seg.scale_range == (1.0, 1.0)
     assert seg.output_stride == 8   # DeepLab-LargeFOV's logits: 321 -> 41
+    assert seg.class_balance == 0.0   # every class weighs 1 in Eq. 4
     assert seg.target_power == 1.0   # Eq. 4 on the localization maps as §3.3.1 normalises them
     assert seg.loss_on_pixels is False   # DeepLab's loss on the logits' grid
     assert seg.calibrate_biases is False   # the network as trained, no biases fitted afterwards
@@ -104,6 +105,10 @@ def test_refine_order_and_scale_range_options_reach_their_stage(monkeypatch, tmp
     assert result.exit_code == 0, result.output
     args, kwargs = seen["seg"]
     assert args[3].seg == dataclasses.replace(PAPER.seg, scale_range=(0.5, 1.5)) and kwargs["split"] == "mine"
+    result = CliRunner().invoke(cli, ["train", "seg", str(root), str(tmp_path / "w4"), "--class-balance", "0.5",
+                                      "--split", "mine"])
+    assert result.exit_code == 0, result.output
+    assert seen["seg"][0][3].seg == dataclasses.replace(PAPER.seg, class_balance=0.5)
 
 
 def test_single_label_variants_make_as_many_updates_as_all_images_with_equal_updates():
