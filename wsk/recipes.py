@@ -160,10 +160,10 @@ first 120 training images, 500 proposals, no refinement; ``benchmarks/bench_scor
   41.7, 50.8, 34.3 -> 43.5, 52.3, 36.1; AN_B 59.5, 71.1, 53.9 -> 60.8, 73.4, 57.9; SN_B 48.5, 56.8, 42.2
   -> 49.3, 58.2, 44.8 (arrow: AN_A 13.9, AN_B 27.5); matching each class's pixel count instead lowered 3
   of the 12. Test styles (seeds from 6eca922; the same networks without -> with): AN_A 50.7 -> 54.6, SN_A
-  40.8 -> 42.5, AN_B 51.4 -> 54.1, SN_B 48.6 -> 49.4, 11 of 12 up. Also tried, before the biases: each
+  40.8 -> 42.5, AN_B 51.4 -> 54.1, SN_B 48.6 -> 49.4, 11 of 12 up. Also tried, the biases fitted after it: each
   class's loss weighted by its share f of the targets as f ** -0.5 (``SegRecipe.class_balance``): AN_A
-  58.0, SN_A 42.6, AN_B 62.8, SN_B 51.7 on the tuning styles, the weakest class lower (SN_A's arrow 12.1
-  -> 4.9).
+  58.0, SN_A 42.6, AN_B 62.8, SN_B 51.7 on the tuning styles, the weakest class lower (SN_A's arrow from
+  12.1 to 4.9).
 * **A dense CRF over the rough masks is an option, not the demo's** (``PseudoConfig.rough_crf``): the
   masks rise on every tuning style (62.7, 71.2, 68.7 -> 65.2, 74.0, 72.1), AN_B trained on them does not
   (60.0, 68.7, 55.2 -> 61.5, 73.1, 48.7; style 10's arrow 10.0 -> 2.2).
