@@ -237,3 +237,70 @@ def test_bad_targets_are_wsk_errors_naming_the_file(tmp_path):
     write_label_png(tmp_path / "m.png", np.full((10, 12), 7, np.uint8))
     with pytest.raises(WskError, match="m.png.*\\[7\\]"):
         pipelines.load_hard_target(str(tmp_path / "m.png"), 10, 12, 5)
+
+
+def test_paste_box_replaces_exactly_the_box_by_hand():
+    base = np.arange(20, dtype=np.int32).reshape(4, 5)
+    other = -np.ones((4, 5), np.int32)
+    pasted = pipelines.paste_box(tf.constant(base), tf.constant(other), (1, 2, 2)).numpy()
+    expected = np.array([[0, 1, 2, 3, 4],
+                         [5, 6, -1, -1, 9],
+                         [10, 11, -1, -1, 14],
+                         [15, 16, 17, 18, 19]])
+    np.testing.assert_array_equal(pasted, expected)
+    base3 = np.zeros((4, 5, 2), np.float32)
+    pasted3 = pipelines.paste_box(tf.constant(base3), tf.ones((4, 5, 2)), (2, 0, 2)).numpy()
+    assert pasted3.sum() == 2 * 2 * 2 and np.all(pasted3[2:4, 0:2] == 1)
+
+
+def test_cutmix_boxes_lie_in_the_crop_with_the_drawn_area():
+    sides, corners = [], set()
+    for i in range(200):
+        y, x, side = (int(v) for v in pipelines.cutmix_box(tf.constant([5, i], tf.int64), 33))
+        assert 0 <= y and y + side <= 33 and 0 <= x and x + side <= 33
+        sides.append(side)
+        corners.add((y, x))
+    # area 0.25 .. 0.5 of 33 x 33: side sqrt(0.25) * 33 = 16.5 .. sqrt(0.5) * 33 = 23.3, rounded
+    assert min(sides) >= 16 and max(sides) <= 23
+    assert max(sides) - min(sides) >= 5 and len(corners) > 50
+
+
+def test_cut_mix_at_probability_zero_leaves_the_pair_and_at_one_pastes():
+    image, target = tf.zeros((9, 9, 3)), tf.zeros((9, 9), tf.int32)
+    other = (tf.ones((9, 9, 3)), tf.fill([9, 9], 2))
+    for i in range(20):
+        seed = tf.constant([1, i], tf.int64)
+        kept = pipelines.cut_mix((image, target), other, seed, 0.0, 9)
+        assert not np.any(kept[0].numpy()) and not np.any(kept[1].numpy())
+        mixed_image, mixed_target = (t.numpy() for t in pipelines.cut_mix((image, target), other, seed, 1.0, 9))
+        rows, cols = np.nonzero(mixed_target == 2)
+        side = rows.max() - rows.min() + 1
+        assert mixed_target.sum() == 2 * side * side and cols.max() - cols.min() + 1 == side   # a square
+        np.testing.assert_array_equal(mixed_image[..., 0] == 1, mixed_target == 2)   # aligned
+
+
+def test_cutmix_pastes_squares_of_the_other_image_with_its_labels(tmp_path):
+    """Two one-class images: a crop holds its own class, or a square of the other one's, never a
+    pixel whose colour and label disagree; about half the time at probability 0.5 x half the partners."""
+    images, masks = [], []
+    for k in (1, 2):
+        write_image(tmp_path / f"{k}.png", np.broadcast_to(COLOURS[k], (33, 33, 3)).copy())
+        write_label_png(tmp_path / f"{k}_mask.png", np.full((33, 33), k, np.uint8))
+        images.append(str(tmp_path / f"{k}.png"))
+        masks.append(str(tmp_path / f"{k}_mask.png"))
+    data = pipelines.segmentation_dataset(images, masks, "hard", 5, 33, 2, 40, seed=0, target_stride=1,
+                                          flip=False, cutmix=0.5)
+    mixed = 0
+    for image, target in data.unbatch():
+        labels = target.numpy()
+        np.testing.assert_array_equal(colour_class(to_rgb(image.numpy())), labels)
+        classes = np.unique(labels)
+        assert len(classes) in (1, 2)
+        if len(classes) == 2:
+            mixed += 1
+            minority = min(classes, key=lambda k: (labels == k).sum())
+            rows, cols = np.nonzero(labels == minority)
+            side = rows.max() - rows.min() + 1
+            assert (labels == minority).sum() == side * side and 16 <= side <= 23
+    # 80 crops, each mixed with probability 0.5 x 1/2 (the partner is the other image): 20 +- 3.9
+    assert 8 <= mixed <= 32

@@ -144,7 +144,8 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     first_epoch = epoch_variable()
     data = segmentation_dataset(images, targets, spec.target, dataset.num_classes, recipe.crop_size,
                                 batch, recipe.epochs, recipe.seed, scale_range=recipe.scale_range,
-                                first_epoch=first_epoch, target_stride=1 if recipe.loss_on_pixels else recipe.output_stride)
+                                first_epoch=first_epoch, cutmix=recipe.cutmix,
+                                target_stride=1 if recipe.loss_on_pixels else recipe.output_stride)
     with strategy.scope():
         model = _network(recipe, dataset.num_classes, wd.hcp_model)
         compile_for_training(model, segmentation_loss(variant, recipe, class_weights), recipe.lr, recipe.last_lr, recipe, steps)
