@@ -67,13 +67,14 @@ def hcp_command(work, recipe, split, val_split, force, quiet, **kwargs):
 @click.option("--class-balance", type=click.FloatRange(min=0), default=None, metavar="POWER",
               help="Weight each class's loss by its share f of the training targets as f ** -POWER (1: every "
                    "class the same total weight; 0: all 1, the paper) [default: the recipe's].")
-@click.option("--cutmix", type=click.FloatRange(0, 1), default=None, metavar="P",
-              help="The probability that a training crop takes a box of another training image and its "
-                   "target (CutMix; 0: none, the paper) [default: the recipe's].")
+@click.option("--copy-paste", type=click.FloatRange(0, 1), default=None, metavar="P",
+              help="The probability that a training crop takes the objects of another training image, "
+                   "with their targets, where it has none of its own (0: never, the paper) "
+                   "[default: the recipe's].")
 @_force
 @_quiet
 def seg_command(work, variant, recipe, strategy, no_refine, split, scale_range, output_stride, class_balance,
-                cutmix, force, quiet, **kwargs):
+                copy_paste, force, quiet, **kwargs):
     """Train DeepLab-LargeFOV as VARIANT on the pseudo labels in WORK (run `wsk pseudo` first).
 
     Writes WORK/seg/<variant>/model.keras and its description model.json.
@@ -85,7 +86,7 @@ def seg_command(work, variant, recipe, strategy, no_refine, split, scale_range, 
     run = open_cli_run(work, pop_data(kwargs), recipe=recipe, split=split,
                        overrides={"seg.scale_range": tuple(scale_range) if scale_range else None,
                                   "seg.output_stride": int(output_stride) if output_stride else None,
-                                  "seg.class_balance": class_balance, "seg.cutmix": cutmix})
+                                  "seg.class_balance": class_balance, "seg.copy_paste": copy_paste})
     train_segmentation(run.source, run.work, variant, run.recipe, strategy=distribution, split=run.split,
                        pseudo_dir_refine=not no_refine, force=force, verbose=2 if quiet else 1)
 

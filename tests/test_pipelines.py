@@ -239,68 +239,50 @@ def test_bad_targets_are_wsk_errors_naming_the_file(tmp_path):
         pipelines.load_hard_target(str(tmp_path / "m.png"), 10, 12, 5)
 
 
-def test_paste_box_replaces_exactly_the_box_by_hand():
-    base = np.arange(20, dtype=np.int32).reshape(4, 5)
-    other = -np.ones((4, 5), np.int32)
-    pasted = pipelines.paste_box(tf.constant(base), tf.constant(other), (1, 2, 2)).numpy()
-    expected = np.array([[0, 1, 2, 3, 4],
-                         [5, 6, -1, -1, 9],
-                         [10, 11, -1, -1, 14],
-                         [15, 16, 17, 18, 19]])
-    np.testing.assert_array_equal(pasted, expected)
-    base3 = np.zeros((4, 5, 2), np.float32)
-    pasted3 = pipelines.paste_box(tf.constant(base3), tf.ones((4, 5, 2)), (2, 0, 2)).numpy()
-    assert pasted3.sum() == 2 * 2 * 2 and np.all(pasted3[2:4, 0:2] == 1)
+
+def test_foreground_of_masks_and_maps_by_hand():
+    mask = tf.constant([[0, 1, 255], [2, 0, 3]], tf.int32)
+    np.testing.assert_array_equal(pipelines.foreground(mask, "hard").numpy(), [[0, 1, 0], [1, 0, 1]])
+    maps = tf.constant([[[0.6, 0.4], [0.3, 0.7], [0.0, 0.0]]], tf.float32)   # bg wins, class wins, no mass
+    np.testing.assert_array_equal(pipelines.foreground(maps, "soft").numpy(), [[0, 1, 0]])
 
 
-def test_cutmix_boxes_lie_in_the_crop_with_the_drawn_area():
-    sides, corners = [], set()
-    for i in range(200):
-        y, x, side = (int(v) for v in pipelines.cutmix_box(tf.constant([5, i], tf.int64), 33))
-        assert 0 <= y and y + side <= 33 and 0 <= x and x + side <= 33
-        sides.append(side)
-        corners.add((y, x))
-    # area 0.25 .. 0.5 of 33 x 33: side sqrt(0.25) * 33 = 16.5 .. sqrt(0.5) * 33 = 23.3, rounded
-    assert min(sides) >= 16 and max(sides) <= 23
-    assert max(sides) - min(sides) >= 5 and len(corners) > 50
+def test_paste_objects_fills_only_the_crops_background_by_hand():
+    image = tf.zeros((2, 3, 3))
+    target = tf.constant([[0, 1, 0], [255, 0, 0]], tf.int32)
+    other_image = tf.ones((2, 3, 3))
+    other_target = tf.constant([[2, 2, 0], [2, 2, 255]], tf.int32)
+    pasted_image, pasted_target = (t.numpy() for t in pipelines.paste_objects(
+        (image, target), (other_image, other_target), "hard"))
+    # class 2 goes where the crop has background or no label, never over its class 1
+    np.testing.assert_array_equal(pasted_target, [[2, 1, 0], [2, 2, 0]])
+    np.testing.assert_array_equal(pasted_image[..., 0], [[1, 0, 0], [1, 1, 0]])
+    maps = tf.constant([[[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]]])
+    other_maps = tf.constant([[[0.3, 0.0, 0.7], [0.1, 0.0, 0.9]]])
+    _, pasted_maps = pipelines.paste_objects((tf.zeros((1, 2, 3)), maps), (tf.ones((1, 2, 3)), other_maps), "soft")
+    np.testing.assert_allclose(pasted_maps.numpy(), [[[0.3, 0.0, 0.7], [0.2, 0.8, 0.0]]])
 
 
-def test_cut_mix_at_probability_zero_leaves_the_pair_and_at_one_pastes():
-    image, target = tf.zeros((9, 9, 3)), tf.zeros((9, 9), tf.int32)
-    other = (tf.ones((9, 9, 3)), tf.fill([9, 9], 2))
-    for i in range(20):
-        seed = tf.constant([1, i], tf.int64)
-        kept = pipelines.cut_mix((image, target), other, seed, 0.0, 9)
-        assert not np.any(kept[0].numpy()) and not np.any(kept[1].numpy())
-        mixed_image, mixed_target = (t.numpy() for t in pipelines.cut_mix((image, target), other, seed, 1.0, 9))
-        rows, cols = np.nonzero(mixed_target == 2)
-        side = rows.max() - rows.min() + 1
-        assert mixed_target.sum() == 2 * side * side and cols.max() - cols.min() + 1 == side   # a square
-        np.testing.assert_array_equal(mixed_image[..., 0] == 1, mixed_target == 2)   # aligned
-
-
-def test_cutmix_pastes_squares_of_the_other_image_with_its_labels(tmp_path):
-    """Two one-class images: a crop holds its own class, or a square of the other one's, never a
-    pixel whose colour and label disagree; about half the time at probability 0.5 x half the partners."""
+def test_copy_paste_adds_the_other_images_object_with_its_label(tmp_path):
+    """Two images of one square object each, apart: a crop holds its own square, or both squares
+    whole, colours and labels agreeing; at probability 0.5 (x 1/2 for the partner being the other
+    image) about a quarter of the crops."""
     images, masks = [], []
-    for k in (1, 2):
-        write_image(tmp_path / f"{k}.png", np.broadcast_to(COLOURS[k], (33, 33, 3)).copy())
-        write_label_png(tmp_path / f"{k}_mask.png", np.full((33, 33), k, np.uint8))
+    for k, (y, x) in ((1, (2, 2)), (2, (18, 20))):
+        labels = np.zeros((33, 33), np.uint8)
+        labels[y:y + 10, x:x + 10] = k
+        write_image(tmp_path / f"{k}.png", COLOURS[labels])
+        write_label_png(tmp_path / f"{k}_mask.png", labels)
         images.append(str(tmp_path / f"{k}.png"))
         masks.append(str(tmp_path / f"{k}_mask.png"))
     data = pipelines.segmentation_dataset(images, masks, "hard", 5, 33, 2, 40, seed=0, target_stride=1,
-                                          flip=False, cutmix=0.5)
+                                          flip=False, copy_paste=0.5)
     mixed = 0
     for image, target in data.unbatch():
         labels = target.numpy()
         np.testing.assert_array_equal(colour_class(to_rgb(image.numpy())), labels)
-        classes = np.unique(labels)
-        assert len(classes) in (1, 2)
-        if len(classes) == 2:
-            mixed += 1
-            minority = min(classes, key=lambda k: (labels == k).sum())
-            rows, cols = np.nonzero(labels == minority)
-            side = rows.max() - rows.min() + 1
-            assert (labels == minority).sum() == side * side and 16 <= side <= 23
-    # 80 crops, each mixed with probability 0.5 x 1/2 (the partner is the other image): 20 +- 3.9
+        counts = {k: int((labels == k).sum()) for k in (1, 2)}
+        assert sorted(counts.values()) in ([0, 100], [100, 100])
+        mixed += min(counts.values()) == 100
+    # 80 crops, each pasted with probability 0.5 x 1/2: 20 +- 3.9
     assert 8 <= mixed <= 32

@@ -40,7 +40,7 @@ def test_segmentation_numbers_are_section_4_2s():
     assert seg.scale_range == (1.0, 1.0)
     assert seg.output_stride == 8   # DeepLab-LargeFOV's logits: 321 -> 41
     assert seg.class_balance == 0.0   # every class weighs 1 in Eq. 4
-    assert seg.cutmix == 0.0   # DeepLab's crops and mirrors, nothing pasted
+    assert seg.copy_paste == 0.0   # DeepLab's crops and mirrors, nothing pasted
     assert seg.target_power == 1.0   # Eq. 4 on the localization maps as §3.3.1 normalises them
     assert seg.loss_on_pixels is False   # DeepLab's loss on the logits' grid
     assert seg.calibrate_biases is False   # the network as trained, no biases fitted afterwards
@@ -110,10 +110,10 @@ def test_refine_order_and_scale_range_options_reach_their_stage(monkeypatch, tmp
                                       "--split", "mine"])
     assert result.exit_code == 0, result.output
     assert seen["seg"][0][3].seg == dataclasses.replace(PAPER.seg, class_balance=0.5)
-    result = CliRunner().invoke(cli, ["train", "seg", str(root), str(tmp_path / "w5"), "--cutmix", "0.25",
+    result = CliRunner().invoke(cli, ["train", "seg", str(root), str(tmp_path / "w5"), "--copy-paste", "0.25",
                                       "--split", "mine"])
     assert result.exit_code == 0, result.output
-    assert seen["seg"][0][3].seg == dataclasses.replace(PAPER.seg, cutmix=0.25)
+    assert seen["seg"][0][3].seg == dataclasses.replace(PAPER.seg, copy_paste=0.25)
 
 
 def test_single_label_variants_make_as_many_updates_as_all_images_with_equal_updates():

@@ -290,9 +290,9 @@ class SegRecipe:
     # each class's loss weighted by its share f of the training targets as f ** -class_balance
     # (wsk.training.class_weights); 0: every class weighs 1 (the paper)
     class_balance: float = 0.0
-    # the probability that a training crop takes a box of another training pair (CutMix;
-    # wsk.data.pipelines, step 5); 0: none (the paper)
-    cutmix: float = 0.0
+    # the probability that a training crop takes the objects of another training pair where it has
+    # none of its own (copy-paste; wsk.data.pipelines, step 5); 0: never (the paper)
+    copy_paste: float = 0.0
 
 
 def seg_schedule(recipe, images, split_images):

@@ -24,14 +24,17 @@ Segmentation batches (``segmentation_dataset``) follow DeepLab's training data l
    mass in every channel (ignored by ``SoftMultiLabelCrossEntropy``);
 4. take a random ``crop_size`` crop and flip it horizontally with probability 1/2,
    image and target with the same geometry;
-5. with ``cutmix`` > 0, paste a box of a second training pair into the crop (``cut_mix``);
+5. with ``copy_paste`` > 0, paste the objects of a second training pair into the crop
+   (``paste_objects``);
 6. bring the target to the logits' grid.
 
-Step 5 is not DeepLab's: it is CutMix (Yun et al., 2019) as French et al. (2020) carried it to
-segmentation. With probability ``cutmix`` an element takes a square box, covering a share of the crop
-drawn from ``CUTMIX_AREA``, of another training pair (drawn from the element's seed and augmented as
-in steps 1-4), image and target alike. A network trained on single-label images only (the S*
-variants) otherwise learns that one image holds one class (``wsk.recipes``).
+Step 5 is not DeepLab's: it is copy-paste (ClassMix, Olsson et al., 2021; Simple Copy-Paste, Ghiasi
+et al., 2021). With probability ``copy_paste`` an element takes the object pixels, as its target
+gives them, of another training pair (drawn from the element's seed and augmented as in steps 1-4),
+image and target alike, wherever the crop has no object of its own. A network trained on
+single-label images only (the S* variants) otherwise learns that one image holds one class
+(``wsk.recipes``). Objects are pasted whole: a box (CutMix) cuts shapes, and where shape is what
+tells classes apart the networks confused them.
 
 Decision for step 6: the **target is subsampled** to DeepLab-LargeFOV's stride-8 grid as
 Caffe's ``shrink_factor: 8`` interpolation does: ``target[::8, ::8]``. For crops of side
@@ -61,7 +64,6 @@ from wsk.models.preprocessing import crop_hypothesis
 from wsk.models.deeplab import OUTPUT_STRIDE
 
 SOFT, HARD = "soft", "hard"
-CUTMIX_AREA = (0.25, 0.5)   # the share of the crop a pasted box covers (step 5), drawn uniformly
 
 
 # --- small pieces (pure functions, tested on their own) --------------------------------------
@@ -362,43 +364,27 @@ def augment_segmentation(image, target, seed, crop_size, scale_range, kind, flip
     return image, target
 
 
-def cutmix_box(seed, crop_size, area=CUTMIX_AREA):
-    """A square box ``(y, x, side)`` inside a ``crop_size`` crop whose area is a share of the crop
-    drawn uniformly from ``area``, at a position drawn uniformly (step 5 of the module docstring)."""
-    share_seed, y_seed, x_seed = tf.unstack(_seeds(seed, 3))
-    share = tf.random.stateless_uniform([], seed=share_seed, minval=area[0], maxval=area[1])
-    side = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(share) * crop_size), tf.int32), 1, crop_size)
-    y = tf.random.stateless_uniform([], seed=y_seed, maxval=crop_size - side + 1, dtype=tf.int32)
-    x = tf.random.stateless_uniform([], seed=x_seed, maxval=crop_size - side + 1, dtype=tf.int32)
-    return y, x, side
+def foreground(target, kind):
+    """``(H, W)`` bool: where a crop's target gives an object class: a rough mask's labels other than
+    background and 255, or the pixels whose localization maps have mass and peak off background."""
+    if kind == HARD:
+        return (target != 0) & (target != IGNORE_LABEL)
+    return (tf.argmax(target, axis=-1) != 0) & (tf.reduce_sum(target, axis=-1) > 0)
 
 
-def paste_box(base, other, box):
-    """``base`` with rows ``y .. y + side - 1`` and columns ``x .. x + side - 1`` of ``other``
-    (both ``(H, W)`` or ``(H, W, C)``, the same shape); ``box`` is ``(y, x, side)``."""
-    y, x, side = box
-    shape = tf.shape(base)
-    rows = tf.range(shape[0])
-    cols = tf.range(shape[1])
-    inside = (((rows >= y) & (rows < y + side))[:, None]) & (((cols >= x) & (cols < x + side))[None, :])
-    if base.shape.rank == 3:
-        inside = inside[:, :, None]
-    return tf.where(inside, other, base)
-
-
-def cut_mix(pair, other_pair, seed, probability, crop_size):
-    """Step 5: with ``probability``, the ``(image, target)`` crop ``pair`` with a ``cutmix_box`` of
-    ``other_pair`` pasted into both; otherwise ``pair`` unchanged."""
-    apply_seed, box_seed = tf.unstack(_seeds(seed, 2))
-    box = cutmix_box(box_seed, crop_size)
-    mixed = tuple(paste_box(a, b, box) for a, b in zip(pair, other_pair))
-    apply = tf.random.stateless_uniform([], seed=apply_seed) < probability
-    return tuple(tf.where(apply, m, a) for m, a in zip(mixed, pair))
+def paste_objects(pair, other_pair, kind):
+    """Step 5: the ``(image, target)`` crop ``pair`` with the object pixels of ``other_pair``
+    (``foreground``) pasted where ``pair`` has none, image and target alike, so that no object of
+    ``pair`` is cut."""
+    (image, target), (other_image, other_target) = pair, other_pair
+    paste = foreground(other_target, kind) & ~foreground(target, kind)
+    return (tf.where(paste[:, :, None], other_image, image),
+            tf.where(paste if kind == HARD else paste[:, :, None], other_target, target))
 
 
 def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size, batch_size,
                          epochs, seed, scale_range=(1.0, 1.0), flip=True, first_epoch=None,
-                         target_stride=OUTPUT_STRIDE, cutmix=0.0):
+                         target_stride=OUTPUT_STRIDE, copy_paste=0.0):
     """Segmentation training batches over all epochs (module docstring, steps 1-5).
 
     ``kind="soft"`` (Network_A): ``target_paths`` are localization-map ``.npz`` files; batches
@@ -406,7 +392,7 @@ def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size
     channels (rows of zeros where there is no mass). ``kind="hard"`` (Network_B):
     ``target_paths`` are rough-mask PNGs; targets are ``(B, g, g)`` int32 with 255 ignored.
     ``g = (crop_size - 1) // target_stride + 1``: the side of the logits where ``target_stride`` is
-    the network's output stride, the crop's where it is 1. ``cutmix``: the probability of step 5.
+    the network's output stride, the crop's where it is 1. ``copy_paste``: the probability of step 5.
     """
     if kind not in (SOFT, HARD):
         raise WskError(f"target kind must be {SOFT!r} or {HARD!r}, not {kind!r}")
@@ -424,12 +410,14 @@ def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size
         return augment_segmentation(_preprocess(image), target, seed, crop_size, scale_range, kind, flip)
 
     def element(index, seed):
-        if cutmix:
-            seed, partner_seed, partner_crop_seed, mix_seed = tf.unstack(_seeds(seed, 4))
+        if copy_paste:
+            seed, partner_seed, partner_crop_seed, apply_seed = tf.unstack(_seeds(seed, 4))
             partner = tf.random.stateless_uniform([], seed=partner_seed, maxval=len(image_paths),
                                                   dtype=tf.int64)
-            image, target = cut_mix(crop(index, seed), crop(partner, partner_crop_seed), mix_seed,
-                                    cutmix, crop_size)
+            pair = crop(index, seed)
+            mixed = paste_objects(pair, crop(partner, partner_crop_seed), kind)
+            apply = tf.random.stateless_uniform([], seed=apply_seed) < copy_paste
+            image, target = (tf.where(apply, m, p) for m, p in zip(mixed, pair))
         else:
             image, target = crop(index, seed)
         target = shrink_to_logits(target, target_stride)

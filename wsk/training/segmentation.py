@@ -144,7 +144,7 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
     first_epoch = epoch_variable()
     data = segmentation_dataset(images, targets, spec.target, dataset.num_classes, recipe.crop_size,
                                 batch, recipe.epochs, recipe.seed, scale_range=recipe.scale_range,
-                                first_epoch=first_epoch, cutmix=recipe.cutmix,
+                                first_epoch=first_epoch, copy_paste=recipe.copy_paste,
                                 target_stride=1 if recipe.loss_on_pixels else recipe.output_stride)
     with strategy.scope():
         model = _network(recipe, dataset.num_classes, wd.hcp_model)
