@@ -6,7 +6,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from wsk.data import pipelines  # noqa: E402
+from wsk.data import augmentation, pipelines  # noqa: E402
 from wsk.errors import WskError  # noqa: E402
 from wsk.io import save_npz, write_image, write_label_png  # noqa: E402
 
@@ -242,9 +242,9 @@ def test_bad_targets_are_wsk_errors_naming_the_file(tmp_path):
 
 def test_foreground_of_masks_and_maps_by_hand():
     mask = tf.constant([[0, 1, 255], [2, 0, 3]], tf.int32)
-    np.testing.assert_array_equal(pipelines.foreground(mask, "hard").numpy(), [[0, 1, 0], [1, 0, 1]])
+    np.testing.assert_array_equal(augmentation.foreground(mask, "hard").numpy(), [[0, 1, 0], [1, 0, 1]])
     maps = tf.constant([[[0.6, 0.4], [0.3, 0.7], [0.0, 0.0]]], tf.float32)   # bg wins, class wins, no mass
-    np.testing.assert_array_equal(pipelines.foreground(maps, "soft").numpy(), [[0, 1, 0]])
+    np.testing.assert_array_equal(augmentation.foreground(maps, "soft").numpy(), [[0, 1, 0]])
 
 
 def test_paste_objects_fills_only_the_crops_background_by_hand():
@@ -252,14 +252,14 @@ def test_paste_objects_fills_only_the_crops_background_by_hand():
     target = tf.constant([[0, 1, 0], [255, 0, 0]], tf.int32)
     other_image = tf.ones((2, 3, 3))
     other_target = tf.constant([[2, 2, 0], [2, 2, 255]], tf.int32)
-    pasted_image, pasted_target = (t.numpy() for t in pipelines.paste_objects(
+    pasted_image, pasted_target = (t.numpy() for t in augmentation.paste_objects(
         (image, target), (other_image, other_target), "hard"))
     # class 2 goes where the crop has background or no label, never over its class 1
     np.testing.assert_array_equal(pasted_target, [[2, 1, 0], [2, 2, 0]])
     np.testing.assert_array_equal(pasted_image[..., 0], [[1, 0, 0], [1, 1, 0]])
     maps = tf.constant([[[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]]])
     other_maps = tf.constant([[[0.3, 0.0, 0.7], [0.1, 0.0, 0.9]]])
-    _, pasted_maps = pipelines.paste_objects((tf.zeros((1, 2, 3)), maps), (tf.ones((1, 2, 3)), other_maps), "soft")
+    _, pasted_maps = augmentation.paste_objects((tf.zeros((1, 2, 3)), maps), (tf.ones((1, 2, 3)), other_maps), "soft")
     np.testing.assert_allclose(pasted_maps.numpy(), [[[0.3, 0.0, 0.7], [0.2, 0.8, 0.0]]])
 
 
