@@ -65,7 +65,6 @@ from wsk.models.preprocessing import crop_hypothesis
 from wsk.models.deeplab import OUTPUT_STRIDE
 
 
-
 # --- small pieces (pure functions, tested on their own) --------------------------------------
 
 def check_crop_size(crop_size, stride=OUTPUT_STRIDE):
@@ -316,7 +315,7 @@ def load_hard_target(path, height, width, num_classes):
 def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size, batch_size,
                          epochs, seed, scale_range=(1.0, 1.0), flip=True, first_epoch=None,
                          target_stride=OUTPUT_STRIDE, copy_paste=0.0):
-    """Segmentation training batches over all epochs (module docstring, steps 1-5).
+    """Segmentation training batches over all epochs (module docstring, steps 1-6).
 
     ``kind="soft"`` (Network_A): ``target_paths`` are localization-map ``.npz`` files; batches
     are ``(B, crop, crop, 3)`` images and ``(B, g, g, C+1)`` float32 targets normalised across
