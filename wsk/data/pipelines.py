@@ -345,9 +345,10 @@ def segmentation_dataset(image_paths, target_paths, kind, num_classes, crop_size
             partner = tf.random.stateless_uniform([], seed=partner_seed, maxval=len(image_paths),
                                                   dtype=tf.int64)
             pair = crop(index, seed)
-            mixed = paste_objects(pair, crop(partner, partner_crop_seed), kind)
             apply = tf.random.stateless_uniform([], seed=apply_seed) < copy_paste
-            image, target = (tf.where(apply, m, p) for m, p in zip(mixed, pair))
+            # the partner is read and augmented only for the crops that take its objects
+            image, target = tf.cond(apply, lambda: paste_objects(pair, crop(partner, partner_crop_seed), kind),
+                                    lambda: pair)
         else:
             image, target = crop(index, seed)
         target = shrink_to_logits(target, target_stride)
