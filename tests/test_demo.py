@@ -1,6 +1,7 @@
 """``wsk demo`` on a tiny setting: every stage runs, every row is printed, the numbers are the files'."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -79,6 +80,24 @@ def test_demo_resumes_without_recomputing(demo_run):
     assert result.exit_code == 0, result.output
     assert model.stat().st_mtime_ns == before
     assert "exists: not retrained" in result.output
+
+
+def test_a_copied_work_directory_resumes_without_recomputing(demo_run, tmp_path):
+    """A work directory copied without its files' times (``cp -r``, a sync to a bucket) is still what
+    it was made from: the demo on the copy retrains no model and rewrites no per-image output."""
+    from wsk.cli.main import cli
+
+    work, _ = demo_run
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy, copy_function=shutil.copyfile)   # every file gets a new mtime
+    outputs = [copy / "hcp" / "hcp.keras"] + [copy / "seg" / v / "model.keras" for v in ("AN_A", "SN_A", "AN_B", "SN_B")]
+    outputs += [next((copy / folder).iterdir()) for folder in ("proposals", "scores", "refined", "locmaps", "masks")]
+    before = {path: path.stat().st_mtime_ns for path in outputs}
+    result = CliRunner().invoke(cli, ["demo", "--work", str(copy), "--images", "16", "--size", "64",
+                                      "--tiny", "--jobs", "1", "--no-crf"])
+    assert result.exit_code == 0, result.output
+    assert {path: path.stat().st_mtime_ns for path in outputs} == before
+    assert "retraining" not in result.output
 
 
 def test_the_crf_backends_agree_on_the_demo_variants(demo_run):

@@ -143,6 +143,23 @@ def test_run_json_records_the_run_and_a_second_recipe_is_refused(two_runs, two_d
     assert run.recipe == get_recipe("tiny") and run.split == "train"
 
 
+def test_a_dataset_inside_the_work_directory_is_recorded_relative_and_found_after_a_move(two_datasets, tmp_path):
+    """run.json names a dataset inside WORK relative to it ("data"), so a moved WORK reads its own
+    copy; a dataset outside WORK stays absolute."""
+    from wsk.run_record import open_run
+
+    voc, tags, _ = two_datasets
+    work = tmp_path / "work"
+    shutil.copytree(voc, work / "data")
+    open_run(work, work / "data", recipe="tiny")
+    assert json.loads((work / "run.json").read_text())["dataset"] == {"kind": "voc", "path": "data"}
+    shutil.move(work, tmp_path / "moved")
+    run = open_run(tmp_path / "moved", tmp_path / "moved" / "data", write=False)
+    assert run.source.path == str(tmp_path / "moved" / "data")
+    open_run(tmp_path / "outside", tags, recipe="tiny")
+    assert json.loads((tmp_path / "outside" / "run.json").read_text())["dataset"]["path"] == str(tags)
+
+
 def test_every_runner_takes_its_stages_from_the_one_list(two_runs, two_datasets, monkeypatch):
     """Replace the rough-mask entry of STAGES: `wsk run`, `wsk pseudo` and the Beam pipeline all call it."""
     import dataclasses

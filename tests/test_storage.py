@@ -141,6 +141,38 @@ def test_file_and_local_paths():
     assert not storage.is_url("/data/voc") and not storage.is_url("C:/voc") and storage.is_url("gs://b/x")
 
 
+def test_a_local_stamp_is_the_content_so_a_copy_keeps_it_and_new_bytes_change_it(tmp_path):
+    """``"size:sha256 prefix"``, worked out here with hashlib: a copy with another mtime has the same
+    stamp; a file of the same size and mtime with other bytes does not; a missing file is "missing"."""
+    import hashlib
+    import shutil
+
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"wsk" * 1000)
+    assert storage.stamp(str(a)) == f"3000:{hashlib.sha256(b'wsk' * 1000).hexdigest()[:24]}"
+    shutil.copyfile(a, b)
+    os.utime(b, ns=(1, 1))
+    assert storage.stamp(str(b)) == storage.stamp(str(a))
+    b.write_bytes(b"ksw" * 1000)   # same size; a new stat key, so it is read again
+    os.utime(b, ns=(1, 1))
+    assert storage.stamp(str(b)) == f"3000:{hashlib.sha256(b'ksw' * 1000).hexdigest()[:24]}"
+    assert storage.stamp(str(tmp_path / "none")) == "missing"
+
+
+def test_a_url_stamp_prefers_the_stores_checksum_to_its_time(monkeypatch):
+    """S3 gives an ETag, GCS an md5Hash: a copy keeps them, where it gets a new time."""
+
+    class Store:
+        def __init__(self, info):
+            self.info = lambda inner: info
+
+    for info, expected in (({"size": 3, "ETag": '"abc"', "LastModified": "t1"}, '3:"abc"'),
+                           ({"size": 3, "md5Hash": "xyz", "updated": "t2"}, "3:xyz"),
+                           ({"size": 3, "created": 5.0}, "3:5.0")):
+        monkeypatch.setattr(storage, "filesystem", lambda path, info=info: (Store(info), path))
+        assert storage.stamp("s3://bucket/x.npz") == expected
+
+
 # ---------------------------------------------------------------------------- the stages on URLs
 @pytest.mark.slow
 def test_file_stages_on_memory_write_what_they_write_on_disk(synthetic_root, on_disk):

@@ -116,7 +116,7 @@ def sha256_of(path):
 
 
 def file_stamp(*paths):
-    """A short text that changes whenever one of ``paths`` is rewritten (size and mtime of each).
+    """A short text that changes whenever what one of ``paths`` holds changes (``storage.stamp``).
 
     Stages store the stamp of their inputs beside their outputs, so that an output made from an
     older input (a retrained model, recomputed proposals) is recomputed instead of reused.

@@ -105,19 +105,45 @@ class RunRecord:
             raise WskError(f"malformed run record ({err})", where) from None
 
 
+# the fields of a recorded dataset that name files or folders (``wsk.data.sources.DataSource``)
+_DATASET_PATHS = ("path", "classes", "images", "val", "val_images", "index")
+
+
+def _dataset_in(work, dataset, inward):
+    """``dataset`` (a recorded source) with the paths inside the local folder ``work`` made relative to
+    it (``inward``), or those relative paths made absolute again: a work directory that holds its own
+    data (the demo's ``data/``, a COCO index) still finds it once copied or moved."""
+    if storage.is_url(work):
+        return dataset
+    out = dict(dataset)
+    for key in _DATASET_PATHS:
+        value = out.get(key)
+        if not isinstance(value, str) or storage.is_url(value):
+            continue
+        if inward and os.path.isabs(value):
+            inside = os.path.relpath(value, work)
+            if inside != os.curdir and not inside.startswith(os.pardir):
+                out[key] = inside
+        elif not inward and not os.path.isabs(value):
+            out[key] = os.path.join(work, value)
+    return out
+
+
 def read_record(path):
-    """The ``RunRecord`` at ``path``, or None when there is none."""
+    """The ``RunRecord`` at ``path``, or None when there is none. Dataset paths recorded relative to
+    the work directory come back absolute (``_dataset_in``)."""
     if not storage.exists(path):
         return None
     data = load_json(path)
     if not isinstance(data, dict):
         raise WskError("malformed run record (not a JSON object)", path)
-    return RunRecord.from_json(data, path)
+    record = RunRecord.from_json(data, path)
+    return dataclasses.replace(record, dataset=_dataset_in(os.path.dirname(path), record.dataset, inward=False))
 
 
 def write_record(path, record, command=None):
     """Write ``record``, keeping the commands already logged and appending ``command`` (a dict:
-    the command and its arguments)."""
+    the command and its arguments). Dataset paths inside the work directory are written relative to it."""
     from wsk import __version__
 
     commands = []
@@ -126,6 +152,7 @@ def write_record(path, record, command=None):
     if command is not None:
         commands.append(dict(command, wsk=__version__,
                              time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")))
+    record = dataclasses.replace(record, dataset=_dataset_in(os.path.dirname(path), record.dataset, inward=True))
     save_json(path, dict(record.to_json(), wsk=__version__, commands=commands))
 
 

@@ -18,6 +18,7 @@ each check): another worker may have written since.
 """
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -146,22 +147,48 @@ def read_bytes(path):
         return f.read()
 
 
+# The content digest of each local file read so far, keyed by what ``os.stat`` says of it: a file is read once a
+# process while it is unchanged (a write changes its ctime, which nothing can set back; an atomic one its inode)
+_DIGESTS = {}
+# what a URL's ``info`` calls its content's checksum, the preferred first; a store that gives none has its
+# modification time instead, which a copy changes
+_CHECKSUM_KEYS = ("md5Hash", "crc32c", "ETag", "etag", "checksum")
+_TIME_KEYS = ("mtime", "LastModified", "updated", "created")
+
+
+def _content_digest(path, info):
+    key = (os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                sha.update(block)
+        digest = _DIGESTS[key] = sha.hexdigest()[:24]
+    return digest
+
+
 def stamp(path):
-    """``"size:modified"`` of a file (changes when it is rewritten), or ``"missing"``."""
+    """What a file holds, as a short text: ``"size:sha256 prefix"`` of a local file, or
+    ``"missing"``. It changes when the file's content does, and only then: a work directory
+    copied or moved (``cp -r``, a sync to a bucket) keeps its stamps, so its stages resume.
+
+    A URL gives the size and the checksum its store keeps (``md5Hash``, ``crc32c``, ``ETag``),
+    or its modification time where the store keeps no checksum.
+    """
     if not is_url(path):
         try:
             info = os.stat(path)
+            return f"{info.st_size}:{_content_digest(path, info)}"
         except OSError:
             return "missing"
-        return f"{info.st_size}:{info.st_mtime_ns}"
     fs, inner = filesystem(path)
     try:
         info = fs.info(inner)
     except (OSError, ValueError):
         return "missing"
-    modified = next((info[key] for key in ("mtime", "LastModified", "updated", "created", "ETag", "etag")
-                     if info.get(key) is not None), "")
-    return f"{info.get('size')}:{modified}"
+    version = next((info[key] for key in _CHECKSUM_KEYS + _TIME_KEYS if info.get(key) is not None), "")
+    return f"{info.get('size')}:{version}"
 
 
 def upload(local, url):
