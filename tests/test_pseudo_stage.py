@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from wsk.io import save_npz
 from wsk.workdir import WorkDir
 
 HCP_SIZE = 32
@@ -146,6 +147,7 @@ def test_pseudo_outputs_and_resume(synthetic_root, work):
 
     # delete part of every output folder, then resume
     victims = ids[:3]
+    deleted = {path: open(path, "rb").read() for path in (wd.scores(victims[0]), wd.locmap(victims[1]))}
     os.remove(wd.scores(victims[0]))
     os.remove(wd.locmap(victims[1]))
     os.remove(wd.mask(victims[2]))
@@ -154,16 +156,28 @@ def test_pseudo_outputs_and_resume(synthetic_root, work):
     out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
     assert f"scoring: 1 computed, {len(ids) - 1} already done" in out
     assert f"localization maps: 1 computed, {len(ids) - 1} already done" in out
-    # the deleted mask, the mask of the re-mapped image and the mask of the re-scored image (Eq. 5
-    # reads the scores: a mask records their stamp, so new scores redo it even with the same kept set)
-    assert f"rough masks: 3 computed, {len(ids) - 3} already done" in out
+    # the recomputed scores and map are the deleted files byte for byte, so the masks made from them
+    # stay valid: only the deleted mask is made again
+    assert all(open(path, "rb").read() == content for path, content in deleted.items())
+    assert f"rough masks: 1 computed, {len(ids) - 1} already done" in out
     after_maps = mtimes(os.path.dirname(wd.locmap(ids[0])))
     after_masks = mtimes(wd.masks_dir)
     assert set(after_maps) == set(before_maps) | {f"{victims[1]}.npz"}
     assert all(after_maps[k] == v for k, v in before_maps.items())
-    redone = {f"{victims[0]}.png", f"{victims[1]}.png"}
-    assert all(after_masks[k] == v for k, v in before_masks.items() if k not in redone)
-    assert all(after_masks[k] != before_masks[k] for k in redone)
+    assert set(after_masks) == set(before_masks) | {f"{victims[2]}.png"}
+    assert all(after_masks[k] == v for k, v in before_masks.items())
+
+    # scores with other values (Eq. 5 reads them): the mask made from them is made again
+    original = open(wd.scores(victims[0]), "rb").read()
+    scores = dict(np.load(wd.scores(victims[0])))
+    scores["scores"] = scores["scores"] * np.float32(0.5)
+    save_npz(wd.scores(victims[0]), **scores)
+    out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
+    assert "scoring: 0 computed" in out and "rough masks: 1 computed" in out
+    assert mtimes(wd.masks_dir)[f"{victims[0]}.png"] != after_masks[f"{victims[0]}.png"]
+    with open(wd.scores(victims[0]), "wb") as f:   # the scores back as they were (other tests share WORK)
+        f.write(original)
+    assert "rough masks: 1 computed" in run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
 
     # a third run does nothing
     out = run_cli(synthetic_root, work, "--mode", "roi", "--recipe", "demo", "--jobs", "1")
@@ -335,8 +349,13 @@ def test_retrained_model_or_new_proposals_make_scores_stale(synthetic_root, work
     after = np.load(WorkDir(copy).scores(ids[0]))["scores"]
     np.testing.assert_allclose(after, before[:, ::-1], rtol=1e-4, atol=1e-6)   # made by the new model
     proposals = WorkDir(copy).proposals(ids[0])
-    shutil.copyfile(proposals, str(proposals) + ".tmp")
+    shutil.copyfile(proposals, str(proposals) + ".tmp")   # the same proposals, a new file: nothing is stale
     os.replace(str(proposals) + ".tmp", proposals)
+    out = run_cli(synthetic_root, copy, "--mode", "roi", "--recipe", "demo", "--jobs", "1", "--split", "train")
+    assert "scoring: 0 computed" in out
+    arrays = dict(np.load(proposals))
+    arrays["scores"] = arrays["scores"][::-1].copy()   # other proposal scores: the image's scores are redone
+    save_npz(proposals, **arrays)
     out = run_cli(synthetic_root, copy, "--mode", "roi", "--recipe", "demo", "--jobs", "1", "--split", "train")
     assert "scoring: 1 computed" in out
 

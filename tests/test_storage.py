@@ -159,6 +159,27 @@ def test_a_local_stamp_is_the_content_so_a_copy_keeps_it_and_new_bytes_change_it
     assert storage.stamp(str(tmp_path / "none")) == "missing"
 
 
+def test_save_npz_writes_the_same_bytes_for_the_same_arrays_whatever_the_time(tmp_path, monkeypatch):
+    """numpy dates each member with the time of writing; wsk's writer does not, so a recomputed
+    output with the same arrays keeps its stamp. np.load reads it back."""
+    import time
+    import zipfile
+
+    arrays = {"maps": np.arange(12, dtype=np.float16).reshape(3, 4), "version": np.int32(2), "note": np.array("x")}
+    io.save_npz(str(tmp_path / "a.npz"), **arrays)
+    later = time.time() + 86400
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setattr(time, "localtime", lambda *a: time.gmtime(later))
+    io.save_npz(str(tmp_path / "b.npz"), **arrays)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a.npz") as archive:
+        assert sorted(archive.namelist()) == ["maps.npy", "note.npy", "version.npy"]
+    loaded = np.load(tmp_path / "a.npz")
+    for name, value in arrays.items():
+        assert loaded[name].dtype == np.asarray(value).dtype
+        np.testing.assert_array_equal(loaded[name], value)
+
+
 def test_a_url_stamp_prefers_the_stores_checksum_to_its_time(monkeypatch):
     """S3 gives an ETag, GCS an md5Hash: a copy keeps them, where it gets a new time."""
 
