@@ -356,6 +356,32 @@ def test_network_a_with_sharpened_targets_on_every_pixel_trains_and_records_it(s
     assert model.predict(np.zeros((1, 33, 33, 3), np.float32), verbose=0).shape == (1, 9, 9, 6)
 
 
+def test_the_biases_of_a_variant_are_fitted_on_the_images_it_did_not_train_on_when_there_are_50(tmp_path):
+    """S*: the split's other images that have a target of the variant's kind, in split order, once
+    50 of them have one; with 49, its own training images and targets."""
+    import types
+
+    from wsk.training.segmentation import calibration_set
+
+    wd = WorkDir(tmp_path)
+    dataset = types.SimpleNamespace(ids=[f"{i:03d}" for i in range(70)])
+    trained = dataset.ids[::7]                                   # 10 single-label images
+    own = [f"own-{i}.png" for i in trained]
+    others = [i for i in dataset.ids if i not in trained]          # 60
+    os.makedirs(wd.masks_dir)
+    for image_id in others[:50]:
+        open(wd.mask(image_id), "w").close()
+    assert calibration_set(dataset, trained, own, wd, "hard") == (others[:50], [wd.mask(i) for i in others[:50]])
+    os.remove(wd.mask(others[0]))
+    assert calibration_set(dataset, trained, own, wd, "hard") == (trained, own)
+    assert calibration_set(dataset, trained, own, wd, "soft") == (trained, own)   # no maps at all
+    os.makedirs(wd.locmaps_dir)
+    for image_id in others[5:60]:
+        open(wd.locmap(image_id), "w").close()
+    assert calibration_set(dataset, trained, own, wd, "soft") == (others[5:60], [wd.locmap(i) for i in others[5:60]])
+    assert calibration_set(dataset, dataset.ids, [f"{i}.png" for i in dataset.ids], wd, "soft")[0] == dataset.ids
+
+
 def test_calibrated_biases_are_recorded_and_raise_the_agreement_with_the_targets(synthetic_root, seg_work,
                                                                                   tmp_path):
     import shutil
@@ -369,6 +395,7 @@ def test_calibrated_biases_are_recorded_and_raise_the_agreement_with_the_targets
     path = WorkDir(tmp_path / "w").seg_model("AN_B")
     record = json.load(open(os.path.join(os.path.dirname(path), "model.json")))["metrics"]["calibration"]
     biases = np.array(record["class_biases"], np.float32)
+    assert record["images"] == "trained"   # AN_B trains on every image of the split
     assert biases.shape == (6,) and biases[0] == 0.0
     assert np.all(np.abs(biases * 4 - np.round(biases * 4)) < 1e-6)   # on the 0.25 grid
     # (A tiny network after one epoch: its biases may well be 0; tests/test_class_biases.py fits

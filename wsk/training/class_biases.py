@@ -1,10 +1,12 @@
-"""Class-bias calibration of a trained segmentation network on its own pseudo-labels.
+"""Class-bias calibration of a trained segmentation network on the pseudo-labels of its training split.
 
 A network trained on weak targets under-predicts the classes whose targets are diffuse or thin: on
 its own training images it gives them fewer pixels than the targets do, and at test time they fall
 to background. This adds one constant per class to the logits (the bias of ``fc8``), chosen so that
-the network's labels agree best, in mean IoU, with the pseudo-labels it was trained on. It needs no
-ground truth and no held-out labels, and, folded into the weights, it travels with the model into
+the network's labels agree best, in mean IoU, with the pseudo-labels of the training split: those of
+the images it did not train on where there are enough (S*: the multi-label ones), else its own
+(``wsk.training.segmentation.calibration_set``). It needs no ground truth and no held-out labels,
+and, folded into the weights, it travels with the model into
 ``wsk export`` and the zoo. Background's bias stays 0: only the differences matter to the argmax.
 
 The fit is coordinate ascent over ``BIAS_GRID``: each foreground class in turn takes the grid value
@@ -25,6 +27,9 @@ BIAS_GRID = np.round(np.arange(-2.0, 4.0001, 0.25), 2)   # logit units
 BIAS_ROUNDS = 2
 CALIBRATION_IMAGES = 1000
 CALIBRATION_PIXELS = 2 ** 21
+# the fewest training images a variant did not train on (S*: the multi-label ones) that it is fitted on
+# instead of its own (wsk.training.segmentation.calibration_set)
+CALIBRATION_MIN_UNSEEN = 50
 BATCH = 16   # equally sized images segmented at one call
 
 
@@ -119,7 +124,7 @@ def add_class_biases(model, biases, layer="fc8"):
 
 
 def calibrate(model, dataset, ids, targets, kind, max_side, seed=0):
-    """Fit the class biases of a trained network on its training ``ids`` and their ``targets``
+    """Fit the class biases of a trained network on the training-split ``ids`` and their ``targets``
     (``kind`` "soft" or "hard") and add them to it. Returns its record: the biases in class order and
     the mIoU against the targets on the sampled pixels before and after."""
     num_classes = len(dataset.class_names)

@@ -28,7 +28,7 @@ from wsk.models.pretrained import copy_hcp_trunk
 from wsk.models.saving import load_model, save_model
 from wsk.recipes import HCP_BACKBONE, get_variant, seg_schedule
 from wsk.stages import progress
-from wsk.training.class_biases import calibrate
+from wsk.training.class_biases import CALIBRATION_MIN_UNSEEN, calibrate
 from wsk.training.class_weights import balanced_class_weights, target_class_mass
 from wsk.training.digest import inputs_digest, up_to_date
 from wsk.training.engine import (compile_for_training, epoch_variable, fit, is_chief, make_strategy,
@@ -65,6 +65,24 @@ def segmentation_training_set(root, work, variant, refine=True, check=True, spli
     if check:
         check_targets(images, targets, spec.target, dataset.num_classes, variant)
     return dataset, ids, images, targets
+
+
+def calibration_set(dataset, ids, targets, workdir, kind):
+    """``(ids, targets)`` a variant's class biases are fitted on (``wsk.training.class_biases``): the
+    split's images it did not train on (S*: the multi-label ones), with their targets of the same
+    kind, when at least ``CALIBRATION_MIN_UNSEEN`` have one; else its training ``ids`` and ``targets``.
+
+    A network's own training images flatter it: there it is confident and right, and biases fitted
+    there lower every class it learnt (SN_A, tuning style 10: -0.5 to -1.75 in logits), which new
+    images then lose. Images it never saw, with the same layout as the photographs at test time
+    (several objects), show what it misses."""
+    trained = set(ids)
+    unseen = [i for i in dataset.ids if i not in trained]
+    paths = [workdir.locmap(i) if kind == "soft" else workdir.mask(i) for i in unseen]
+    have = [(i, p) for i, p in zip(unseen, paths) if storage.exists(p)]
+    if len(have) < CALIBRATION_MIN_UNSEEN:
+        return list(ids), list(targets)
+    return [i for i, _ in have], [p for _, p in have]
 
 
 def check_targets(images, targets, kind, num_classes, name):
@@ -123,7 +141,9 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
                                                               check=False, split=split)
     recipe = seg_schedule(recipe, len(ids), len(dataset.ids))
     from_hcp = recipe.backbone_weights == HCP_BACKBONE
-    digest = inputs_digest(recipe, list(targets) + ([wd.hcp_model] if from_hcp else []))
+    calibration = calibration_set(dataset, ids, targets, wd, spec.target) if recipe.calibrate_biases else None
+    calibration_files = [p for p in calibration[1] if p not in set(targets)] if calibration else []
+    digest = inputs_digest(recipe, list(targets) + ([wd.hcp_model] if from_hcp else []) + calibration_files)
     if not force and up_to_date(model_path, digest, printer):
         return load_model(model_path)
     check_targets(images, targets, spec.target, dataset.num_classes, variant)
@@ -159,9 +179,11 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
                                                digest, max_side=max_side)
         metrics = {} if class_weights is None else {"class_weights": class_weights}   # in class order
         if recipe.calibrate_biases:
-            record = calibrate(model, dataset, ids, targets, spec.target, max_side, recipe.seed)
+            record = calibrate(model, dataset, *calibration, spec.target, max_side, recipe.seed)
+            record["images"] = "unseen" if calibration_files else "trained"
             metrics["calibration"] = record
-            printer(f"{name}: class biases {dict(zip(dataset.class_names, record['class_biases']))}; mIoU against its targets "
+            printer(f"{name}: class biases {dict(zip(dataset.class_names, record['class_biases']))}; mIoU against the "
+                    f"targets of {len(calibration[0])} {record['images']} images "
                     f"{record['pseudo_label_miou']['before']} -> {record['pseudo_label_miou']['after']}")
         if metrics:
             description = dataclasses.replace(description, metrics=metrics)
