@@ -141,8 +141,9 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
                                                               check=False, split=split)
     recipe = seg_schedule(recipe, len(ids), len(dataset.ids))
     from_hcp = recipe.backbone_weights == HCP_BACKBONE
-    calibration = calibration_set(dataset, ids, targets, wd, spec.target) if recipe.calibrate_biases else None
-    calibration_files = [p for p in calibration[1] if p not in set(targets)] if calibration else []
+    calibration = (calibration_set(dataset, ids, targets, WorkDir(work, refine=pseudo_dir_refine), spec.target)
+                   if recipe.calibrate_biases else None)
+    calibration_files = sorted(set(calibration[1]) - set(targets)) if calibration else []
     digest = inputs_digest(recipe, list(targets) + ([wd.hcp_model] if from_hcp else []) + calibration_files)
     if not force and up_to_date(model_path, digest, printer):
         return load_model(model_path)
