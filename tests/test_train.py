@@ -23,7 +23,7 @@ from wsk.training.callbacks import AtomicBackupAndRestore, MultiLabelMAP  # noqa
 from wsk.training.engine import compile_for_training  # noqa: E402
 from wsk.training.segmentation import segmentation_training_set  # noqa: E402
 from wsk.errors import WskError  # noqa: E402
-from wsk.io import read_label_png, save_npz, write_label_png  # noqa: E402
+from wsk.io import label_png_made_from, read_label_png, save_npz, write_label_png  # noqa: E402
 from wsk.recipes import HCPRecipe, SegRecipe  # noqa: E402
 from wsk.workdir import WorkDir  # noqa: E402
 
@@ -234,8 +234,13 @@ def test_changed_targets_or_recipe_retrain_an_existing_model(synthetic_root, seg
     assert os.stat(path).st_mtime_ns == first and "not retrained" in lines[-1]
     mask = WorkDir(tmp_path / "w").mask(segmentation_training_set(synthetic_root, tmp_path / "w",
                                                                         "SN_B")[1][0])
-    shutil.copyfile(mask, mask + ".tmp")   # the pseudo-labels were recomputed
+    shutil.copyfile(mask, mask + ".tmp")   # the same pseudo-labels, written again: nothing to retrain
     os.replace(mask + ".tmp", mask)
+    train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0, printer=lines.append)
+    assert os.stat(path).st_mtime_ns == first and "not retrained" in lines[-1]
+    labels = read_label_png(mask)   # other pseudo-labels: one pixel's class changed
+    labels[0, 0] = 0 if labels[0, 0] else 1
+    write_label_png(mask, labels, made_from=label_png_made_from(mask))
     train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0, printer=lines.append)
     second = os.stat(path).st_mtime_ns
     assert second != first and any("retraining" in line for line in lines)
