@@ -6,7 +6,6 @@ temporary in one ``put`` (``atomic_path``).
 """
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -104,15 +103,6 @@ def remove_paths(*paths):
             shutil.rmtree(path)
         elif os.path.exists(path):
             os.remove(path)
-
-
-def sha256_of(path):
-    """The sha256 hex digest of a file."""
-    digest = hashlib.sha256()
-    with storage.open_file(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_stamp(*paths):

@@ -42,7 +42,8 @@ import keras
 
 from wsk.classes import check_background_first
 from wsk.errors import WskError
-from wsk.io import load_json, save_json, sha256_of
+from wsk.io import load_json, save_json
+from wsk.storage import sha256_of
 
 CARD_VERSION = 1
 # the installed wsk.zoo package's folder, found without importing it (it imports wsk.models)

@@ -156,15 +156,20 @@ _CHECKSUM_KEYS = ("md5Hash", "crc32c", "ETag", "etag", "checksum")
 _TIME_KEYS = ("mtime", "LastModified", "updated", "created")
 
 
+def sha256_of(path):
+    """The sha256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with open_file(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _content_digest(path, info):
     key = (os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
     digest = _DIGESTS.get(key)
     if digest is None:
-        sha = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                sha.update(block)
-        digest = _DIGESTS[key] = sha.hexdigest()[:24]
+        digest = _DIGESTS[key] = sha256_of(path)[:24]
     return digest
 
 

@@ -8,7 +8,8 @@ import numpy as np
 
 from wsk import storage
 from wsk.errors import WskError
-from wsk.io import atomic_path, load_json, remove_paths, save_json, sha256_of
+from wsk.io import atomic_path, load_json, remove_paths, save_json
+from wsk.storage import sha256_of
 from wsk.keras_private import BackupHooks, set_seed_counters
 from wsk.metrics import multilabel_average_precision
 
