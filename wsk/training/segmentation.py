@@ -41,6 +41,11 @@ def segmentation_name(variant, refine=True):
     return variant if refine else f"{variant}-noref"
 
 
+def target_paths(workdir, kind, ids):
+    """The training targets of ``ids`` in ``workdir``: localization maps (``kind`` "soft") or rough masks."""
+    return [workdir.locmap(i) if kind == "soft" else workdir.mask(i) for i in ids]
+
+
 def segmentation_training_set(root, work, variant, refine=True, check=True, split=PAPER_TRAIN):
     """``(dataset, ids, image paths, target paths)`` of a variant (§4.2).
 
@@ -56,7 +61,7 @@ def segmentation_training_set(root, work, variant, refine=True, check=True, spli
         raise WskError(f"{variant}: no training image "
                        f"({'single-label ' if spec.single_label else ''}{split} is empty)", root)
     wd = WorkDir(work, refine=refine)
-    targets = [wd.locmap(i) if spec.target == "soft" else wd.mask(i) for i in ids]
+    targets = target_paths(wd, spec.target, ids)
     missing = [p for p in targets if not storage.exists(p)]
     if missing:
         raise WskError(f"{len(missing)} of {len(ids)} training targets are missing "
@@ -78,8 +83,7 @@ def calibration_set(dataset, ids, targets, workdir, kind):
     (several objects), show what it misses."""
     trained = set(ids)
     unseen = [i for i in dataset.ids if i not in trained]
-    paths = [workdir.locmap(i) if kind == "soft" else workdir.mask(i) for i in unseen]
-    have = [(i, p) for i, p in zip(unseen, paths) if storage.exists(p)]
+    have = [(i, p) for i, p in zip(unseen, target_paths(workdir, kind, unseen)) if storage.exists(p)]
     if len(have) < CALIBRATION_MIN_UNSEEN:
         return list(ids), list(targets)
     return [i for i, _ in have], [p for _, p in have]
