@@ -3,7 +3,7 @@
 import click
 
 from wsk.cli.options import data_options, open_cli_run, pop_data, recipe_option
-from wsk.recipes import STRATEGIES, VARIANTS
+from wsk.recipes import PRECISIONS, STRATEGIES, VARIANTS
 
 _work = click.argument("work", type=click.Path(file_okay=False))
 _force = click.option("--force", is_flag=True, help="Retrain even if the final model exists.")
@@ -71,10 +71,15 @@ def hcp_command(work, recipe, split, val_split, force, quiet, **kwargs):
               help="The probability that a training crop takes the objects of another training image, "
                    "with their targets, where it has none of its own (0: never, the paper) "
                    "[default: the recipe's].")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="What the network trains in: float32 (the paper), mixed_bfloat16 (float32 weights, bfloat16 "
+                   "arithmetic: faster where the CPU or GPU has it), auto (mixed_bfloat16 where the hardware "
+                   "computes it); the saved network is float32 [default: the recipe's: float32 for paper, "
+                   "auto for demo].")
 @_force
 @_quiet
 def seg_command(work, variant, recipe, strategy, no_refine, split, scale_range, output_stride, class_balance,
-                copy_paste, force, quiet, **kwargs):
+                copy_paste, precision, force, quiet, **kwargs):
     """Train DeepLab-LargeFOV as VARIANT on the pseudo labels in WORK (run `wsk pseudo` first).
 
     Writes WORK/seg/<variant>/model.keras and its description model.json.
@@ -86,7 +91,8 @@ def seg_command(work, variant, recipe, strategy, no_refine, split, scale_range, 
     run = open_cli_run(work, pop_data(kwargs), recipe=recipe, split=split,
                        overrides={"seg.scale_range": tuple(scale_range) if scale_range else None,
                                   "seg.output_stride": int(output_stride) if output_stride else None,
-                                  "seg.class_balance": class_balance, "seg.copy_paste": copy_paste})
+                                  "seg.class_balance": class_balance, "seg.copy_paste": copy_paste,
+                                  "seg.precision": precision})
     train_segmentation(run.source, run.work, variant, run.recipe, strategy=distribution, split=run.split,
                        pseudo_dir_refine=not no_refine, force=force, verbose=2 if quiet else 1)
 

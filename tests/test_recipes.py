@@ -114,6 +114,12 @@ def test_refine_order_and_scale_range_options_reach_their_stage(monkeypatch, tmp
                                       "--split", "mine"])
     assert result.exit_code == 0, result.output
     assert seen["seg"][0][3].seg == dataclasses.replace(PAPER.seg, copy_paste=0.25)
+    result = CliRunner().invoke(cli, ["train", "seg", str(root), str(tmp_path / "w6"),
+                                      "--precision", "mixed_bfloat16", "--split", "mine"])
+    assert result.exit_code == 0, result.output
+    assert seen["seg"][0][3].seg == dataclasses.replace(PAPER.seg, precision="mixed_bfloat16")
+    result = CliRunner().invoke(cli, ["train", "seg", str(root), str(tmp_path / "w7"), "--precision", "float16"])
+    assert result.exit_code == 2 and "'float16' is not one of 'float32', 'mixed_bfloat16', 'auto'" in result.output
 
 
 def test_single_label_variants_make_as_many_updates_as_all_images_with_equal_updates():

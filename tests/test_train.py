@@ -670,3 +670,77 @@ def test_class_balance_weights_the_loss_by_the_targets_class_shares(synthetic_ro
     expected[held] = 1.0 / (held.sum() * counts[held] / counts.sum())
     assert recorded == pytest.approx(expected.tolist(), abs=1e-4)
     assert model.loss.get_config()["class_weights"] == recorded
+
+
+# --- precision -------------------------------------------------------------------------------
+
+def test_dtype_policy_builds_in_the_policy_and_restores_the_global_one():
+    from wsk.training.engine import dtype_policy
+
+    before = keras.config.dtype_policy().name
+    with dtype_policy("mixed_bfloat16"):
+        layer = keras.layers.Dense(2)
+    assert (layer.compute_dtype, layer.variable_dtype) == ("bfloat16", "float32")
+    assert keras.config.dtype_policy().name == before
+    for name in ("float16", "auto"):   # "auto" is resolved first (resolve_precision)
+        with pytest.raises(WskError, match=f"a dtype policy is float32 or mixed_bfloat16, not '{name}'"):
+            with dtype_policy(name):
+                pass
+    assert keras.config.dtype_policy().name == before
+
+
+def test_as_float32_gives_the_same_weights_computed_in_float32():
+    """The twin computes x W + b in float32 (numpy's to 1e-5), where the mixed network rounds to
+    bfloat16 (8 bits of mantissa: off by more than 1e-3 on these values)."""
+    from wsk.training.engine import as_float32, dtype_policy
+
+    def build():
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+
+    with dtype_policy("mixed_bfloat16"):
+        mixed = build()
+    kernel = np.array([[0.1234567, -1.3333333], [2.7182818, 0.5772157], [-0.3010300, 1.4142136]], np.float32)
+    bias = np.array([0.0123457, -0.9876543], np.float32)
+    mixed.get_layer("d").set_weights([kernel, bias])
+    x = np.array([[1.1, 2.2, 3.3], [-0.7, 0.25, 9.5]], np.float32)
+    twin = as_float32(mixed, build)
+    assert twin is not mixed and twin.compute_dtype == "float32"
+    np.testing.assert_array_equal(twin.get_layer("d").get_weights()[0], kernel)
+    np.testing.assert_allclose(twin.predict(x, verbose=0), x @ kernel + bias, rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(mixed.predict(x, verbose=0), np.float32) - (x @ kernel + bias)).max() > 1e-3
+    plain = build()
+    assert as_float32(plain, build) is plain
+
+
+def test_a_network_trained_in_mixed_bfloat16_is_saved_in_float32(synthetic_root, seg_work, tmp_path):
+    shutil.copytree(seg_work, tmp_path / "w")
+    recipe = dataclasses.replace(TINY_SEG, epochs=1, precision="mixed_bfloat16")
+    returned = train_segmentation(synthetic_root, tmp_path / "w", "SN_B", recipe, verbose=0)
+    path = WorkDir(tmp_path / "w").seg_model("SN_B")
+    description = json.load(open(os.path.join(os.path.dirname(path), "model.json")))
+    assert description["recipe"]["precision"] == "mixed_bfloat16"
+    assert description["metrics"]["precision"] == "mixed_bfloat16"
+    saved = load_model(path)
+    assert {layer.compute_dtype for layer in saved.layers} == {"float32"}
+    assert returned.compute_dtype == "float32"
+    x = np.random.default_rng(0).uniform(-100, 100, (1, 33, 33, 3)).astype(np.float32)
+    np.testing.assert_array_equal(saved.predict(x, verbose=0), returned.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu avx512f avx512_bf16 avx512_vbmi", "mixed_bfloat16"),
+                                             ("fpu amx_tile amx_bf16", "mixed_bfloat16"),
+                                             ("fpu avx2 avx512f avx512_vnni", "float32"),
+                                             (None, "float32")])   # no /proc/cpuinfo (macOS, Windows)
+def test_auto_precision_is_bfloat16_where_the_cpu_computes_it(tmp_path, monkeypatch, flags, expected):
+    import wsk.training.engine as engine
+
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(engine, "CPUINFO", str(cpuinfo))
+    monkeypatch.setattr(engine.tf.config, "list_physical_devices", lambda kind=None: [])
+    assert engine.resolve_precision("auto") == expected
+    assert engine.resolve_precision("float32") == "float32"
+    assert engine.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    with pytest.raises(WskError, match="precision must be one of float32, mixed_bfloat16, auto, not 'bf16'"):
+        engine.resolve_precision("bf16")

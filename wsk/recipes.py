@@ -14,16 +14,14 @@ first 120 training images, 500 proposals, no refinement; ``benchmarks/bench_scor
   and textures, objects on photograph crops). Chosen on tuning style 1 of ``benchmarks/bench_generalization.py`` (480
   images, dataset seed 11; corpus64 -> broad64): HCP val mAP 0.920 -> 0.942, a label's top proposal IoU 39.1 -> 54.7,
   localization maps 38.4 -> 46.8, rough masks 39.1 -> 45.8. On two test styles: 2498475145, mAP 0.705 -> 0.862, maps
-  34.5 -> 52.8, masks 37.4 -> 47.0; 109818995, mAP 0.836 -> 0.872, maps 45.0 -> 57.9, masks 47.3 -> 58.5. On the demo's
-  own dataset: masks 66.1 -> 66.5, the best network 60.1 (AN_B) -> 59.5 (AN_A; AN_B 58.9, 67.0 with CRF).
+  34.5 -> 52.8, masks 37.4 -> 47.0; 109818995, mAP 0.836 -> 0.872, maps 45.0 -> 57.9, masks 47.3 -> 58.5.
   ``broad64_480k`` continues ``broad64`` on 480,000 broad-corpus images (3 epochs; an H200 with JAX, ``wsk pretrain``
   without TensorFlow): held-out corpus mAP 0.622 -> 0.756 on the same 4,000 images. Chosen on tuning styles 1, 3, 10
   (broad64 -> broad64_480k, everything after the proposals redone): HCP val mAP 0.945, 0.893, 0.871 -> 0.982, 0.946,
   0.905; top proposal IoU 49.5, 55.7, 57.6 -> 57.3, 65.4, 60.4; rough masks 56.7, 65.2, 64.6 -> 61.0, 71.3, 68.1; AN_B
   49.1, 58.0, 39.8 -> 52.1, 64.3, 46.7. On the test styles of 3357fa7's evaluation (376810274, 2802136467, 1980630111):
   mAP 0.868 -> 0.907, rough masks 60.8 -> 62.8, the lowest class's mean in them 23.6 -> 35.1, AN_B 40.7 -> 42.1 (36.1 to
-  53.3; 2802136467 fell 45.8 -> 37.0 on level masks, the networks' spread). On the demo's own dataset: HCP 0.948 ->
-  0.980, rough masks 72.5 -> 71.4, AN_B 66.4 -> 61.6 (72.7 -> 66.0 with CRF).
+  53.3; 2802136467 fell 45.8 -> 37.0 on level masks, the networks' spread).
 * **Proposals are scored ``masked``** (``wsk.pseudo.scoring``) instead of cropped. Crops of the 64 px images' small
   regions magnify their texture far beyond anything HCP was fine-tuned on: the top-scored proposal of a label overlaps
   it at IoU 0.16 (crop) or 0.08 (roi), and the label's best proposal ranks about 215th of 500. Masked scoring shows each
@@ -52,17 +50,18 @@ first 120 training images, 500 proposals, no refinement; ``benchmarks/bench_scor
   Chosen on the tuning styles from 40, 50, 75 or 100 regions x 35%, 40% or 45%: every choice from 40 to 100 regions at
   35% or 40% gives a mean of 60.0 to 60.9, and 75 at 35% sits inside that plateau (a first grid of 10 to 50 regions x
   30% to 60%, on styles 1 and 3, put the plateau there).
-* **Segmentation: no dropout, last layer at 10x** (20 epochs then; 30 now, next item). The networks underfit these rough
-  masks (training loss 0.78 after 15 epochs, from 1.2): SN_B on the masks above scored val 17.8 mIoU with the last layer
-  at 10x (11.8, background only, at 1x), 22.9 without dropout (0.5 on fc6/fc7 of 128 channels at this width), 27.9 after
-  30 epochs (AN_B 33.8). Higher learning rates (0.03) diverge to background-only.
-* **30 epochs, lr step at 24** (were 20 and 16). The networks underfit: on tuning style 10 AN_B scored 39.7 mIoU on its
-  own training images against its rough masks' 63.1 (the voted masks above), its training loss still falling at the last
-  epoch; trained on the ground truth instead, it reached only 63.2 on its training images of style 1 (val 57.7), the
-  stride-8 grid allowing 85.1. AN_B on the voted masks, val mIoU at 20 -> 30 -> 40 epochs (lr step at 80%): style 3 52.7
-  -> 57.7 -> 60.1, style 10 33.8 -> 37.8 -> 38.0. 40 epochs would take the demo over its time budget (1.1x of 517 s); 30
-  adds about 80 s. Rejected: a random shift of 0 to 7 pixels before the crop (style 1 40.3 -> 42.5, styles 3 and 10 52.7
-  -> 51.6 and 33.8 -> 31.6).
+* **Segmentation: no dropout, last layer at 10x, 45 epochs (lr step at 36), in bfloat16 where the hardware has it**
+  (``SegRecipe.precision`` "auto", ``wsk.training.engine.resolve_precision``). The networks underfit: SN_B scored val
+  17.8 with the last layer at 10x (11.8, background only, at 1x), 22.9 without dropout, 27.9 after 30 epochs; 0.03
+  diverges to background. On tuning style 10 AN_B scored 39.7 on its own training images against its masks' 63.1;
+  trained on style 1's ground truth, 63.2 where the stride-8 grid allows 85.1. Epochs 20 -> 30: AN_B, style 3, 52.7 ->
+  57.7. In float32, 45 epochs took a style's segmentation from 308 s to 502 s, over the demo's budget (1.1x of 517 s);
+  mixed bfloat16 (float32 weights, bfloat16 arithmetic; the saved network is float32) takes a step in 26 ms, not 44, on
+  AVX512-BF16: 323 s. It trains as well: AN_A on d8b5c71's test style 3421045044, where its crescent had fallen to 5,
+  gave 40.5 and 50.9 in float32 (seeds 0, 1) and 53.1, 53.8 in bfloat16. Tuning styles 10, 1, 3 (30 epochs -> 45 in
+  float32 -> 45 in bfloat16): AN_A 65.2 -> 66.4 -> 66.8, SN_A 55.5 -> 57.1 (own-image biases) -> 61.0, AN_B 71.3 -> 75.6
+  -> 75.7, SN_B 66.7 -> 71.4 -> 72.3; the lowest class of any 9.7 -> 7.9 -> 14.8. Rejected on 3421045044 (AN_A, 40.5):
+  Adam (28.7 at 0.001), a base rate of 0.03 (42.9, crescent 2.7); on styles 1, 3, 10, a random shift of 0 to 7 px.
 * **Segmentation at output stride 4** (``SegRecipe.output_stride``; DeepLab-LargeFOV's is 8). The demo's images are 64
   px, so a stride-8 network gives 9 x 9 logits, one per 8 px (on the paper's 500 px photos one per 1.6% of the side;
   here one per 12.5%). Strokes 3 to 6 px wide, the thin shapes of the test styles (bar, keyhole, arrow, chevron), fall
@@ -75,10 +74,7 @@ first 120 training images, 500 proposals, no refinement; ``benchmarks/bench_scor
   Fewer epochs do not pay for the denser grid: 15 gave 37.2, 47.2, 27.1 and 20 gave 54.1, 62.7, 44.0. Every variant,
   mean over the tuning styles (``bench_generalization``, stride 8 -> 4): AN_A 44.9 -> 51.0, SN_A 35.1 -> 39.6, AN_B 54.4
   -> 61.7, SN_B 42.6 -> 47.2; the lowest class of any variant 0.6 -> 5.0. On fresh test styles (seeds from 8fa82c2):
-  AN_B 59.3 (47.5 to 69.4); at stride 8, on 3357fa7's test styles, it was 42.1 (36.1 to 53.3). On the demo's own dataset
-  (``wsk demo``, stride 8 -> 4): AN_A 53.3 -> 57.8, SN_A 33.2 -> 35.9, AN_B 61.6 -> 69.1 (66.0 -> 74.4 with CRF), SN_B
-  45.4 -> 47.1; its segmentation stage 231 s -> 313 s, paid back by an evaluation stage that segments 16 images at a
-  call (94 s -> 48 s; ``wsk.predict.BATCH_PIXELS``): 498 s -> 506 s in all.
+  AN_B 59.3 (47.5 to 69.4); at stride 8, on 3357fa7's test styles, it was 42.1 (36.1 to 53.3).
 * **Eq. 1's refinement keeps the closest half** (the paper's procedure as ``wsk.pseudo.refinement`` reads it; the demo's
   until it took the contrast order, next item), though on no dataset measured did it raise the pseudo-labels, and here
   is why. §3.2 assumes that candidates tightly around an object resemble each other across images, so that Eq. 1's
@@ -289,6 +285,9 @@ class SegRecipe:
     # the probability that a training crop takes another training pair's objects where it has none of its own
     # (copy-paste; wsk.data.augmentation); 0: never (the paper)
     copy_paste: float = 0.0
+    # the Keras dtype policy it trains in: "float32" (the paper), "mixed_bfloat16" (float32 weights, bfloat16
+    # arithmetic) or "auto" (bfloat16 where the hardware has it); the saved network is float32 (wsk.training.engine)
+    precision: str = "float32"
 
 
 def seg_schedule(recipe, images, split_images):
@@ -304,6 +303,7 @@ def seg_schedule(recipe, images, split_images):
 
 
 HCP_BACKBONE = "hcp"   # SegRecipe.backbone_weights: start from the trained HCP's conv layers (demo)
+PRECISIONS = ("float32", "mixed_bfloat16", "auto")   # SegRecipe.precision (wsk.training.engine)
 STRATEGIES = ("default", "mirrored", "multiworker")   # how training is distributed (wsk.training.engine)
 # what `wsk pipeline --stages` runs on Beam (wsk.pipeline): proposals, scoring to masks, or both
 PIPELINE_STAGES = ("all", "proposals", "pseudo")
@@ -328,13 +328,13 @@ RECIPES = {
         HCPRecipe(width=0.125, image_size=64, batch_size=32, image_epochs=8, hypothesis_epochs=2,
                   image_lr=0.001, image_last_lr=0.01, hypothesis_lr=0.0001, hypothesis_last_lr=0.001,
                   lr_step_epochs=6, backbone_weights=DEMO_TRUNK),
-        SegRecipe(width=0.125, crop_size=65, batch_size=8, lr=0.01, last_lr=0.1, lr_step_epochs=24,
-                  epochs=30, backbone_weights="hcp", dropout=0.0, equal_updates=True, clip_norm=20.0,
+        SegRecipe(width=0.125, crop_size=65, batch_size=8, lr=0.01, last_lr=0.1, lr_step_epochs=36,
+                  epochs=45, backbone_weights="hcp", dropout=0.0, equal_updates=True, clip_norm=20.0,
                   output_stride=4, target_power=2.0, loss_on_pixels=True, calibrate_biases=True,
-                  copy_paste=1.0),
+                  copy_paste=1.0, precision="auto"),
         PseudoConfig(max_proposals=500, score_mode="masked", candidate_threshold=0.9, candidate_quantile=0.75,
                      rough_top_regions=75, rough_vote=0.35, refine_order="contrast"),
-        variant="AN_B",   # the best on bench_generalization's tuning styles (71.3), and the demo's: val 80.9, 88.9 with CRF
+        variant="AN_B",   # the best on bench_generalization's tuning styles (75.7), and the demo's: val 80.9, 88.9 with CRF
     ),
 }
 

@@ -15,7 +15,7 @@ from wsk.keras_private import build_from_spec, skip_fit_build
 from wsk.models.imagenet import is_vgg16_source
 from wsk.models.vgg import from_scratch_multipliers
 from wsk.optimizers import CaffeSGD, deeplab_multipliers, step_schedule
-from wsk.recipes import STRATEGIES, HCPRecipe, Recipe, SegRecipe, get_recipe
+from wsk.recipes import PRECISIONS, STRATEGIES, HCPRecipe, Recipe, SegRecipe, get_recipe
 from wsk.training.callbacks import (AtomicBackupAndRestore, Diverged, ResumeEpoch,
                                     TerminateOnNaNKeepCheckpoint, UploadFolder)
 
@@ -31,6 +31,61 @@ def recipe_part(recipe, kind):
     if not isinstance(recipe, expected):
         raise WskError(f"expected a recipe name, a Recipe or a {expected.__name__}, got {recipe!r}")
     return recipe
+
+
+CPUINFO = "/proc/cpuinfo"   # where Linux lists the CPU's flags
+
+
+def native_bfloat16():
+    """Whether this machine computes bfloat16 in hardware: a GPU of compute capability 8.0 or more, or
+    (no GPU) a CPU that lists ``avx512_bf16`` or ``amx_bf16`` among its flags in ``CPUINFO`` (Linux).
+    Elsewhere bfloat16 is emulated, slower than float32."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return all(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)) >= (8, 0)
+                   for gpu in gpus)
+    try:
+        with open(CPUINFO) as f:
+            flags = {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(name):
+    """The Keras dtype policy ``SegRecipe.precision`` ``name`` trains in: "auto" is "mixed_bfloat16"
+    where the hardware computes bfloat16 (``native_bfloat16``), "float32" elsewhere."""
+    if name not in PRECISIONS:
+        raise WskError(f"precision must be one of {', '.join(PRECISIONS)}, not {name!r}")
+    if name == "auto":
+        return "mixed_bfloat16" if native_bfloat16() else "float32"
+    return name
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Layers built inside take Keras's dtype policy ``name`` ("float32" or "mixed_bfloat16":
+    bfloat16 arithmetic, float32 weights; ``resolve_precision``). The global policy is restored on leaving."""
+    if name not in PRECISIONS or name == "auto":
+        raise WskError(f"a dtype policy is float32 or mixed_bfloat16, not {name!r}")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def as_float32(model, build):
+    """``model`` itself when it computes in float32; else a float32 network from ``build()`` (the same
+    architecture) holding ``model``'s weights, which a mixed policy keeps in float32 already: what is
+    calibrated, saved, exported and served is a float32 network wherever it was trained."""
+    if model.compute_dtype == "float32":
+        return model
+    with dtype_policy("float32"):
+        twin = build()
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def require_tensorflow_backend():

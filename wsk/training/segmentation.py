@@ -31,8 +31,8 @@ from wsk.stages import progress
 from wsk.training.class_biases import CALIBRATION_MIN_UNSEEN, calibrate
 from wsk.training.class_weights import balanced_class_weights, target_class_mass
 from wsk.training.digest import inputs_digest, up_to_date
-from wsk.training.engine import (compile_for_training, epoch_variable, fit, is_chief, make_strategy,
-                                 recipe_part, require_tensorflow_backend)
+from wsk.training.engine import (as_float32, compile_for_training, dtype_policy, epoch_variable, fit, is_chief,
+                                 make_strategy, recipe_part, require_tensorflow_backend, resolve_precision)
 from wsk.workdir import WorkDir
 
 
@@ -117,12 +117,17 @@ def segmentation_loss(variant, recipe, class_weights=None):
                                     class_weights=class_weights)
 
 
+def _architecture(recipe, num_classes, backbone_weights=None):
+    """The recipe's DeepLab-LargeFOV, its trunk from ``backbone_weights`` (None: initialised)."""
+    return deeplab_largefov(num_classes=num_classes, backbone_weights=backbone_weights, width=recipe.width,
+                            dropout=recipe.dropout, output_stride=recipe.output_stride)
+
+
 def _network(recipe, num_classes, hcp_model_path):
     """DeepLab-LargeFOV with the recipe's starting trunk (ImageNet, a file, a zoo card or the HCP)."""
-    from_hcp = recipe.backbone_weights == HCP_BACKBONE
-    model = deeplab_largefov(num_classes=num_classes, backbone_weights=None if from_hcp else recipe.backbone_weights,
-                             width=recipe.width, dropout=recipe.dropout, output_stride=recipe.output_stride)
-    return copy_hcp_trunk(model, hcp_model_path) if from_hcp else model
+    if recipe.backbone_weights == HCP_BACKBONE:
+        return copy_hcp_trunk(_architecture(recipe, num_classes), hcp_model_path)
+    return _architecture(recipe, num_classes, recipe.backbone_weights)
 
 
 def train_segmentation(root, work, variant, recipe="paper", strategy="default", pseudo_dir_refine=True,
@@ -171,18 +176,22 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
                                 batch, recipe.epochs, recipe.seed, scale_range=recipe.scale_range,
                                 first_epoch=first_epoch, copy_paste=recipe.copy_paste,
                                 target_stride=1 if recipe.loss_on_pixels else recipe.output_stride)
-    with strategy.scope():
+    precision = resolve_precision(recipe.precision)
+    with strategy.scope(), dtype_policy(precision):
         model = _network(recipe, dataset.num_classes, wd.hcp_model)
         compile_for_training(model, segmentation_loss(variant, recipe, class_weights), recipe.lr, recipe.last_lr, recipe, steps)
     printer(f"{name}: {len(ids)} images, batch {batch}, {recipe.epochs} epochs, "
-            f"{strategy.num_replicas_in_sync} replica(s)")
+            f"{strategy.num_replicas_in_sync} replica(s), {precision}")
     fit(model, data, recipe.epochs, steps, os.path.join(folder, "checkpoints"), os.path.join(folder, "logs"),
         first_epoch, callbacks, verbose)
+    model = as_float32(model, lambda: _architecture(recipe, dataset.num_classes))
     if is_chief(strategy):
         description = segmentation_description(dataset.class_names, variant, spec.target == "soft",
                                                spec.single_label, pseudo_dir_refine, recipe, len(ids),
                                                digest, max_side=max_side)
-        metrics = {} if class_weights is None else {"class_weights": class_weights}   # in class order
+        metrics = {"precision": precision}   # what it trained in (recipe "auto": by the hardware)
+        if class_weights is not None:
+            metrics["class_weights"] = class_weights   # in class order
         if recipe.calibrate_biases:
             record = calibrate(model, dataset, *calibration, spec.target, max_side, recipe.seed)
             record["images"] = "unseen" if calibration_files else "trained"
@@ -190,8 +199,7 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
             printer(f"{name}: class biases {dict(zip(dataset.class_names, record['class_biases']))}; mIoU against the "
                     f"targets of {len(calibration[0])} {record['images']} images "
                     f"{record['pseudo_label_miou']['before']} -> {record['pseudo_label_miou']['after']}")
-        if metrics:
-            description = dataclasses.replace(description, metrics=metrics)
+        description = dataclasses.replace(description, metrics=metrics)
         save_model(model, model_path, description)
         printer(f"saved {model_path}")
     return model
