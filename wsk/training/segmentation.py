@@ -184,8 +184,8 @@ def train_segmentation(root, work, variant, recipe="paper", strategy="default", 
             f"{strategy.num_replicas_in_sync} replica(s), {precision}")
     fit(model, data, recipe.epochs, steps, os.path.join(folder, "checkpoints"), os.path.join(folder, "logs"),
         first_epoch, callbacks, verbose)
-    model = as_float32(model, lambda: _architecture(recipe, dataset.num_classes))
-    if is_chief(strategy):
+    if is_chief(strategy):   # the float32 network that is calibrated and saved; other workers save nothing
+        model = as_float32(model, lambda: _architecture(recipe, dataset.num_classes))
         description = segmentation_description(dataset.class_names, variant, spec.target == "soft",
                                                spec.single_label, pseudo_dir_refine, recipe, len(ids),
                                                digest, max_side=max_side)
